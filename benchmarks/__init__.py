@@ -1,0 +1,1 @@
+"""Benchmarks: load harnesses whose figures are recorded in RESULTS.md."""

@@ -1,0 +1,1 @@
+"""Spark Telegram bot: iFlytek Spark language models streamed into Telegram."""

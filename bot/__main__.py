@@ -1,0 +1,101 @@
+"""Command line: ``python -m bot [run|chat|ask|simulator|migrate]``.
+
+Settings are read once here and passed down; each command imports only what it needs so that
+``simulator`` and ``migrate`` start without the Telegram stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
+from bot.logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="iFlytek Spark language models in Telegram."
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the Telegram bot (the default)")
+
+    chat = commands.add_parser("chat", help="multi-turn chat with Spark in this terminal")
+    chat.add_argument("--simulate", action="store_true", help="talk to a built-in Spark simulator")
+
+    ask = commands.add_parser("ask", help="print one streamed answer to stdout")
+    ask.add_argument("question", help="the question to ask")
+    ask.add_argument("--simulate", action="store_true", help="use a built-in Spark simulator")
+
+    sim = commands.add_parser("simulator", help="serve a local Spark-compatible WebSocket API")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--app-id", default=None)
+    sim.add_argument("--api-key", default=None)
+    sim.add_argument("--api-secret", default=None)
+
+    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    return parser
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    secrets = [
+        secret.get_secret_value()
+        for secret in (
+            settings.spark.api_key,
+            settings.spark.api_secret,
+            settings.telegram.bot_token,
+            settings.telegram.webhook_secret,
+        )
+        if secret is not None
+    ]
+    configure_logging(settings.log_level, secrets)
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        if command == "simulator":
+            from bot.spark.simulator import Credentials, serve_forever
+
+            configure_logging("INFO")
+            defaults = Credentials.demo()
+            credentials = Credentials(
+                app_id=args.app_id or defaults.app_id,
+                api_key=args.api_key or defaults.api_key,
+                api_secret=args.api_secret or defaults.api_secret,
+            )
+            asyncio.run(serve_forever(args.host, args.port, credentials))
+            return 0
+        settings = _settings()
+        if command == "migrate":
+            from storage.migrate import upgrade_to_head
+
+            upgrade_to_head(settings.database.url)
+            return 0
+        if command == "chat":
+            from bot.terminal import chat
+
+            return asyncio.run(chat(settings, simulate=args.simulate))
+        if command == "ask":
+            from bot.terminal import ask
+
+            return asyncio.run(ask(settings, args.question, simulate=args.simulate))
+        from bot.app import run
+
+        return asyncio.run(run(settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Settings from the environment and ``.env``, validated once at start.
+
+Each group reads its own variables; :func:`load_settings` validates every group and raises one
+:class:`~bot.errors.ConfigError` that names *every* bad or missing variable, so an operator fixes
+a deployment in one go. No instance exists at import time: ``__main__`` loads it and passes it on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+from bot.spark.models import MODEL_NAMES, SparkModel, find_model, get_model
+
+StreamTransport = Literal["auto", "draft", "edit"]
+GroupHistoryScope = Literal["chat", "user"]
+UnauthorizedGroupAction = Literal["leave", "silent"]
+
+IdList = Annotated[list[int], NoDecode]
+
+
+def _split_ids(value: Any) -> Any:
+    """Accept ``1, 2,3`` (and JSON-ish ``[1,2]``) as well as real lists."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+def _model_name(value: Any) -> Any:
+    if isinstance(value, str):
+        model = find_model(value)
+        if model is None:
+            raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODEL_NAMES)}")
+        return model.name
+    return value
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+
+class SparkSettings(_Group):
+    """``SPARK_*``: credentials, model and generation defaults, timeouts."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARK_")
+
+    app_id: str | None = None
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    model: str = "lite"
+    # Models users may switch to with /model; empty means only SPARK_MODEL.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    url: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_k: int = Field(default=4, ge=1, le=6)
+    system_prompt: str | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    first_frame_timeout: float = Field(default=60.0, gt=0)
+    idle_timeout: float = Field(default=60.0, gt=0)
+    total_timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+    _normalise_model = field_validator("model", mode="before")(_model_name)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(";", ",").split(",") if part.strip()]
+        return [_model_name(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value or None
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _check_max_tokens(cls, value: int | None, info: ValidationInfo) -> int | None:
+        model = find_model(str(info.data.get("model", "")))
+        if value is not None and model is not None and not 1 <= value <= model.max_tokens_limit:
+            raise ValueError(
+                f"{value} is outside {model.title}'s range 1..{model.max_tokens_limit}"
+            )
+        return value
+
+    @field_validator("temperature")
+    @classmethod
+    def _check_temperature(cls, value: float | None, info: ValidationInfo) -> float | None:
+        model = find_model(str(info.data.get("model", "")))
+        if value is not None and model is not None and not 0 < value <= model.temperature_max:
+            raise ValueError(
+                f"{value} is outside {model.title}'s range (0, {model.temperature_max:g}]"
+            )
+        return value
+
+    @property
+    def model_info(self) -> SparkModel:
+        return get_model(self.model)
+
+    @property
+    def enabled_models(self) -> tuple[str, ...]:
+        """SPARK_MODEL first, then the others the operator enabled, without repeats."""
+        return tuple(dict.fromkeys([self.model, *self.models]))
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.app_id and self.api_key and self.api_secret)
+
+    def require_credentials(self) -> tuple[str, str, str]:
+        """(app_id, api_key, api_secret), or a ConfigError naming what is missing."""
+        missing = [
+            name
+            for name, value in (
+                ("SPARK_APP_ID", self.app_id),
+                ("SPARK_API_KEY", self.api_key),
+                ("SPARK_API_SECRET", self.api_secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"missing Spark credentials: {', '.join(missing)}")
+        return (
+            str(self.app_id),
+            self.api_key.get_secret_value() if self.api_key else "",
+            self.api_secret.get_secret_value() if self.api_secret else "",
+        )
+
+
+class DatabaseSettings(_Group):
+    url: str = Field(
+        default="sqlite+aiosqlite:///data/bot.sqlite3",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+
+
+class TelegramSettings(_Group):
+    """The Telegram side: token, transport, access control."""
+
+    bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN")
+    )
+    api_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TELEGRAM_API_BASE_URL")
+    )
+    webhook_url: str | None = Field(default=None, validation_alias=AliasChoices("WEBHOOK_URL"))
+    webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("WEBHOOK_SECRET")
+    )
+    host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("HOST"))  # noqa: S104
+    port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
+    admin_user_ids: IdList = Field(
+        default_factory=list, validation_alias=AliasChoices("ADMIN_USER_IDS")
+    )
+    allowed_user_ids: IdList = Field(
+        default_factory=list, validation_alias=AliasChoices("ALLOWED_USER_IDS")
+    )
+    allowed_chat_ids: IdList = Field(
+        default_factory=list, validation_alias=AliasChoices("ALLOWED_CHAT_IDS")
+    )
+    stream_transport: StreamTransport = Field(
+        default="auto", validation_alias=AliasChoices("STREAM_TRANSPORT")
+    )
+    group_history_scope: GroupHistoryScope = Field(
+        default="chat", validation_alias=AliasChoices("GROUP_HISTORY_SCOPE")
+    )
+    unauthorized_group_action: UnauthorizedGroupAction = Field(
+        default="silent", validation_alias=AliasChoices("UNAUTHORIZED_GROUP_ACTION")
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, validation_alias=AliasChoices("SHUTDOWN_GRACE_SECONDS")
+    )
+
+    _split = field_validator(
+        "admin_user_ids", "allowed_user_ids", "allowed_chat_ids", mode="before"
+    )(_split_ids)
+
+    @field_validator(
+        "stream_transport", "group_history_scope", "unauthorized_group_action", mode="before"
+    )
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def token(self) -> str | None:
+        return self.bot_token.get_secret_value() if self.bot_token else None
+
+
+class LimitSettings(_Group):
+    """Quotas and abuse limits (0 = unlimited)."""
+
+    daily_token_quota: int = Field(
+        default=0, ge=0, validation_alias=AliasChoices("DAILY_TOKEN_QUOTA")
+    )
+    user_rate_limit: int = Field(default=0, ge=0, validation_alias=AliasChoices("USER_RATE_LIMIT"))
+
+
+class Settings(BaseModel):
+    """All settings, grouped."""
+
+    spark: SparkSettings
+    database: DatabaseSettings
+    telegram: TelegramSettings
+    limits: LimitSettings
+    log_level: str = "INFO"
+
+
+_GROUPS: dict[str, type[_Group]] = {
+    "spark": SparkSettings,
+    "database": DatabaseSettings,
+    "telegram": TelegramSettings,
+    "limits": LimitSettings,
+}
+
+
+def _env_name(group: type[_Group], field: str) -> str:
+    info = group.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        first = info.validation_alias.choices[0]
+        if isinstance(first, str):
+            return first
+    prefix = group.model_config.get("env_prefix") or ""
+    return f"{prefix}{field}".upper()
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read and validate every group; raise one ConfigError listing all problems.
+
+    ``overrides`` maps a group name to a dict of field values (tests and the CLI use it).
+    """
+    groups: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, group in _GROUPS.items():
+        try:
+            groups[name] = group(_env_file=env_file, **overrides.get(name, {}))
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                variable = _env_name(group, field) if field else group.__name__
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{variable}: {message}" if field else message)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return Settings(log_level=os.environ.get("LOG_LEVEL", "INFO").upper(), **groups)

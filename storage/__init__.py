@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy async models, repositories returning frozen DTOs, migrations."""

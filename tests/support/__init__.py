@@ -1,0 +1,1 @@
+"""Test support: real-transport fakes (Spark simulator fixtures, Bot API fake) and databases."""

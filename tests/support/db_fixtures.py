@@ -1,0 +1,1 @@
+"""Pytest fixtures (db_fixtures)."""

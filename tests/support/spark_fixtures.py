@@ -1,0 +1,1 @@
+"""Pytest fixtures (spark_fixtures)."""
