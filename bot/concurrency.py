@@ -1,0 +1,161 @@
+"""Ordering: updates in order within a chat, answers one at a time per conversation.
+
+Two layers, because ``/stop`` must be handled while an answer is still being written:
+
+- :class:`PerChatUpdateProcessor` plugs into python-telegram-bot and runs update handlers
+  concurrently across chats but strictly in arrival order within a chat. Handlers are quick:
+  they store the question and hand the answer to a lane.
+- :class:`AnswerLanes` keeps one FIFO lane per conversation. A lane's worker writes one answer
+  at a time; later questions wait their turn. Every worker task is owned here, and
+  :meth:`AnswerLanes.shutdown` gives running answers a grace period, then cancels them so they
+  can finish with a visible "interrupted" note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram import Update
+from telegram.ext import BaseUpdateProcessor
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+
+
+def update_chat_key(update: object) -> Hashable | None:
+    """The chat an update belongs to, or None for chat-less updates."""
+    if isinstance(update, Update):
+        chat = update.effective_chat
+        if chat is not None:
+            return chat.id
+        user = update.effective_user
+        if user is not None:
+            return ("user", user.id)
+    return None
+
+
+class PerChatUpdateProcessor(BaseUpdateProcessor):
+    """Concurrent across chats, ordered within a chat."""
+
+    def __init__(self, max_concurrent_updates: int = 256) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+        self._waiting: dict[Hashable, int] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        key = update_chat_key(update)
+        if key is None:
+            await coroutine
+            return
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                # Nobody else holds or waits for it: forget the lock so idle chats cost nothing.
+                del self._waiting[key]
+                del self._locks[key]
+
+    async def initialize(self) -> None:
+        """Nothing to allocate."""
+
+    async def shutdown(self) -> None:
+        """Nothing to free."""
+
+
+@dataclass(slots=True)
+class _Lane:
+    jobs: deque[Job] = field(default_factory=deque)
+    worker: asyncio.Task[None] | None = None
+    running: asyncio.Task[None] | None = None
+
+
+class AnswerLanes:
+    """One answer at a time per conversation key; FIFO within a key; parallel across keys."""
+
+    def __init__(self) -> None:
+        self._lanes: dict[Hashable, _Lane] = {}
+        self._closing = False
+
+    def submit(self, key: Hashable, job: Job) -> int:
+        """Queue ``job``; returns how many jobs are ahead of it (0 = starts now)."""
+        if self._closing:
+            raise RuntimeError("shutting down: no new answers")
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        ahead = len(lane.jobs) + (1 if lane.running is not None else 0)
+        lane.jobs.append(job)
+        if lane.worker is None:
+            lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane-{key}")
+        return ahead
+
+    def busy(self, key: Hashable) -> bool:
+        lane = self._lanes.get(key)
+        return lane is not None and lane.running is not None
+
+    def cancel_current(self, key: Hashable) -> bool:
+        """Cancel the answer being written for ``key`` (``/stop``); queued ones still run."""
+        lane = self._lanes.get(key)
+        if lane is None or lane.running is None or lane.running.done():
+            return False
+        lane.running.cancel()
+        return True
+
+    def running_count(self) -> int:
+        return sum(1 for lane in self._lanes.values() if lane.running is not None)
+
+    async def _work(self, key: Hashable, lane: _Lane) -> None:
+        try:
+            while lane.jobs:
+                job = lane.jobs.popleft()
+                lane.running = asyncio.create_task(_run(job), name=f"answer-{key}")
+                try:
+                    # wait() returns when the job ends, cancelled by /stop or not, and does not
+                    # cancel the job if this worker is cancelled: shutdown() owns that.
+                    await asyncio.wait([lane.running])
+                finally:
+                    lane.running = None
+        finally:
+            lane.worker = None
+            if not lane.jobs and self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def shutdown(self, grace: float) -> None:
+        """Let running answers finish within ``grace`` seconds, cancel the rest, drop queues."""
+        self._closing = True
+        for lane in self._lanes.values():
+            lane.jobs.clear()
+        running = [lane.running for lane in self._lanes.values() if lane.running is not None]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            # Cancelled answers still deliver their "interrupted" note; wait for that.
+            await asyncio.gather(*pending, return_exceptions=True)
+        workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+
+async def _run(job: Job) -> None:
+    try:
+        await job()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A job reports its own failures to the user; this is the last line of defence.
+        log.exception("answer job failed")

@@ -1,0 +1,112 @@
+"""Telegram's send budgets, shared by every answer the bot is streaming.
+
+Telegram enforces (telegram-notes.md): about one message per second per chat, 20 per minute per
+group, 30 per second for the whole bot, and answers 429 with ``retry_after`` when a budget is
+overdrawn. Edits count like sends. This module answers one question for a stream about to send
+something: how long must it wait? It never sleeps itself, so the Spark read loop is never held
+up by Telegram; the stream renderer does the waiting in its own task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class FloodPolicy:
+    """The time floors and budgets the bot holds itself to (a little under Telegram's)."""
+
+    private_interval: float = 1.0
+    group_interval: float = 3.0
+    group_per_minute: int = 20
+    global_per_second: int = 28
+
+
+@dataclass(slots=True)
+class _ChatBudget:
+    last_sent: float = float("-inf")
+    not_before: float = float("-inf")
+    recent: deque[float] = field(default_factory=deque)
+
+
+def retry_after_seconds(value: int | float | timedelta) -> float:
+    """ptb gives ``retry_after`` as an int, or a timedelta with PTB_TIMEDELTA=1: accept both."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+class FloodControl:
+    """Per-chat floors and 429 deadlines, per-group minute budget, global second budget."""
+
+    def __init__(self, policy: FloodPolicy | None = None, clock: Clock = time.monotonic) -> None:
+        self.policy = policy or FloodPolicy()
+        self._clock = clock
+        self._chats: dict[int, _ChatBudget] = {}
+        self._global: deque[float] = deque()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def _chat(self, chat_id: int) -> _ChatBudget:
+        budget = self._chats.get(chat_id)
+        if budget is None:
+            budget = self._chats[chat_id] = _ChatBudget()
+        return budget
+
+    def delay(self, chat_id: int, *, is_group: bool) -> float:
+        """Seconds to wait before the next message or edit to ``chat_id`` (0 = go now)."""
+        now = self._clock()
+        budget = self._chat(chat_id)
+        interval = self.policy.group_interval if is_group else self.policy.private_interval
+        ready = max(budget.not_before, budget.last_sent + interval)
+        if is_group:
+            _expire(budget.recent, now - 60.0)
+            if len(budget.recent) >= self.policy.group_per_minute:
+                ready = max(ready, budget.recent[0] + 60.0)
+        _expire(self._global, now - 1.0)
+        if len(self._global) >= self.policy.global_per_second:
+            ready = max(ready, self._global[0] + 1.0)
+        return max(0.0, ready - now)
+
+    def deadline(self, chat_id: int) -> float:
+        """The chat's 429 deadline (monotonic clock), or -inf when there is none."""
+        return self._chat(chat_id).not_before
+
+    def record_send(self, chat_id: int, *, is_group: bool) -> None:
+        now = self._clock()
+        budget = self._chat(chat_id)
+        budget.last_sent = now
+        if is_group:
+            budget.recent.append(now)
+        self._global.append(now)
+
+    def record_retry_after(self, chat_id: int, retry_after: int | float | timedelta) -> float:
+        """Telegram said 429: nothing goes to this chat before the returned deadline."""
+        budget = self._chat(chat_id)
+        deadline = self._clock() + retry_after_seconds(retry_after)
+        budget.not_before = max(budget.not_before, deadline)
+        return budget.not_before
+
+    def forget_idle(self, older_than: float = 3600.0) -> int:
+        """Drop budgets of chats quiet for ``older_than`` seconds; returns how many."""
+        cutoff = self._clock() - older_than
+        idle = [
+            chat_id
+            for chat_id, budget in self._chats.items()
+            if budget.last_sent < cutoff and budget.not_before < cutoff
+        ]
+        for chat_id in idle:
+            del self._chats[chat_id]
+        return len(idle)
+
+
+def _expire(window: deque[float], cutoff: float) -> None:
+    while window and window[0] <= cutoff:
+        window.popleft()

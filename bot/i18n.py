@@ -1,0 +1,164 @@
+"""Everything the bot says to users, in English and Chinese.
+
+The language comes from Telegram's ``language_code``: any ``zh*`` gets Chinese, everything else
+English. Keys are checked by the tests: both languages define exactly the same keys and
+placeholders.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Language = Literal["en", "zh"]
+
+COMMANDS: dict[Language, list[tuple[str, str]]] = {
+    "en": [
+        ("new", "Start a new conversation"),
+        ("retry", "Regenerate the last answer"),
+        ("stop", "Stop the answer being written"),
+        ("model", "Choose the Spark model"),
+        ("system", "Show, set or clear the system prompt"),
+        ("usage", "Your token usage and quota"),
+        ("ask", "Ask a question (in groups)"),
+        ("help", "How to use this bot"),
+    ],
+    "zh": [
+        ("new", "开始新对话"),
+        ("retry", "重新生成上一个回答"),
+        ("stop", "停止正在生成的回答"),
+        ("model", "选择星火模型"),
+        ("system", "查看、设置或清除系统提示"),
+        ("usage", "我的 token 用量和配额"),
+        ("ask", "提问（群组中使用）"),
+        ("help", "使用帮助"),
+    ],
+}
+
+MESSAGES: dict[Language, dict[str, str]] = {
+    "en": {
+        "start": (
+            "Hello! I answer with iFlytek Spark ({model}).\n"
+            "Just write your question. Send /help for commands."
+        ),
+        "help": (
+            "Write a question and I answer, streaming as Spark writes.\n\n"
+            "/new: start a new conversation (I forget the previous one)\n"
+            "/retry: write the last answer again\n"
+            "/stop: stop the answer being written (the text so far stays)\n"
+            "/model: choose the model for this chat\n"
+            "/system: show, set (/system <text>) or clear (/system clear) the system prompt\n"
+            "/usage: your tokens today and this month\n\n"
+            "In groups I answer when you mention me, reply to my message, or use "
+            "/ask <question>. With Telegram's privacy mode on I can't see mentions: make me "
+            "an admin, or turn privacy off with @BotFather (/setprivacy) and add me again."
+        ),
+        "queued": "⏳ Queued: I'll answer this after the current answer ({position} ahead).",
+        "text_only": "I can only read text. Please send your question as text or a caption.",
+        "not_allowed": "Sorry, this bot is private and not available to you.",
+        "admin_only": "This command is for the bot's administrators.",
+        "new_conversation": "🆕 New conversation. I've set the earlier messages aside.",
+        "nothing_to_stop": "Nothing is being written right now.",
+        "stopping": "⏹ Stopping…",
+        "nothing_to_retry": "There is no earlier question to answer again.",
+        "ask_usage": "Write your question after the command, e.g. /ask What is a black hole?",
+        "model_current": (
+            "Model for this chat: {model}.\nAvailable: {choices}\nChange: /model <name>"
+        ),
+        "model_set": "✅ This chat now uses {model}.",
+        "model_unknown": "Unknown or unavailable model “{name}”. Available: {choices}",
+        "system_current": "System prompt for this chat:\n{prompt}",
+        "system_none": "No system prompt is set. Set one with /system <text>.",
+        "system_set": "✅ System prompt set.",
+        "system_cleared": "✅ System prompt cleared.",
+        "system_unsupported": "{model} does not support a system prompt.",
+        "footer_stopped": "⏹ Stopped.",
+        "footer_interrupted": "⏹ Interrupted: the bot was restarting. Send /retry to continue.",
+        "footer_error": "⚠️ {error}",
+        "error_question_too_long": (
+            "Your message is too long for {model}: about {tokens} tokens, and the limit is "
+            "{budget}. Please shorten it or split it up."
+        ),
+        "error_context_too_long": (
+            "The conversation got too long for {model}. Send /new to start over."
+        ),
+        "error_content_blocked": (
+            "Spark declined to answer this (content policy). Please rephrase your question."
+        ),
+        "error_output_blocked": "Spark stopped this answer (content policy).",
+        "error_quota": (
+            "The Spark token quota for this model is used up. The operator has been told; "
+            "please try again later."
+        ),
+        "error_busy": "Spark is busy right now. Please try again in a minute.",
+        "error_timeout": "Spark took too long to answer. Please try again.",
+        "error_unavailable": "Spark can't be reached right now. Please try again later.",
+        "error_config": "The bot is misconfigured. The operator has been told.",
+        "error_internal": "Something went wrong on our side. Please try again.",
+        "user_quota_exhausted": (
+            "You've used your daily quota of {quota} tokens. It resets at {reset} UTC."
+        ),
+        "user_rate_limited": "You're asking very fast. Please try again in {seconds} s.",
+    },
+    "zh": {
+        "start": (
+            "你好！我使用讯飞星火（{model}）回答问题。\n直接发送问题即可，发送 /help 查看命令。"
+        ),
+        "help": (
+            "发送问题，我会一边生成一边显示回答。\n\n"
+            "/new：开始新对话（忘记之前的内容）\n"
+            "/retry：重新生成上一个回答\n"
+            "/stop：停止正在生成的回答（已生成的内容会保留）\n"
+            "/model：为本聊天选择模型\n"
+            "/system：查看、设置（/system <内容>）或清除（/system clear）系统提示\n"
+            "/usage：我今天和本月的 token 用量\n\n"
+            "在群组中，提到我、回复我的消息或使用 /ask <问题> 时我才会回答。"
+            "Telegram 的隐私模式开启时我看不到提及：请把我设为管理员，"
+            "或在 @BotFather 中用 /setprivacy 关闭隐私模式后重新把我加入群组。"
+        ),
+        "queued": "⏳ 已排队：当前回答结束后再回答这条（前面还有 {position} 条）。",
+        "text_only": "我只能读文字。请以文字或图片说明的形式发送问题。",
+        "not_allowed": "抱歉，这是私人机器人，你无法使用。",
+        "admin_only": "此命令仅限机器人管理员使用。",
+        "new_conversation": "🆕 已开始新对话，之前的消息不再作为上下文。",
+        "nothing_to_stop": "当前没有正在生成的回答。",
+        "stopping": "⏹ 正在停止…",
+        "nothing_to_retry": "没有可以重新回答的问题。",
+        "ask_usage": "请在命令后写上问题，例如：/ask 黑洞是什么？",
+        "model_current": "本聊天使用的模型：{model}。\n可选：{choices}\n切换：/model <名称>",
+        "model_set": "✅ 本聊天已切换到 {model}。",
+        "model_unknown": "未知或未启用的模型“{name}”。可选：{choices}",
+        "system_current": "本聊天的系统提示：\n{prompt}",
+        "system_none": "尚未设置系统提示。使用 /system <内容> 设置。",
+        "system_set": "✅ 系统提示已设置。",
+        "system_cleared": "✅ 系统提示已清除。",
+        "system_unsupported": "{model} 不支持系统提示。",
+        "footer_stopped": "⏹ 已停止。",
+        "footer_interrupted": "⏹ 已中断：机器人正在重启。发送 /retry 继续。",
+        "footer_error": "⚠️ {error}",
+        "error_question_too_long": (
+            "你的消息对 {model} 来说太长了：约 {tokens} 个 token，上限为 {budget}。"
+            "请缩短或分段发送。"
+        ),
+        "error_context_too_long": "对话内容超出了 {model} 的上限。发送 /new 开始新对话。",
+        "error_content_blocked": "星火拒绝回答此问题（内容审核）。请换个说法。",
+        "error_output_blocked": "星火中止了这个回答（内容审核）。",
+        "error_quota": "该模型的星火 token 额度已用完，已通知管理员，请稍后再试。",
+        "error_busy": "星火当前繁忙，请稍后再试。",
+        "error_timeout": "星火响应超时，请重试。",
+        "error_unavailable": "暂时无法连接星火，请稍后再试。",
+        "error_config": "机器人配置有误，已通知管理员。",
+        "error_internal": "我们这边出了点问题，请重试。",
+        "user_quota_exhausted": "你今天的 {quota} token 配额已用完，将于 UTC {reset} 重置。",
+        "user_rate_limited": "提问太频繁了，请 {seconds} 秒后再试。",
+    },
+}
+
+
+def language_of(language_code: str | None) -> Language:
+    return "zh" if language_code and language_code.lower().startswith("zh") else "en"
+
+
+def text(language: Language, key: str, **values: object) -> str:
+    """The message ``key`` in ``language``, with ``values`` filled in."""
+    template = MESSAGES[language].get(key) or MESSAGES["en"][key]
+    return template.format(**values) if values else template

@@ -1,0 +1,445 @@
+"""Shows an answer in Telegram while Spark writes it, then makes it permanent.
+
+The Spark read loop calls :meth:`TelegramAnswer.push` with the newest full text; that only stores
+the text and wakes a pump task, so Spark is never held up by Telegram. The pump shows the newest
+text when the chat's budget allows (:mod:`bot.flood`) and it has grown enough to be worth an
+update; intermediate texts in between are simply skipped. :meth:`TelegramAnswer.finish` renders
+the final Markdown into entities and always lands, waiting out any 429 deadline first.
+
+Two ways to show a growing answer:
+- ``draft`` (private chats): ``sendMessageDraft`` animates a preview, starting empty so the
+  client shows "Thinking…" at once; the answer is made permanent with ``sendMessage``. If the
+  chat refuses drafts, the stream switches to ``edit`` and the chat is remembered.
+- ``edit`` (groups, topics, fallback): a reply message edited in place.
+
+Long answers are split into parts of at most 4096 UTF-16 units (:func:`bot.textsplit.split_text`);
+every part but the last is a complete message of its own, the last one is the live preview.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from telegram import Bot, LinkPreviewOptions, Message, MessageEntity, ReplyParameters
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+
+from bot.flood import FloodControl
+from bot.formatting import Rendered, render_parts
+from bot.textsplit import TELEGRAM_TEXT_LIMIT, split_text, utf16_len
+
+log = logging.getLogger(__name__)
+
+StreamMode = Literal["draft", "edit"]
+Sleep = Callable[[float], Awaitable[None]]
+
+T = TypeVar("T")
+
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTarget:
+    """Where an answer goes."""
+
+    chat_id: int
+    is_group: bool
+    thread_id: int | None = None
+    reply_to_message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTuning:
+    min_growth: int = 24  # characters before an intermediate update is worth sending
+    typing_interval: float = 4.5  # Telegram shows "typing" for about 5 s per action
+    final_attempts: int = 6  # network failures tolerated while delivering the final text
+    network_retry_delay: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What became of an answer in Telegram."""
+
+    message_ids: tuple[int, ...]
+    gone: bool = False  # the user deleted the message or blocked the bot
+    formatted: bool = True  # False when Telegram refused the entities and plain text was sent
+    complete: bool = True  # False when the final text could not be delivered in full
+
+
+class AnswerSink(Protocol):
+    """What the conversation service streams into: Telegram, a terminal, an HTTP client."""
+
+    @property
+    def gone(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    def push(self, text: str) -> None: ...
+
+    async def finish(self, text: str, *, footer: str | None = None) -> Delivery: ...
+
+    async def aclose(self) -> None: ...
+
+
+class DraftSupport:
+    """Remembers the private chats whose client refused ``sendMessageDraft``."""
+
+    def __init__(self) -> None:
+        self._refused: set[int] = set()
+
+    def refused(self, chat_id: int) -> bool:
+        return chat_id in self._refused
+
+    def mark_refused(self, chat_id: int) -> None:
+        self._refused.add(chat_id)
+
+
+class _Deferred(Exception):
+    """An intermediate update must wait for the chat's budget; the newest text will follow."""
+
+
+class _Gone(Exception):
+    """The message was deleted or the bot blocked: stop talking to this chat."""
+
+
+class _DraftsRefused(Exception):
+    """The chat does not take drafts."""
+
+
+@dataclass(slots=True)
+class _Shown:
+    message_id: int
+    key: tuple[object, ...]
+
+
+def _key(text: str, entities: Sequence[MessageEntity] = ()) -> tuple[object, ...]:
+    return (text, *((e.type, e.offset, e.length, e.url, e.language) for e in entities))
+
+
+def _is_not_modified(exc: BadRequest) -> bool:
+    return "not modified" in exc.message.lower()
+
+
+def _is_gone(exc: TelegramError) -> bool:
+    if isinstance(exc, Forbidden):
+        return True
+    text = exc.message.lower()
+    return "message to edit not found" in text or "chat not found" in text
+
+
+class TelegramAnswer:
+    """One answer being streamed into one Telegram chat."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        flood: FloodControl,
+        target: ChatTarget,
+        *,
+        mode: StreamMode,
+        drafts: DraftSupport,
+        draft_id: int,
+        tuning: StreamTuning | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._bot = bot
+        self._flood = flood
+        self._target = target
+        self._mode: StreamMode = "edit" if drafts.refused(target.chat_id) else mode
+        self._drafts = drafts
+        self._draft_id = draft_id
+        self._tuning = tuning or StreamTuning()
+        self._sleep = sleep
+        self._latest = ""
+        self._shown_length = -1
+        self._draft_key: tuple[object, ...] | None = None
+        self._messages: list[_Shown] = []
+        self._changed = asyncio.Event()
+        self._finishing = asyncio.Event()
+        self._first_text = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._typing_task: asyncio.Task[None] | None = None
+        self._gone = False
+        self._finished = False
+
+    @property
+    def gone(self) -> bool:
+        return self._gone
+
+    @property
+    def mode(self) -> StreamMode:
+        return self._mode
+
+    @property
+    def message_ids(self) -> tuple[int, ...]:
+        return tuple(shown.message_id for shown in self._messages)
+
+    async def start(self) -> None:
+        """Show that an answer is coming, and start the pump."""
+        if self._mode == "draft":
+            try:
+                await self._send_draft(None)
+            except _DraftsRefused:
+                self._fall_back_to_edits()
+            except (_Deferred, _Gone):
+                pass
+        if self._mode == "edit":
+            self._typing_task = asyncio.create_task(self._keep_typing(), name="typing")
+        self._pump_task = asyncio.create_task(self._pump(), name="answer-pump")
+
+    def push(self, text: str) -> None:
+        """Record the newest full text; never blocks."""
+        if self._finished or self._gone:
+            return
+        self._latest = text
+        self._changed.set()
+
+    async def finish(self, text: str, *, footer: str | None = None) -> Delivery:
+        """Stop previews and deliver the final text (rendered), waiting out any 429."""
+        self._finished = True
+        await self._stop_background()
+        if self._gone:
+            return Delivery(self.message_ids, gone=True, complete=False)
+        parts = _final_parts(text, footer)
+        formatted = True
+        complete = True
+        try:
+            for index, part in enumerate(parts):
+                formatted &= await self._show_final_part(index, part)
+            for extra in self._messages[len(parts) :]:
+                await self._delete(extra.message_id)
+            del self._messages[len(parts) :]
+        except _Gone:
+            self._gone = True
+            complete = False
+        except NetworkError as exc:
+            log.error("chat %s: final answer not delivered: %s", self._target.chat_id, exc)
+            complete = False
+        return Delivery(self.message_ids, gone=self._gone, formatted=formatted, complete=complete)
+
+    async def aclose(self) -> None:
+        """Stop background work without delivering anything more."""
+        self._finished = True
+        await self._stop_background()
+
+    # -- background tasks -------------------------------------------------------------------
+
+    async def _stop_background(self) -> None:
+        self._finishing.set()
+        self._changed.set()
+        if self._typing_task is not None:
+            self._typing_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._typing_task
+            self._typing_task = None
+        if self._pump_task is not None:
+            # The pump finishes the request it is making: cancelling it mid-request could
+            # leave a message we do not know about, which the final text would then repeat.
+            await self._pump_task
+            self._pump_task = None
+
+    async def _keep_typing(self) -> None:
+        while not self._first_text.is_set():
+            with contextlib.suppress(TelegramError):
+                await self._bot.send_chat_action(
+                    self._target.chat_id,
+                    ChatAction.TYPING,
+                    message_thread_id=self._target.thread_id,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_text.wait(), self._tuning.typing_interval)
+
+    async def _pump(self) -> None:
+        while not self._finishing.is_set():
+            await self._changed.wait()
+            self._changed.clear()
+            if self._finishing.is_set():
+                return
+            delay = self._flood.delay(self._target.chat_id, is_group=self._target.is_group)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finishing.wait(), delay)
+                if self._finishing.is_set():
+                    return
+            text = self._latest
+            if not text.strip() or len(text) - self._shown_length < self._worth(text):
+                continue
+            try:
+                await self._show_preview(text)
+                self._shown_length = len(text)
+                self._first_text.set()
+            except _Deferred:
+                self._changed.set()  # try again with whatever is newest once allowed
+            except _Gone:
+                self._gone = True
+                log.info("chat %s: answer message gone; stream ends", self._target.chat_id)
+                return
+            except NetworkError as exc:
+                log.warning("chat %s: preview update failed: %s", self._target.chat_id, exc)
+
+    def _worth(self, text: str) -> int:
+        # The first text shows at once; later ones need some growth, except when a part fills
+        # up (the split must happen promptly so the frozen part shows its complete text).
+        if self._shown_length < 0:
+            return 1
+        if utf16_len(text) > TELEGRAM_TEXT_LIMIT * (len(self._messages) + 1):
+            return 1
+        return self._tuning.min_growth
+
+    # -- previews -----------------------------------------------------------------------------
+
+    async def _show_preview(self, text: str) -> None:
+        parts = split_text(text)
+        if self._mode == "draft":
+            try:
+                for index, part in enumerate(parts[:-1]):
+                    await self._show_message(index, part, (), final=False)
+                await self._send_draft(parts[-1])
+                return
+            except _DraftsRefused:
+                self._fall_back_to_edits()
+        for index, part in enumerate(parts):
+            await self._show_message(index, part, (), final=False)
+
+    def _fall_back_to_edits(self) -> None:
+        log.info("chat %s refuses drafts; streaming by edits", self._target.chat_id)
+        self._drafts.mark_refused(self._target.chat_id)
+        self._mode = "edit"
+
+    async def _send_draft(self, text: str | None) -> None:
+        key = _key(text or "")
+        if key == self._draft_key:
+            return
+        try:
+            await self._call(
+                lambda: self._bot.send_message_draft(
+                    self._target.chat_id,
+                    self._draft_id,
+                    text=text,
+                    message_thread_id=self._target.thread_id,
+                ),
+                final=False,
+            )
+        except BadRequest as exc:
+            raise _DraftsRefused from exc
+        self._draft_key = key
+
+    # -- final --------------------------------------------------------------------------------
+
+    async def _show_final_part(self, index: int, part: Rendered) -> bool:
+        """Show one final part; returns False when it had to fall back to plain text."""
+        try:
+            await self._show_message(index, part.text, part.entities, final=True)
+            return True
+        except BadRequest as exc:
+            if not part.entities:
+                raise
+            log.warning(
+                "chat %s: formatted answer refused (%s); sending plain text",
+                self._target.chat_id,
+                exc.message,
+            )
+        await self._show_message(index, part.text, (), final=True)
+        return False
+
+    # -- one message --------------------------------------------------------------------------
+
+    async def _show_message(
+        self, index: int, text: str, entities: Sequence[MessageEntity], *, final: bool
+    ) -> None:
+        key = _key(text, entities)
+        if index < len(self._messages):
+            shown = self._messages[index]
+            if shown.key == key:
+                return
+            await self._call(
+                lambda: self._bot.edit_message_text(
+                    text,
+                    chat_id=self._target.chat_id,
+                    message_id=shown.message_id,
+                    entities=entities or None,
+                    link_preview_options=_NO_PREVIEW,
+                ),
+                final=final,
+            )
+            shown.key = key
+            return
+        reply_to = (
+            self._messages[-1].message_id if self._messages else self._target.reply_to_message_id
+        )
+        message = await self._call(
+            lambda: self._bot.send_message(
+                self._target.chat_id,
+                text,
+                entities=entities or None,
+                message_thread_id=self._target.thread_id,
+                reply_parameters=(
+                    ReplyParameters(reply_to, allow_sending_without_reply=True)
+                    if reply_to is not None
+                    else None
+                ),
+                link_preview_options=_NO_PREVIEW,
+            ),
+            final=final,
+        )
+        if isinstance(message, Message):
+            self._messages.append(_Shown(message.message_id, key))
+
+    async def _delete(self, message_id: int) -> None:
+        with contextlib.suppress(TelegramError):
+            await self._bot.delete_message(self._target.chat_id, message_id)
+
+    async def _call(self, request: Callable[[], Awaitable[T]], *, final: bool) -> T | None:
+        """Make one budgeted request. Intermediate ones defer instead of waiting."""
+        chat_id, is_group = self._target.chat_id, self._target.is_group
+        failures = 0
+        while True:
+            delay = self._flood.delay(chat_id, is_group=is_group)
+            if delay > 0:
+                if not final:
+                    raise _Deferred
+                await self._sleep(delay)
+                continue
+            self._flood.record_send(chat_id, is_group=is_group)
+            try:
+                return await request()
+            except RetryAfter as exc:
+                deadline = self._flood.record_retry_after(chat_id, exc.retry_after)
+                log.warning(
+                    "chat %s: Telegram flood control, nothing sent for %.1f s",
+                    chat_id,
+                    deadline - self._flood.now(),
+                )
+                if not final:
+                    raise _Deferred from exc
+            except BadRequest as exc:
+                if _is_not_modified(exc):
+                    return None
+                if _is_gone(exc):
+                    raise _Gone from exc
+                raise
+            except Forbidden as exc:
+                log.info("chat %s: bot blocked or removed (%s)", chat_id, exc.message)
+                raise _Gone from exc
+            except NetworkError:
+                failures += 1
+                if not final or failures >= self._tuning.final_attempts:
+                    raise
+                await self._sleep(self._tuning.network_retry_delay * failures)
+
+
+def _final_parts(text: str, footer: str | None) -> list[Rendered]:
+    parts = render_parts(text) if text.strip() else []
+    if footer:
+        footer_part = Rendered(footer, ())
+        if parts and utf16_len(parts[-1].text) + 2 + utf16_len(footer) <= TELEGRAM_TEXT_LIMIT:
+            last = parts[-1]
+            parts[-1] = Rendered(f"{last.text}\n\n{footer}", last.entities)
+        else:
+            parts.append(footer_part)
+    return parts
