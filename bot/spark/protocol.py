@@ -146,12 +146,18 @@ def _parse_payload(payload: dict[str, Any], message: str, sid: str, status: int)
     if choices is not None:
         status = choices.get("status", status)
         seq = choices.get("seq")
+        if not isinstance(status, int) or not (seq is None or isinstance(seq, int)):
+            raise ValueError("choices status/seq are not integers")
         for item in choices.get("text") or ():
             content += item.get("content") or ""
             reasoning += item.get("reasoning_content") or ""
             call = item.get("function_call")
             if call:
-                function_call = FunctionCall(name=call["name"], arguments=call["arguments"])
+                arguments = call.get("arguments", "")
+                # Spark documents a JSON *string*; keep the type promise if an object arrives.
+                if not isinstance(arguments, str):
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                function_call = FunctionCall(name=str(call["name"]), arguments=arguments)
     sources: tuple[SearchSource, ...] = ()
     plugins = payload.get("plugins")
     if plugins is not None:
