@@ -1,0 +1,158 @@
+"""The prompt for the next turn: system prompt, as much recent history as fits, the question.
+
+Budget: the model's context minus the ``max_tokens`` reserved for the answer. Estimates come
+from :mod:`bot.spark.tokens`, scaled by the chat's calibration ratio. The most recent turns are
+taken while they fit; a turn (question + answer) is never split, and the first turn that does
+not fit ends the history so no gap appears in what Spark sees. A question that does not fit on
+its own is refused with :class:`~bot.errors.QuestionTooLong` before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.errors import QuestionTooLong
+from bot.spark.models import SparkModel
+from bot.spark.tokens import (
+    DEFAULT_RATIO,
+    PROMPT_OVERHEAD_TOKENS,
+    calibrated_tokens,
+    estimate_message_tokens,
+)
+from bot.spark.types import ChatMessage
+from storage.dto import HistoryTurn
+from storage.repositories.messages import MessageRepository
+
+HISTORY_PAGE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class PromptContext:
+    """What to send for one turn, and how it was chosen."""
+
+    messages: list[ChatMessage]
+    # Calibrated, conservative: what was checked against ``budget_tokens``.
+    estimated_prompt_tokens: int
+    # Before calibration: pass it with Spark's reported prompt_tokens to update_calibration.
+    raw_prompt_tokens: int
+    budget_tokens: int
+    pairs_included: int
+    pairs_dropped: int
+
+
+def prompt_budget(model: SparkModel, max_tokens: int | None = None) -> int:
+    """Tokens left for the prompt once the answer's ``max_tokens`` is reserved."""
+    reserved = model.default_max_tokens if max_tokens is None else max_tokens
+    return model.context_tokens - reserved
+
+
+class ContextBuilder:
+    """Accumulates history newest first; raises QuestionTooLong at construction."""
+
+    def __init__(
+        self,
+        model: SparkModel,
+        question: str,
+        *,
+        system_prompt: str | None = None,
+        max_tokens: int | None = None,
+        ratio: float = DEFAULT_RATIO,
+    ) -> None:
+        self.budget = prompt_budget(model, max_tokens)
+        self.ratio = ratio
+        self._system = (
+            ChatMessage("system", system_prompt)
+            if system_prompt and model.supports_system
+            else None
+        )
+        self._question = ChatMessage("user", question)
+        self._raw = PROMPT_OVERHEAD_TOKENS + estimate_message_tokens(self._question)
+        if self._system is not None:
+            self._raw += estimate_message_tokens(self._system)
+        needed = calibrated_tokens(self._raw, ratio)
+        if needed > self.budget:
+            raise QuestionTooLong(needed, max(self.budget, 0))
+        self._turns: list[HistoryTurn] = []
+        self.full = False
+
+    def offer(self, turn: HistoryTurn) -> bool:
+        """Take the next older turn if it fits; once one does not, take no more."""
+        if self.full:
+            return False
+        cost = estimate_message_tokens(ChatMessage("user", turn.question)) + (
+            estimate_message_tokens(ChatMessage("assistant", turn.answer))
+        )
+        if calibrated_tokens(self._raw + cost, self.ratio) > self.budget:
+            self.full = True
+            return False
+        self._raw += cost
+        self._turns.append(turn)
+        return True
+
+    def result(self, pairs_dropped: int) -> PromptContext:
+        messages: list[ChatMessage] = [] if self._system is None else [self._system]
+        for turn in reversed(self._turns):
+            messages.append(ChatMessage("user", turn.question))
+            messages.append(ChatMessage("assistant", turn.answer))
+        messages.append(self._question)
+        return PromptContext(
+            messages=messages,
+            estimated_prompt_tokens=calibrated_tokens(self._raw, self.ratio),
+            raw_prompt_tokens=self._raw,
+            budget_tokens=self.budget,
+            pairs_included=len(self._turns),
+            pairs_dropped=pairs_dropped,
+        )
+
+
+def build_context(
+    model: SparkModel,
+    question: str,
+    history_newest_first: Iterable[HistoryTurn],
+    *,
+    system_prompt: str | None = None,
+    max_tokens: int | None = None,
+    ratio: float = DEFAULT_RATIO,
+) -> PromptContext:
+    """The prompt from turns already loaded (every eligible turn, newest first)."""
+    builder = ContextBuilder(
+        model, question, system_prompt=system_prompt, max_tokens=max_tokens, ratio=ratio
+    )
+    dropped = sum(1 for turn in history_newest_first if not builder.offer(turn))
+    return builder.result(dropped)
+
+
+async def load_context(
+    messages: MessageRepository,
+    conversation_id: int,
+    model: SparkModel,
+    question: str,
+    *,
+    system_prompt: str | None = None,
+    max_tokens: int | None = None,
+    ratio: float = DEFAULT_RATIO,
+) -> PromptContext:
+    """The prompt for ``question`` in a stored conversation, reading only as much history as
+    fits (pages of :data:`HISTORY_PAGE` turns, newest first).
+
+    Call it before the question itself has an answer row, or after: a question without a
+    counted answer is never history.
+    """
+    builder = ContextBuilder(
+        model, question, system_prompt=system_prompt, max_tokens=max_tokens, ratio=ratio
+    )
+    before: int | None = None
+    while True:
+        page = await messages.recent_turns(
+            conversation_id, before_answer_id=before, limit=HISTORY_PAGE
+        )
+        for turn in page:
+            if not builder.offer(turn):
+                dropped = await messages.count_turns(
+                    conversation_id, before_answer_id=turn.answer_id + 1
+                )
+                return builder.result(dropped)
+        if len(page) < HISTORY_PAGE:
+            return builder.result(0)
+        before = page[-1].answer_id

@@ -1,0 +1,160 @@
+"""The database handle: URL normalisation, the async engine, and short units of work.
+
+:class:`Database` owns the engine and the session factory. ``session()`` opens one transaction
+for one unit of work and commits it on success; ``repositories()`` does the same and hands out
+the repositories bound to that session.
+
+SQLite specifics, because hundreds of chats write at once: WAL (readers never block the
+writer), ``synchronous=NORMAL`` (a commit survives a crash of the bot, not of the machine),
+foreign keys on, a busy timeout for writers in other processes, and inside this process one
+write lock plus ``BEGIN IMMEDIATE`` so a writer never starts as a reader and then fails to
+upgrade its lock ("database is locked"). Read-only sessions take no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from storage.dto import Clock, utc_now
+from storage.repositories import Repositories
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "storage_write"
+
+
+def normalise_url(url: str) -> str:
+    """The async-driver form of a database URL.
+
+    ``postgres://`` and ``postgresql://`` (as Heroku and most hosts hand them out) become
+    ``postgresql+asyncpg://``; libpq's ``sslmode`` becomes asyncpg's ``ssl``; ``sqlite://``
+    becomes ``sqlite+aiosqlite://``. Anything else is returned unchanged.
+    """
+    parsed = make_url(url)
+    driver = parsed.drivername
+    if driver in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif driver == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
+        query = dict(parsed.query)
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _server_settings(options: str) -> dict[str, str]:
+    """``-c name=value`` pairs of libpq's ``options`` parameter (asyncpg does not read it)."""
+    settings: dict[str, str] = {}
+    words = shlex.split(options)
+    for index, word in enumerate(words):
+        if word == "-c" and index + 1 < len(words):
+            word = "-c" + words[index + 1]
+        if word.startswith("-c") and "=" in word:
+            name, value = word[2:].split("=", 1)
+            settings[name.strip()] = value.strip()
+    return settings
+
+
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+    """An async engine for ``url`` (normalised first), with the SQLite set-up described above.
+
+    A PostgreSQL URL may carry libpq's ``options=-c search_path=...``; it is passed to asyncpg
+    as server settings (tests use it to give each test its own schema).
+    """
+    parsed = make_url(normalise_url(url))
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        engine = _create_async_engine(parsed, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and "options" in parsed.query:
+        query = dict(parsed.query)
+        options = query.pop("options")
+        text = options if isinstance(options, str) else " ".join(options)
+        kwargs["connect_args"] = {"server_settings": _server_settings(text)}
+        parsed = parsed.set(query=query)
+    return _create_async_engine(parsed, pool_size=pool_size, max_overflow=max_overflow, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's legacy guesswork.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """Owns the engine and the session factory; one per process, closed with :meth:`dispose`."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._writer = async_sessionmaker(
+            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+        self._reader = async_sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block succeeds, rolled back when it raises
+        (and always rolled back when ``readonly``)."""
+        lock: AbstractAsyncContextManager[Any] = (
+            self._write_lock if self._write_lock is not None and not readonly else nullcontext()
+        )
+        factory = self._reader if readonly else self._writer
+        async with lock, factory() as session:
+            yield session
+            if not readonly:
+                await session.commit()
+            # Leaving the block closes the session, which rolls back anything uncommitted.
+
+    @asynccontextmanager
+    async def repositories(self, *, readonly: bool = False) -> AsyncIterator[Repositories]:
+        """Like :meth:`session`, with every repository bound to the session."""
+        async with self.session(readonly=readonly) as session:
+            yield Repositories(session, self.clock)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_database(
+    url: str, *, clock: Clock = utc_now, pool_size: int = 10, max_overflow: int = 20
+) -> Database:
+    """A :class:`Database` for ``url`` (see :func:`normalise_url` for the accepted forms)."""
+    return Database(
+        create_engine(url, pool_size=pool_size, max_overflow=max_overflow), clock=clock
+    )

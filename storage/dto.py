@@ -1,0 +1,131 @@
+"""Frozen value types that repositories return; ORM objects never leave ``storage``.
+
+Also the clock type: time is passed in (``Clock``), never read from a global, so tests can
+pin it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+Clock = Callable[[], datetime]
+HistoryScope = Literal["chat", "user"]
+MessageRole = Literal["user", "assistant"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MessageStatus(StrEnum):
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    # An answer replaced by /retry.
+    SUPERSEDED = "superseded"
+
+
+FINAL_STATUSES = frozenset(MessageStatus) - {MessageStatus.STREAMING}
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    id: int
+    username: str | None
+    first_name: str | None
+    language_code: str | None
+    daily_token_quota: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChatInfo:
+    id: int
+    type: str
+    title: str | None
+    model: str | None
+    system_prompt: str | None
+    token_ratio: float
+    spark_uid: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    id: int
+    chat_id: int
+    thread_id: int
+    # 0 when the whole chat (or topic) shares the conversation, else the user it belongs to.
+    scope_user_id: int
+    # The uid Spark sees for this chat or forum topic (≤ 32 characters, random).
+    spark_uid: str
+    created_at: datetime
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+    role: MessageRole
+    content: str
+    status: MessageStatus
+    usable: bool
+    telegram_message_ids: tuple[int, ...]
+    reply_to_id: int | None
+    user_id: int | None
+    model: str | None
+    sid: str | None
+    error_code: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTurn:
+    """A question and the answer that counts for it, as history for the next request."""
+
+    question_id: int
+    answer_id: int
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
+class LastTurn:
+    question: StoredMessage
+    answer: StoredMessage | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    requests: int
+    failed_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Nearest-rank percentiles in milliseconds; None when no request had the figure."""
+
+    samples: int
+    first_token_p50_ms: int | None
+    first_token_p95_ms: int | None
+    duration_p50_ms: int | None
+    duration_p95_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopUser:
+    user_id: int
+    requests: int
+    total_tokens: int

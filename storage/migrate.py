@@ -1,0 +1,66 @@
+"""Schema migrations: run the alembic chain from code.
+
+``upgrade`` and ``downgrade`` work inside a running event loop (app start, tests): they open an
+async connection and hand it to alembic's env.py, which then runs synchronously on it.
+``upgrade_to_head`` is the blocking form for ``python -m bot migrate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+
+from alembic import command
+from storage.database import create_engine, normalise_url
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """The project's alembic configuration, pointed at ``url`` when given."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    if url is not None:
+        # '%' would be read as interpolation by configparser.
+        config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return config
+
+
+async def _run(url: str, action: str, revision: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_command, url, action, revision)
+    finally:
+        await engine.dispose()
+
+
+def _command(connection: Connection, url: str, action: str, revision: str) -> None:
+    config = alembic_config(url)
+    config.attributes["connection"] = connection
+    if action == "upgrade":
+        command.upgrade(config, revision)
+    else:
+        command.downgrade(config, revision)
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision``."""
+    await _run(url, "upgrade", revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` down to ``revision`` ("base" empties it)."""
+    await _run(url, "downgrade", revision)
+
+
+def upgrade_to_head(url: str) -> None:
+    """Blocking upgrade to the newest revision, for the ``migrate`` command."""
+    asyncio.run(upgrade(url))
+    log.info("database schema is up to date")

@@ -1,0 +1,216 @@
+"""SQLAlchemy 2 typed ORM models: the schema that the alembic chain builds.
+
+Conventions: constraint names come from :data:`NAMING_CONVENTION` so migrations name the same
+things on SQLite and PostgreSQL; Telegram ids are ``BigInteger`` (group ids are large and
+negative); every timestamp is timezone-aware UTC (:class:`UTCDateTime`, which also makes SQLite
+hand back aware values). Surrogate keys are ``BIGINT`` on PostgreSQL and ``INTEGER`` on SQLite,
+where only an ``INTEGER PRIMARY KEY`` is the auto-numbered rowid.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime, TypeDecorator
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SPARK_UID_LENGTH = 32
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+TelegramId = BigInteger
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that only accepts and returns aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        # SQLite keeps text; storing it without an offset keeps it sortable.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    username: Mapped[str | None] = mapped_column(String(64))
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    # None: the operator's DAILY_TOKEN_QUOTA applies; 0: unlimited.
+    daily_token_quota: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Chat(Base):
+    __tablename__ = "chats"
+
+    id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str | None] = mapped_column(String(255))
+    model: Mapped[str | None] = mapped_column(String(32))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    token_ratio: Mapped[float] = mapped_column(Float, server_default=text("1.0"))
+    spark_uid: Mapped[str] = mapped_column(String(SPARK_UID_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ChatTopic(Base):
+    """A forum topic: it gets a Spark uid of its own."""
+
+    __tablename__ = "chat_topics"
+
+    chat_id: Mapped[int] = mapped_column(
+        ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True
+    )
+    thread_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    spark_uid: Mapped[str] = mapped_column(String(SPARK_UID_LENGTH), unique=True)
+    created_at: Mapped[datetime]
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        # At most one open conversation per (chat, topic, scope): concurrent "current
+        # conversation" calls converge on one row instead of racing into two.
+        Index(
+            "uq_conversations_open",
+            "chat_id",
+            "thread_id",
+            "scope_user_id",
+            unique=True,
+            sqlite_where=text("closed_at IS NULL"),
+            postgresql_where=text("closed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(ForeignKey("chats.id", ondelete="CASCADE"))
+    # 0 outside forum topics; Telegram thread ids are positive.
+    thread_id: Mapped[int] = mapped_column(TelegramId, server_default=text("0"))
+    # 0 when shared by the whole chat, else the Telegram user id it belongs to.
+    scope_user_id: Mapped[int] = mapped_column(TelegramId, server_default=text("0"))
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+        CheckConstraint(
+            "status IN ('streaming', 'complete', 'partial', 'failed', 'cancelled', 'superseded')",
+            name="status",
+        ),
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        # Start-up recovery looks only for rows still streaming: keep that lookup tiny.
+        Index(
+            "ix_messages_streaming",
+            "status",
+            sqlite_where=text("status = 'streaming'"),
+            postgresql_where=text("status = 'streaming'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    # For an answer: the question it answers (several answers after /retry).
+    reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    # Whether a partial answer may be sent back to Spark as history.
+    usable: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    telegram_message_ids: Mapped[list[int]] = mapped_column(JSON)
+    model: Mapped[str | None] = mapped_column(String(32))
+    sid: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class TelegramMessage(Base):
+    """Which stored message a Telegram message shows, for replies (ids are per chat)."""
+
+    __tablename__ = "telegram_messages"
+
+    chat_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    telegram_message_id: Mapped[int] = mapped_column(
+        TelegramId, primary_key=True, autoincrement=False
+    )
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+
+
+class UsageRecord(Base):
+    """The ledger: one row per Spark request, kept even when users or chats go away (so no
+    foreign keys), read by time range for quotas and admin statistics."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_created_at", "created_at"),
+        Index("ix_usage_records_user_id_created_at", "user_id", "created_at"),
+        Index("ix_usage_records_chat_id_created_at", "chat_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    created_at: Mapped[datetime]
+    user_id: Mapped[int | None] = mapped_column(TelegramId)
+    chat_id: Mapped[int | None] = mapped_column(TelegramId)
+    conversation_id: Mapped[int | None] = mapped_column(Id)
+    message_id: Mapped[int | None] = mapped_column(Id)
+    model: Mapped[str] = mapped_column(String(32))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    first_token_ms: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    sid: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[int | None] = mapped_column(Integer)
