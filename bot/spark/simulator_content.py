@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from bot.spark.models import SparkModel
+from bot.spark.models import SparkModel, model_for_domain
 
 CutoffAction = Literal["error", "abort", "hang"]
 
@@ -123,9 +123,14 @@ def _script_from(match: re.Match[str]) -> Script:
 
 
 def answer_text(question: str, model: SparkModel) -> str:
-    """The deterministic answer the simulator streams for ``question`` (markers honoured)."""
+    """The deterministic answer the simulator streams for ``question`` (markers honoured).
+
+    Models that share a path and a domain (a legacy name and its successor) are one model to
+    the server, which answers as the first of them in the registry.
+    """
     text, script = parse_markers(question)
-    return scripted_answer(text, script, model)
+    served = model_for_domain(model.path, model.domain) or model
+    return scripted_answer(text, script, served)
 
 
 def scripted_answer(text: str, script: Script, model: SparkModel) -> str:

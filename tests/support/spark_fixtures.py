@@ -1,19 +1,27 @@
-"""Pytest fixtures for the Spark simulator: a started server per test and an HTTP session.
+"""Pytest fixtures for the Spark simulator, and helpers to talk to it with a raw client.
 
-Every simulator these fixtures start is stopped at teardown, so no socket or task outlives its
-test.
+Fixtures: ``spark_simulator`` (started, demo credentials, zero pacing), ``make_spark_simulator``
+(a factory) and ``http_session``. Every simulator they start is stopped at teardown, so no
+socket or task outlives its test. The helpers (:func:`ask`, :func:`exchange`,
+:func:`signed_url`) speak the wire protocol directly, without the project's client.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 
+from bot.spark.auth import sign_url
+from bot.spark.models import SparkModel, get_model
+from bot.spark.protocol import Frame, build_request, parse_frame
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
+from bot.spark.types import ChatMessage, GenerationOptions
 
 
 class SimulatorFactory(Protocol):
@@ -55,3 +63,86 @@ async def spark_simulator(make_spark_simulator: SimulatorFactory) -> SparkSimula
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+# -- helpers for driving a simulator with a raw aiohttp client --------------------------------
+
+
+@dataclass
+class Exchange:
+    """Everything a raw client saw on one connection."""
+
+    raw: list[str]
+    close_code: int | None
+    clean_close: bool  # the server sent a close frame (False: the connection was dropped)
+
+    @property
+    def frames(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.raw]
+
+    @property
+    def parsed(self) -> list[Frame]:
+        return [parse_frame(text) for text in self.raw]
+
+    @property
+    def text(self) -> str:
+        return "".join(frame.content for frame in self.parsed)
+
+    @property
+    def sid(self) -> str:
+        return self.parsed[0].sid
+
+
+def signed_url(simulator: SparkSimulator, model: SparkModel, date: datetime | None = None) -> str:
+    creds = simulator.credentials
+    return sign_url(simulator.url_for(model), creds.api_key, creds.api_secret, date)
+
+
+def chat_request(
+    simulator: SparkSimulator,
+    model: SparkModel,
+    question: str,
+    *,
+    history: Sequence[ChatMessage] = (),
+    options: GenerationOptions | None = None,
+    uid: str = "tester",
+) -> dict[str, Any]:
+    messages = [*history, ChatMessage("user", question)]
+    return build_request(
+        model,
+        app_id=simulator.credentials.app_id,
+        uid=uid,
+        messages=messages,
+        options=options or GenerationOptions(),
+    )
+
+
+async def exchange(
+    session: aiohttp.ClientSession, url: str, request: dict[str, Any] | str, *, wait: float = 5.0
+) -> Exchange:
+    """Send one request frame and collect frames until the server ends the connection.
+
+    ``wait`` bounds the wait for each frame, so a hung stream fails the test quickly.
+    """
+    raw: list[str] = []
+    async with session.ws_connect(url, autoclose=True) as ws:
+        await ws.send_str(request if isinstance(request, str) else json.dumps(request))
+        while True:
+            message = await ws.receive(timeout=wait)
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                break
+            raw.append(message.data)
+        return Exchange(raw, ws.close_code, message.type is aiohttp.WSMsgType.CLOSE)
+
+
+async def ask(
+    session: aiohttp.ClientSession,
+    simulator: SparkSimulator,
+    question: str,
+    model: SparkModel | None = None,
+    **kwargs: Any,
+) -> Exchange:
+    """One signed request for ``question`` (Spark Max unless ``model`` says otherwise)."""
+    model = model or get_model("max")
+    request = chat_request(simulator, model, question, **kwargs)
+    return await exchange(session, signed_url(simulator, model), request)
