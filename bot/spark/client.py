@@ -400,13 +400,11 @@ class SparkClient:
                 self._session.get(URL(signed, encoded=True), allow_redirects=False) as response,
             ):
                 body = await response.read()
-                reason = response.reason or ""
+                same = response.status == status
         except (TimeoutError, aiohttp.ClientError, OSError):
             return f"HTTP {status}"
-        message = _json_message(body)
-        if message:
-            return message
-        return f"HTTP {status} {reason}".strip()
+        # A different answer this time (the refusal was transient) says nothing about the first.
+        return (_json_message(body) if same else "") or f"HTTP {status}"
 
     def _name(self, model: SparkModel | None) -> str:
         return (model or self.model).name
