@@ -1,0 +1,495 @@
+"""The use case: a question in, an answer streamed out, both stored.
+
+``record_question`` runs in update order: it stores the user and chat, checks the question
+against the model's budget and the user's limits, and commits the question before Spark is
+called. ``answer`` runs later in the conversation's lane: it builds the context from stored
+history, streams Spark into an :class:`~bot.streaming.AnswerSink` (Telegram, a terminal, an HTTP
+client), checkpoints the partial text while it streams, and stores the answer and the usage row
+in a fresh short session. No database session is held open while an answer streams.
+
+Whatever happens, nothing is lost: a stopped answer is stored as ``cancelled``, a failed one as
+``failed`` or ``partial`` with Spark's error code and sid, one interrupted by shutdown as
+``partial``, and one the process died in is marked ``partial`` by ``recover_interrupted`` at
+the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.config import GroupHistoryScope, SparkSettings
+from bot.errors import ConversationError, QuestionTooLong, SparkAPIError, SparkError
+from bot.i18n import Language, language_of, text
+from bot.replies import describe_failure
+from bot.spark.client import SparkClient
+from bot.spark.models import SparkModel, find_model, get_model
+from bot.spark.types import (
+    Finished,
+    ReasoningDelta,
+    SearchSource,
+    SearchSourcesDelta,
+    TextDelta,
+    Usage,
+)
+from bot.streaming import AnswerSink, Delivery
+from storage.context import ContextBuilder, PromptContext, load_context
+from storage.database import Database
+from storage.dto import ChatInfo, ConversationInfo, MessageStatus
+from storage.repositories import Repositories
+
+log = logging.getLogger(__name__)
+
+REASONING_PREVIEW_CHARS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a question was asked."""
+
+    chat_id: int
+    chat_type: str  # Telegram's chat type, or "terminal" / "api"
+    title: str | None = None
+    thread_id: int | None = None
+
+    @property
+    def is_group(self) -> bool:
+        return self.chat_type in ("group", "supergroup")
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """Who asked."""
+
+    user_id: int
+    username: str | None = None
+    first_name: str | None = None
+    language_code: str | None = None
+
+    @property
+    def language(self) -> Language:
+        return language_of(self.language_code)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettingsView:
+    model: SparkModel
+    system_prompt: str | None
+
+    @property
+    def model_title(self) -> str:
+        return self.model.title
+
+    @property
+    def supports_system(self) -> bool:
+        return self.model.supports_system
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedQuestion:
+    """A stored question waiting for its answer."""
+
+    conversation: ConversationInfo
+    question_id: int
+    text: str
+    participant: Participant
+    place: Place
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOutcome:
+    status: MessageStatus
+    text: str
+    sid: str | None
+    usage: Usage | None
+    error: SparkError | None
+    delivery: Delivery
+    sources: tuple[SearchSource, ...] = ()
+
+
+class Admission(Protocol):
+    """Per-user limits checked before a question is accepted (quotas, rate limits)."""
+
+    async def admit(self, participant: Participant, model: SparkModel) -> None:
+        """Raise a :class:`~bot.errors.ConversationError` to refuse the question."""
+
+
+class ConversationService:
+    """Questions and answers for every front end (Telegram, terminal, HTTP)."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        spark: SparkClient,
+        spark_settings: SparkSettings,
+        group_scope: GroupHistoryScope = "chat",
+        admission: Admission | None = None,
+        checkpoint_interval: float = 3.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = database
+        self._spark = spark
+        self._settings = spark_settings
+        self._group_scope: GroupHistoryScope = group_scope
+        self._admission = admission
+        self._checkpoint_interval = checkpoint_interval
+        self._monotonic = monotonic
+        self._shutting_down = False
+
+    # -- settings per chat -------------------------------------------------------------------
+
+    def available_models(self) -> tuple[str, ...]:
+        return self._settings.enabled_models
+
+    def _model_of(self, chat: ChatInfo | None) -> SparkModel:
+        if chat is not None and chat.model in self._settings.enabled_models:
+            return get_model(chat.model)
+        return self._settings.model_info
+
+    def _system_prompt_of(self, chat: ChatInfo | None) -> str | None:
+        if chat is not None and chat.system_prompt:
+            return chat.system_prompt
+        return self._settings.system_prompt
+
+    def _max_tokens(self, model: SparkModel) -> int:
+        return self._spark.options_for(model).max_tokens or model.default_max_tokens
+
+    def _scope(self, place: Place) -> GroupHistoryScope:
+        return self._group_scope if place.is_group else "chat"
+
+    def lane_key(self, participant: Participant, place: Place) -> Hashable:
+        """Answers with the same key are written one at a time (one conversation)."""
+        scoped_user = participant.user_id if self._scope(place) == "user" else 0
+        return (place.chat_id, place.thread_id or 0, scoped_user)
+
+    async def chat_settings(self, place: Place) -> ChatSettingsView:
+        async with self._db.repositories(readonly=True) as repos:
+            chat = await repos.chats.get(place.chat_id)
+        return ChatSettingsView(self._model_of(chat), self._system_prompt_of(chat))
+
+    async def set_model(self, place: Place, name: str) -> SparkModel | None:
+        """Switch the chat's model; None when the name is unknown or not enabled."""
+        model = find_model(name)
+        if model is None or model.name not in self._settings.enabled_models:
+            return None
+        async with self._db.repositories() as repos:
+            await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+            await repos.chats.set_model(place.chat_id, model.name)
+        return model
+
+    async def set_system_prompt(self, place: Place, prompt: str | None) -> None:
+        async with self._db.repositories() as repos:
+            await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+            await repos.chats.set_system_prompt(place.chat_id, prompt)
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def start_new_conversation(self, participant: Participant, place: Place) -> None:
+        async with self._db.repositories() as repos:
+            await self._upsert(repos, participant, place)
+            await repos.conversations.start_new(
+                place.chat_id,
+                thread_id=place.thread_id,
+                user_id=participant.user_id,
+                scope=self._scope(place),
+            )
+
+    async def _upsert(
+        self, repos: Repositories, participant: Participant, place: Place
+    ) -> ChatInfo:
+        await repos.users.upsert(
+            participant.user_id,
+            username=participant.username,
+            first_name=participant.first_name,
+            language_code=participant.language_code,
+        )
+        return await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+
+    async def record_question(
+        self,
+        participant: Participant,
+        place: Place,
+        question: str,
+        *,
+        telegram_message_id: int | None = None,
+    ) -> QueuedQuestion:
+        """Store the question (committed before Spark is called) or refuse it.
+
+        A refused question is stored too, with a ``failed`` answer marker, so the record is
+        complete; then the :class:`ConversationError` is raised for the front end to explain.
+        """
+        refusal: ConversationError | None = None
+        async with self._db.repositories() as repos:
+            chat = await self._upsert(repos, participant, place)
+            model = self._model_of(chat)
+            conversation = await repos.conversations.current(
+                place.chat_id,
+                thread_id=place.thread_id,
+                user_id=participant.user_id,
+                scope=self._scope(place),
+            )
+            try:
+                ContextBuilder(
+                    model,
+                    question,
+                    system_prompt=self._system_prompt_of(chat),
+                    max_tokens=self._max_tokens(model),
+                    ratio=chat.token_ratio,
+                )
+                if self._admission is not None:
+                    await self._admission.admit(participant, model)
+            except ConversationError as exc:
+                refusal = exc
+            stored = await repos.messages.add_user_message(
+                conversation,
+                question,
+                user_id=participant.user_id,
+                telegram_message_id=telegram_message_id,
+            )
+            if refusal is not None:
+                marker = await repos.messages.start_assistant_message(
+                    conversation,
+                    question_id=stored.id,
+                    model=model.name,
+                    user_id=participant.user_id,
+                )
+                await repos.messages.finish(marker.id, status=MessageStatus.FAILED, text="")
+        if refusal is not None:
+            log.info(
+                "chat %s user %s: question refused: %s",
+                place.chat_id,
+                participant.user_id,
+                refusal,
+            )
+            raise refusal
+        return QueuedQuestion(conversation, stored.id, question, participant, place)
+
+    async def question_to_retry(
+        self, participant: Participant, place: Place
+    ) -> QueuedQuestion | None:
+        """For /retry: set the last answer aside and return its question to ask again."""
+        async with self._db.repositories() as repos:
+            await self._upsert(repos, participant, place)
+            conversation = await repos.conversations.current(
+                place.chat_id,
+                thread_id=place.thread_id,
+                user_id=participant.user_id,
+                scope=self._scope(place),
+            )
+            turn = await repos.messages.supersede_last_answer(conversation.id)
+        if turn is None:
+            return None
+        return QueuedQuestion(
+            conversation, turn.question.id, turn.question.content, participant, place
+        )
+
+    async def recover_interrupted(self) -> int:
+        """At start: answers left ``streaming`` by a dead process become ``partial``."""
+        async with self._db.repositories() as repos:
+            count = await repos.messages.recover_interrupted()
+        if count:
+            log.warning("marked %d answers interrupted by the last shutdown as partial", count)
+        return count
+
+    def begin_shutdown(self) -> None:
+        """From now on a cancelled answer was interrupted, not stopped by its user."""
+        self._shutting_down = True
+
+    # -- answering ---------------------------------------------------------------------------
+
+    async def answer(self, queued: QueuedQuestion, sink: AnswerSink) -> AnswerOutcome:
+        """Stream the answer to ``queued`` into ``sink`` and store it, whatever happens."""
+        language = queued.participant.language
+        conversation = queued.conversation
+        refusal: QuestionTooLong | None = None
+        context: PromptContext | None = None
+        async with self._db.repositories() as repos:
+            chat = await repos.chats.get(conversation.chat_id)
+            model = self._model_of(chat)
+            try:
+                context = await load_context(
+                    repos.messages,
+                    conversation.id,
+                    model,
+                    queued.text,
+                    system_prompt=self._system_prompt_of(chat),
+                    max_tokens=self._max_tokens(model),
+                    ratio=chat.token_ratio if chat is not None else 1.0,
+                )
+            except QuestionTooLong as exc:  # the chat switched to a smaller model meanwhile
+                refusal = exc
+            answer_row = await repos.messages.start_assistant_message(
+                conversation,
+                question_id=queued.question_id,
+                model=model.name,
+                user_id=queued.participant.user_id,
+            )
+        if context is None:
+            assert refusal is not None
+            reason = describe_failure(refusal, language, model.title)
+            await sink.start()
+            delivery = await sink.finish("", footer=text(language, "footer_error", error=reason))
+            async with self._db.repositories() as repos:
+                await repos.messages.finish(answer_row.id, status=MessageStatus.FAILED, text="")
+            return AnswerOutcome(MessageStatus.FAILED, "", None, None, None, delivery)
+        return await self._stream(queued, sink, model, context, answer_row.id, language)
+
+    async def _stream(
+        self,
+        queued: QueuedQuestion,
+        sink: AnswerSink,
+        model: SparkModel,
+        context: PromptContext,
+        answer_id: int,
+        language: Language,
+    ) -> AnswerOutcome:
+        place = queued.place
+        started = self._monotonic()
+        first_token_at: float | None = None
+        last_checkpoint = started
+        answer = ""
+        reasoning = ""
+        sources: tuple[SearchSource, ...] = ()
+        usage: Usage | None = None
+        sid: str | None = None
+        error: SparkError | None = None
+        cancelled: asyncio.CancelledError | None = None
+        await sink.start()
+        try:
+            stream = self._spark.stream(
+                context.messages, queued.conversation.spark_uid, model=model
+            )
+            async with aclosing(stream) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        answer += event.text
+                        if first_token_at is None:
+                            first_token_at = self._monotonic()
+                        sink.push(answer)
+                    elif isinstance(event, ReasoningDelta):
+                        reasoning += event.text
+                        if first_token_at is None:
+                            first_token_at = self._monotonic()
+                        if not answer:
+                            sink.push(_reasoning_preview(reasoning))
+                    elif isinstance(event, SearchSourcesDelta):
+                        sources += event.sources
+                    elif isinstance(event, Finished):
+                        usage, sid = event.usage, event.sid
+                    if sink.gone:
+                        break
+                    now = self._monotonic()
+                    if answer and now - last_checkpoint >= self._checkpoint_interval:
+                        last_checkpoint = now
+                        await self._checkpoint(answer_id, answer)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+        except SparkError as exc:
+            error, sid = exc, exc.sid
+            answer = answer or exc.partial_text
+            log.warning(
+                "chat %s: Spark failed after %d characters: %s (model=%s sid=%s)",
+                place.chat_id,
+                len(answer),
+                exc,
+                model.name,
+                exc.sid,
+            )
+
+        status, footer = self._verdict(answer, error, cancelled, sink.gone, language, model)
+        if sources and status is MessageStatus.COMPLETE:
+            answer = _with_sources(answer, sources)
+        delivery = await sink.finish(answer, footer=footer)
+        finished = self._monotonic()
+        async with self._db.repositories() as repos:
+            await repos.messages.finish(
+                answer_id,
+                status=status,
+                text=answer,
+                sid=sid,
+                error_code=error.code if isinstance(error, SparkAPIError) else None,
+                telegram_message_ids=delivery.message_ids,
+            )
+            await repos.usage.record(
+                model=model.name,
+                usage=usage,
+                user_id=queued.participant.user_id,
+                chat_id=place.chat_id,
+                conversation_id=queued.conversation.id,
+                message_id=answer_id,
+                first_token_ms=_ms(first_token_at - started) if first_token_at else None,
+                duration_ms=_ms(finished - started),
+                sid=sid,
+                error_code=_error_code(error),
+            )
+            if usage is not None and usage.prompt_tokens:
+                await repos.chats.update_calibration(
+                    place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens
+                )
+        log.info(
+            "chat %s: answer %s, %d chars, %s tokens, %.2f s (model=%s sid=%s)",
+            place.chat_id,
+            status.value,
+            len(answer),
+            usage.total_tokens if usage else "no",
+            finished - started,
+            model.name,
+            sid,
+        )
+        if cancelled is not None:
+            raise cancelled
+        return AnswerOutcome(status, answer, sid, usage, error, delivery, sources)
+
+    def _verdict(
+        self,
+        answer: str,
+        error: SparkError | None,
+        cancelled: asyncio.CancelledError | None,
+        gone: bool,
+        language: Language,
+        model: SparkModel,
+    ) -> tuple[MessageStatus, str | None]:
+        if cancelled is not None:
+            if self._shutting_down:
+                return MessageStatus.PARTIAL, text(language, "footer_interrupted")
+            return MessageStatus.CANCELLED, text(language, "footer_stopped")
+        if gone:
+            return MessageStatus.CANCELLED, None
+        if error is not None:
+            footer = text(
+                language, "footer_error", error=describe_failure(error, language, model.title)
+            )
+            return (MessageStatus.PARTIAL if answer else MessageStatus.FAILED), footer
+        return MessageStatus.COMPLETE, None
+
+    async def _checkpoint(self, answer_id: int, answer: str) -> None:
+        async with self._db.repositories() as repos:
+            await repos.messages.checkpoint(answer_id, answer)
+
+
+def _reasoning_preview(reasoning: str) -> str:
+    tail = reasoning[-REASONING_PREVIEW_CHARS:]
+    return "💭 " + ("…" + tail if len(reasoning) > len(tail) else tail)
+
+
+def _with_sources(answer: str, sources: tuple[SearchSource, ...]) -> str:
+    lines = [f"{source.index}. [{source.title or source.url}]({source.url})" for source in sources]
+    return answer.rstrip() + "\n\n" + "\n".join(lines)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _error_code(error: SparkError | None) -> int | None:
+    if error is None:
+        return None
+    if isinstance(error, SparkAPIError):
+        return error.code
+    return -1  # transport, timeout, handshake: no Spark code

@@ -1,0 +1,347 @@
+"""Thin Telegram callbacks: read the update, check access, call the conversation service.
+
+Handlers return quickly: a question is stored, then handed to an :class:`AnswerLanes` lane that
+writes answers one at a time per conversation, so ``/stop`` is handled while an answer streams.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import Chat, Message, Update, User
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import TelegramError
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+
+from bot.access import AccessPolicy
+from bot.addressing import BotIdentity, addressed_question
+from bot.concurrency import AnswerLanes
+from bot.config import TelegramSettings
+from bot.conversation import ConversationService, Participant, Place, QueuedQuestion
+from bot.errors import ConversationError
+from bot.flood import FloodControl
+from bot.i18n import COMMANDS, Language, language_of, text
+from bot.replies import describe_refusal
+from bot.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
+
+log = logging.getLogger(__name__)
+
+AnyContext = ContextTypes.DEFAULT_TYPE
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    message: Message
+    chat: Chat
+    user: User
+    language: Language
+    place: Place
+    participant: Participant
+
+
+class TelegramHandlers:
+    """Registers the bot's handlers on an Application and owns nothing but references."""
+
+    def __init__(
+        self,
+        *,
+        service: ConversationService,
+        lanes: AnswerLanes,
+        flood: FloodControl,
+        settings: TelegramSettings,
+        identity: BotIdentity,
+        access: AccessPolicy,
+    ) -> None:
+        self._service = service
+        self._lanes = lanes
+        self._flood = flood
+        self._settings = settings
+        self._identity = identity
+        self._access = access
+        self._drafts = DraftSupport()
+        self._draft_ids = itertools.count(1)
+
+    def register(self, application: AnyApplication) -> None:
+        fresh = filters.UpdateType.MESSAGE  # edited messages are not answered again
+        commands = {
+            "start": self.start,
+            "help": self.help,
+            "new": self.new,
+            "retry": self.retry,
+            "stop": self.stop,
+            "model": self.model,
+            "system": self.system,
+        }
+        for name, callback in commands.items():
+            application.add_handler(CommandHandler(name, callback, filters=fresh))
+        application.add_handler(
+            MessageHandler(fresh & (filters.TEXT | filters.CAPTION), self.question)
+        )
+        application.add_handler(
+            MessageHandler(
+                fresh
+                & (
+                    filters.Sticker.ALL
+                    | filters.PHOTO
+                    | filters.VOICE
+                    | filters.AUDIO
+                    | filters.VIDEO
+                    | filters.VIDEO_NOTE
+                    | filters.Document.ALL
+                    | filters.LOCATION
+                    | filters.CONTACT
+                ),
+                self.not_text,
+            )
+        )
+
+    async def publish_commands(self, application: AnyApplication) -> None:
+        """setMyCommands in English (default) and Chinese."""
+        for language, entries in COMMANDS.items():
+            await application.bot.set_my_commands(
+                entries, language_code=None if language == "en" else language
+            )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _incoming(self, update: Update) -> _Incoming | None:
+        message, chat, user = (
+            update.effective_message,
+            update.effective_chat,
+            update.effective_user,
+        )
+        if message is None or chat is None or user is None or user.is_bot:
+            return None
+        thread_id = message.message_thread_id if message.is_topic_message else None
+        return _Incoming(
+            message=message,
+            chat=chat,
+            user=user,
+            language=language_of(user.language_code),
+            place=Place(
+                chat_id=chat.id,
+                chat_type=chat.type,
+                title=chat.title or chat.full_name,
+                thread_id=thread_id,
+            ),
+            participant=Participant(
+                user_id=user.id,
+                username=user.username,
+                first_name=user.first_name,
+                language_code=user.language_code,
+            ),
+        )
+
+    async def _admitted(self, incoming: _Incoming, context: AnyContext) -> bool:
+        verdict = self._access.check(incoming.user.id, incoming.chat.id, incoming.chat.type)
+        if verdict.allowed:
+            return True
+        if verdict.leave_chat:
+            try:
+                await context.bot.leave_chat(incoming.chat.id)
+            except TelegramError as exc:
+                log.warning("could not leave chat %s: %s", incoming.chat.id, exc)
+        elif verdict.notify:
+            await self._reply(incoming, text(incoming.language, "not_allowed"))
+        return False
+
+    async def _reply(self, incoming: _Incoming, body: str) -> None:
+        try:
+            await incoming.message.reply_text(
+                body,
+                do_quote=incoming.chat.type != ChatType.PRIVATE,
+                reply_parameters=None,
+            )
+        except TelegramError as exc:
+            log.warning("chat %s: reply failed: %s", incoming.chat.id, exc)
+
+    def _is_group(self, chat: Chat) -> bool:
+        return chat.type != ChatType.PRIVATE
+
+    async def _may_configure(self, incoming: _Incoming, context: AnyContext) -> bool:
+        """Private chats configure themselves; in groups only chat or bot admins may."""
+        if not self._is_group(incoming.chat) or incoming.user.id in self._settings.admin_user_ids:
+            return True
+        try:
+            member = await context.bot.get_chat_member(incoming.chat.id, incoming.user.id)
+        except TelegramError:
+            return False
+        return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+
+    def _sink(self, incoming: _Incoming, context: AnyContext) -> TelegramAnswer:
+        is_group = self._is_group(incoming.chat)
+        transport = self._settings.stream_transport
+        mode: StreamMode = "draft" if not is_group and transport != "edit" else "edit"
+        return TelegramAnswer(
+            context.bot,
+            self._flood,
+            ChatTarget(
+                chat_id=incoming.chat.id,
+                is_group=is_group,
+                thread_id=incoming.place.thread_id,
+                reply_to_message_id=incoming.message.message_id if is_group else None,
+            ),
+            mode=mode,
+            drafts=self._drafts,
+            draft_id=next(self._draft_ids),
+        )
+
+    def _enqueue(
+        self, incoming: _Incoming, context: AnyContext, question: QueuedQuestion | None
+    ) -> int:
+        """Hand an answer to its conversation's lane; returns how many are ahead of it."""
+        sink_factory = self._sink
+
+        async def job() -> None:
+            queued = question
+            if queued is None:  # /retry: find the question once earlier answers are done
+                queued = await self._service.question_to_retry(
+                    incoming.participant, incoming.place
+                )
+                if queued is None:
+                    await self._reply(incoming, text(incoming.language, "nothing_to_retry"))
+                    return
+            await self._service.answer(queued, sink_factory(incoming, context))
+
+        lane = self._service.lane_key(incoming.participant, incoming.place)
+        return self._lanes.submit(lane, job)
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def question(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None:
+            return
+        addressed = addressed_question(incoming.message, self._identity)
+        if addressed is None:
+            return
+        if not await self._admitted(incoming, context):
+            return
+        if not addressed.question:
+            key = "ask_usage" if addressed.trigger == "command" else "help"
+            await self._reply(incoming, text(incoming.language, key))
+            return
+        try:
+            queued = await self._service.record_question(
+                incoming.participant,
+                incoming.place,
+                addressed.question,
+                telegram_message_id=incoming.message.message_id,
+            )
+        except ConversationError as exc:
+            await self._reply(incoming, describe_refusal(exc, incoming.language))
+            return
+        ahead = self._enqueue(incoming, context, queued)
+        if ahead:
+            await self._reply(incoming, text(incoming.language, "queued", position=ahead))
+
+    async def not_text(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None:
+            return
+        replied = incoming.message.reply_to_message
+        to_bot = (
+            replied is not None
+            and replied.from_user is not None
+            and (replied.from_user.id == self._identity.user_id)
+        )
+        if self._is_group(incoming.chat) and not to_bot:
+            return
+        if await self._admitted(incoming, context):
+            await self._reply(incoming, text(incoming.language, "text_only"))
+
+    async def start(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        settings = await self._service.chat_settings(incoming.place)
+        await self._reply(incoming, text(incoming.language, "start", model=settings.model_title))
+
+    async def help(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        await self._reply(incoming, text(incoming.language, "help"))
+
+    async def new(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        await self._service.start_new_conversation(incoming.participant, incoming.place)
+        await self._reply(incoming, text(incoming.language, "new_conversation"))
+
+    async def retry(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        ahead = self._enqueue(incoming, context, None)
+        if ahead:
+            await self._reply(incoming, text(incoming.language, "queued", position=ahead))
+
+    async def stop(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        lane = self._service.lane_key(incoming.participant, incoming.place)
+        if not self._lanes.cancel_current(lane):
+            await self._reply(incoming, text(incoming.language, "nothing_to_stop"))
+
+    async def model(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        choices = self._service.available_models()
+        listing = ", ".join(choices)
+        argument = " ".join(context.args or []).strip()
+        if not argument:
+            settings = await self._service.chat_settings(incoming.place)
+            await self._reply(
+                incoming,
+                text(
+                    incoming.language, "model_current", model=settings.model_title, choices=listing
+                ),
+            )
+            return
+        if not await self._may_configure(incoming, context):
+            await self._reply(incoming, text(incoming.language, "admin_only"))
+            return
+        chosen = await self._service.set_model(incoming.place, argument)
+        if chosen is None:
+            await self._reply(
+                incoming, text(incoming.language, "model_unknown", name=argument, choices=listing)
+            )
+            return
+        await self._reply(incoming, text(incoming.language, "model_set", model=chosen.title))
+
+    async def system(self, update: Update, context: AnyContext) -> None:
+        incoming = self._incoming(update)
+        if incoming is None or not await self._admitted(incoming, context):
+            return
+        message_text = incoming.message.text or ""
+        argument = message_text.partition(" ")[2].strip()
+        settings = await self._service.chat_settings(incoming.place)
+        if not argument:
+            if settings.system_prompt:
+                reply = text(incoming.language, "system_current", prompt=settings.system_prompt)
+            else:
+                reply = text(incoming.language, "system_none")
+            await self._reply(incoming, reply)
+            return
+        if not await self._may_configure(incoming, context):
+            await self._reply(incoming, text(incoming.language, "admin_only"))
+            return
+        if argument.lower() in ("clear", "off", "reset", "清除"):
+            await self._service.set_system_prompt(incoming.place, None)
+            await self._reply(incoming, text(incoming.language, "system_cleared"))
+            return
+        if not settings.supports_system:
+            await self._reply(
+                incoming, text(incoming.language, "system_unsupported", model=settings.model_title)
+            )
+            return
+        await self._service.set_system_prompt(incoming.place, argument)
+        await self._reply(incoming, text(incoming.language, "system_set"))
