@@ -45,7 +45,7 @@ from storage.migrate import upgrade
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
-MISSING_TOKEN_HELP = """\
+SETUP_HINT = """\
 TELEGRAM_BOT_TOKEN is not set, so the Telegram bot cannot start.
 
 Get a token from @BotFather and put it in the environment or in .env:
@@ -221,7 +221,7 @@ async def _healthz(request: web.Request) -> web.Response:
 async def run(settings: Settings) -> int:
     """``python -m bot``: run until SIGTERM / SIGINT."""
     if not settings.telegram.token:
-        print(MISSING_TOKEN_HELP, file=sys.stderr)
+        print(SETUP_HINT, file=sys.stderr)
         return 2
     settings.spark.require_credentials()
     async with BotRuntime(settings) as runtime:
