@@ -52,7 +52,7 @@ class RecordingSleep:
 
 def make_client(
     session: aiohttp.ClientSession,
-    simulator: SparkSimulator,
+    simulator: SparkSimulator | None,
     *,
     model: SparkModel = LITE,
     credentials: Credentials | None = None,
@@ -62,14 +62,18 @@ def make_client(
     seed: int = 7,
     url_override: str | None = None,
 ) -> SparkClient:
+    """A client for ``simulator`` (or for ``url_override`` when there is none)."""
     credentials = credentials or Credentials.demo()
+    if url_override is None:
+        assert simulator is not None
+        url_override = simulator.base_url
     return SparkClient(
         session,
         app_id=credentials.app_id,
         api_key=credentials.api_key,
         api_secret=credentials.api_secret,
         model=model,
-        url_override=url_override or simulator.base_url,
+        url_override=url_override,
         timeouts=timeouts,
         retry=retry or RetryPolicy(max_attempts=1),
         sleep=sleep or RecordingSleep(),
