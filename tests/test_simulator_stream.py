@@ -5,16 +5,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.spark.models import SparkModel, get_model
-from bot.spark.simulator import SimulatorOptions, SparkSimulator, answer_text, estimate_tokens
+from bot.spark.auth import sign_url
+from bot.spark.models import MODELS, SparkModel, get_model
+from bot.spark.protocol import build_request
+from bot.spark.simulator import (
+    Credentials,
+    SimulatorOptions,
+    SparkSimulator,
+    answer_text,
+    estimate_tokens,
+)
 from bot.spark.simulator_content import MARKDOWN_ANSWER, long_answer
-from bot.spark.types import FunctionSpec, GenerationOptions, WebSearch
+from bot.spark.types import ChatMessage, FunctionSpec, GenerationOptions, WebSearch
 from tests.support.spark_fixtures import (
     Exchange,
     SimulatorFactory,
@@ -25,6 +36,7 @@ from tests.support.spark_fixtures import (
 )
 
 MAX = get_model("max")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WEATHER = FunctionSpec(
     name="天气查询",
     description="查询天气",
@@ -563,3 +575,48 @@ async def _until(condition: Any, limit: float = 3.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
+
+async def test_cli_serves_until_terminated(http_session: aiohttp.ClientSession) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "simulator",
+        "--port",
+        "0",
+        cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        banner: list[str] = []
+        async with asyncio.timeout(20):
+            while not banner or not banner[-1].startswith("Press Ctrl-C"):
+                line = await process.stdout.readline()
+                assert line, "the simulator exited before printing its banner"
+                banner.append(line.decode().rstrip())
+        base_url = banner[0].rsplit(" ", 1)[1]
+        assert re.fullmatch(r"ws://127\.0\.0\.1:\d+", base_url)
+        demo = Credentials.demo()
+        text = "\n".join(banner)
+        for value in (demo.app_id, demo.api_key, demo.api_secret):
+            assert value in text
+        for model in MODELS:
+            assert f"{base_url}{model.path}  {model.domain}" in text
+        url = sign_url(base_url + MAX.path, demo.api_key, demo.api_secret)
+        request = build_request(
+            MAX,
+            app_id=demo.app_id,
+            uid="cli",
+            messages=[ChatMessage("user", "hello cli")],
+            options=GenerationOptions(),
+        )
+        result = await exchange(http_session, url, request)
+        assert result.text == answer_text("hello cli", MAX)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), 10)
+    assert process.returncode == 0, stderr.decode()

@@ -266,6 +266,9 @@ class SparkSimulator:
             return web.Response(status=500)
         refusal = FORCED_REFUSALS.get(fault or "") or self._verify(request)
         if refusal is not None:
+            logger.info(
+                "handshake refused on %s: %d %s", request.path, refusal.status, refusal.message
+            )
             return self._refuse(record, refusal)
         ws = web.WebSocketResponse(compress=False, timeout=CLOSE_TIMEOUT)
         if not ws.can_prepare(request).ok:
@@ -347,6 +350,7 @@ class SparkSimulator:
             record.request = decode_request(raw)
             valid = check_request(record.request, record.path, self.credentials.app_id)
         except RequestRejected as exc:
+            logger.info("request rejected on %s: %d %s", record.path, exc.code, exc.detail)
             record.model = exc.model
             return error_plan(exc.code, exc.detail)
         record.model = valid.model
