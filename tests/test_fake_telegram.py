@@ -480,3 +480,23 @@ async def test_get_updates_conflicts_with_a_webhook(ptb_bot: Bot) -> None:
         await ptb_bot.get_updates(timeout=0)
     await ptb_bot.delete_webhook()
     assert await ptb_bot.get_updates(timeout=0) == ()
+
+
+async def test_chat_queries_actions_and_leaving(
+    ptb_bot: Bot, fake_telegram: FakeTelegram, telegram_driver: TelegramDriver, alice: TgUser
+) -> None:
+    group = telegram_driver.group("Team", supergroup=True)
+    telegram_driver.join(group, alice, "creator")
+    fake_telegram.set_bot_admin(group.id)
+    assert await ptb_bot.send_chat_action(group.id, "typing")
+    assert fake_telegram.chat_actions(group.id) == ["typing"]
+    chat = await ptb_bot.get_chat(group.id)
+    assert (chat.title, chat.type) == ("Team", "supergroup")
+    me = await ptb_bot.get_chat_member(group.id, fake_telegram.bot_id)
+    owner = await ptb_bot.get_chat_member(group.id, alice.id)
+    assert (me.status, owner.status) == ("administrator", "creator")
+    assert await ptb_bot.leave_chat(group.id)
+    with pytest.raises(Forbidden, match=r"(?i)not a member of the supergroup chat"):
+        await ptb_bot.send_message(group.id, "still here?")
+    call = await fake_telegram.wait_for_call("sendMessage", chat_id=group.id)
+    assert call.status == 403
