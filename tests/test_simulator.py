@@ -209,9 +209,13 @@ async def test_unknown_path_is_404(
         spark_simulator.credentials.api_key,
         spark_simulator.credentials.api_secret,
     )
+    spark_simulator.inject("handshake-403-ip")
     status, _, body = await handshake(http_session, url)
     assert status == 404
     assert body == {"message": "no Route matched with those values"}
+    # The injected fault waits for a connection to a real model path.
+    status, _, body = await handshake(http_session, signed_url(spark_simulator, MAX))
+    assert (status, body) == (403, {"message": "Your IP address is not allowed"})
 
 
 @pytest.mark.parametrize(

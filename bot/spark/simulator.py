@@ -148,6 +148,7 @@ class SparkSimulator:
         self._accepted: deque[float] = deque()
         self._sid = SidFactory()
         self._runner: web.AppRunner | None = None
+        self._host = "127.0.0.1"
         self._port: int | None = None
         self.app = web.Application()
         self.app.router.add_get("/{tail:.*}", self._handle)
@@ -155,6 +156,7 @@ class SparkSimulator:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host``:``port`` (0 picks a free port; see :attr:`base_url`)."""
         if self._runner is not None:
             raise RuntimeError("the simulator is already running")
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=STOP_CLOSE_TIMEOUT)
@@ -174,17 +176,20 @@ class SparkSimulator:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        await self._cancel_streams()
+        sockets = list(self._sockets)
+        if sockets:
+            await asyncio.wait([asyncio.create_task(self._going_away(ws)) for ws in sockets])
+        await runner.cleanup()
+        # A request that arrived while the sockets were closing may have started one more.
+        await self._cancel_streams()
+
+    async def _cancel_streams(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        sockets = list(self._sockets)
-        if sockets:
-            await asyncio.wait(
-                [asyncio.create_task(self._going_away(ws)) for ws in sockets],
-            )
-        await runner.cleanup()
 
     @staticmethod
     async def _going_away(ws: web.WebSocketResponse) -> None:
@@ -228,10 +233,15 @@ class SparkSimulator:
             raise KeyError(f"no simulated stream has sid {sid!r}") from None
 
     def request_for_sid(self, sid: str) -> RecordedRequest:
+        """Everything recorded about the connection that used ``sid``."""
         return self._by_sid[sid]
 
     def inject(self, fault: str, times: int = 1) -> None:
-        """Script the next ``times`` connections with ``fault`` (see the module docstring)."""
+        """Script the next ``times`` connections with ``fault`` (see the module docstring).
+
+        aiohttp's client retries a GET once when the server drops a fresh connection before
+        answering, so ``"close-before-upgrade"`` needs ``times=2`` to reach an aiohttp caller.
+        """
         if fault in FORCED_REFUSALS or fault == CLOSE_BEFORE_UPGRADE:
             script = None
         else:
@@ -255,10 +265,10 @@ class SparkSimulator:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         record = RecordedRequest(path=request.path)
         self._remember(record)
-        fault, script = self._faults.popleft() if self._faults else (None, None)
-        record.fault = fault
         if request.path not in DOMAINS_BY_PATH:
             return self._refuse(record, HandshakeRefusal(404, NOT_FOUND))
+        fault, script = self._faults.popleft() if self._faults else (None, None)
+        record.fault = fault
         if fault == CLOSE_BEFORE_UPGRADE:
             record.closed_abruptly = True
             if request.transport is not None:
