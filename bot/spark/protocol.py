@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.errors import SparkProtocolError
 from bot.spark.models import SparkModel
@@ -84,9 +83,12 @@ def build_request(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One server frame, reduced to what the client acts on."""
+class Frame(NamedTuple):
+    """One server frame, reduced to what the client acts on.
+
+    A named tuple rather than a frozen dataclass: it is built once per streamed frame, and a
+    frozen dataclass's ``__init__`` costs several times more (see benchmarks/RESULTS.md).
+    """
 
     code: int
     message: str
