@@ -587,3 +587,23 @@ async def test_client_closes_with_1000_after_an_error_frame(
     assert caught.value.sid == "cht0002@dx1"
     assert caught.value.server_message == "InputAuditError:(10:00:00.000) blocked"
     assert server.client_close_codes == [1000]
+
+
+async def test_a_slow_consumer_is_not_an_idle_server(
+    spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
+) -> None:
+    # Only the wait for the next frame counts against the idle budget, never the time the
+    # consumer spends between frames (rendering, Telegram calls).
+    client = make_client(
+        http_session,
+        spark_simulator,
+        timeouts=SparkTimeouts(connect=2, first_frame=0.2, idle=0.2, total=10),
+    )
+    received: list[str] = []
+    async with aclosing(client.stream(ask("take your time [[long:40]]"), "u")) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                received.append(event.text)
+                await asyncio.sleep(0.15)
+    assert "".join(received) == answer_text("take your time [[long:40]]", LITE)
+    assert len(received) == 5

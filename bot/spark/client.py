@@ -74,6 +74,7 @@ from bot.spark.types import (
     Usage,
 )
 from bot.spark.validation import LOCAL_VALIDATION_CODE, validate_request
+from bot.spark.watchdog import ReceiveWatchdog
 
 __all__ = [
     "LOCAL_VALIDATION_CODE",
@@ -263,6 +264,7 @@ class SparkClient:
             frames = 0
             try:
                 ws = await self._connect(url, model, deadline, attempt)
+                watchdog = ReceiveWatchdog(loop)
                 try:
                     await ws.send_str(payload)
                     sent = loop.time()
@@ -272,11 +274,15 @@ class SparkClient:
                         when = loop.time() + phase_timeout
                         if when >= deadline:
                             when, phase, phase_timeout = deadline, "total", total_timeout
+                        watchdog.arm(when)
                         try:
-                            async with asyncio.timeout_at(when):
-                                message = await ws.receive()
-                        except TimeoutError:
-                            raise SparkTimeout(phase, phase_timeout) from None
+                            message = await ws.receive()
+                        except asyncio.CancelledError:
+                            if watchdog.expired():
+                                raise SparkTimeout(phase, phase_timeout) from None
+                            raise
+                        finally:
+                            watchdog.disarm()
                         if message.type not in _TEXT_TYPES:
                             raise _closed_early(message, ws.close_code)
                         frame = parse_frame(message.data)
@@ -305,6 +311,7 @@ class SparkClient:
                             usage = frame.usage or Usage()
                             break
                 finally:
+                    watchdog.close()
                     await ws.close(code=aiohttp.WSCloseCode.OK)
             except SparkError as error:
                 _attach(error, sid=sid, model=name, partial_text="".join(parts))
