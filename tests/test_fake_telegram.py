@@ -12,6 +12,8 @@ from telegram import (
     Bot,
     BotCommand,
     BotCommandScopeAllGroupChats,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
     MessageEntity,
     ReplyParameters,
     Update,
@@ -500,3 +502,49 @@ async def test_chat_queries_actions_and_leaving(
         await ptb_bot.send_message(group.id, "still here?")
     call = await fake_telegram.wait_for_call("sendMessage", chat_id=group.id)
     assert call.status == 403
+
+
+async def test_media_edits_and_button_presses_reach_ptb(
+    ptb_bot: Bot,
+    fake_telegram: FakeTelegram,
+    telegram_driver: TelegramDriver,
+    alice: TgUser,
+    alice_chat: TgChat,
+) -> None:
+    asked = await telegram_driver.send_text(alice_chat, alice, "first")
+    await telegram_driver.edit_text(asked, "first, edited")
+    await telegram_driver.send_sticker(alice_chat, alice, "👍")
+    await telegram_driver.send_photo(alice_chat, alice, caption="see #this")
+    await telegram_driver.send_voice(alice_chat, alice, duration=2, data=b"OggS-voice")
+    answer = await ptb_bot.send_message(
+        alice_chat.id,
+        "pick",
+        reply_markup=InlineKeyboardMarkup.from_button(
+            InlineKeyboardButton("Stop", callback_data="stop")
+        ),
+    )
+    query_id = await telegram_driver.click(answer.to_dict(), alice, "stop")
+
+    updates = await ptb_bot.get_updates(timeout=0)
+    assert updates[1].edited_message is not None
+    assert updates[1].edited_message.text == "first, edited"
+    assert updates[2].message is not None
+    assert updates[2].message.sticker is not None
+    photo = updates[3].message
+    assert photo is not None
+    assert photo.caption == "see #this"
+    assert photo.parse_caption_entities() == {photo.caption_entities[0]: "#this"}
+    voice = updates[4].message
+    assert voice is not None
+    assert voice.voice is not None
+    voice_file = await ptb_bot.get_file(voice.voice.file_id)
+    assert await voice_file.download_as_bytearray() == bytearray(b"OggS-voice")
+    query = updates[5].callback_query
+    assert query is not None
+    assert query.data == "stop"
+    assert await query.answer("Stopped")
+    assert fake_telegram.callback_answer(query_id) == {"text": "Stopped"}
+    with pytest.raises(BadRequest, match=r"(?i)query is too old"):
+        await query.answer("again")
+    assert await ptb_bot.delete_message(alice_chat.id, answer.message_id)
+    assert fake_telegram.visible_messages(alice_chat.id) == []
