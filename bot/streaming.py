@@ -30,8 +30,8 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.flood import FloodControl
-from bot.formatting import Rendered, render_parts
-from bot.textsplit import TELEGRAM_TEXT_LIMIT, split_text, utf16_len
+from bot.formatting import MessagePart, Rendered, render_message_parts
+from bot.textsplit import TELEGRAM_TEXT_LIMIT, is_blank, split_text, utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -331,20 +331,21 @@ class TelegramAnswer:
 
     # -- final --------------------------------------------------------------------------------
 
-    async def _show_final_part(self, index: int, part: Rendered) -> bool:
+    async def _show_final_part(self, index: int, part: MessagePart) -> bool:
         """Show one final part; returns False when it had to fall back to plain text."""
+        rendered = part.rendered
         try:
-            await self._show_message(index, part.text, part.entities, final=True)
+            await self._show_message(index, rendered.text, rendered.entities, final=True)
             return True
         except BadRequest as exc:
-            if not part.entities:
+            if not rendered.entities:
                 raise
             log.warning(
                 "chat %s: formatted answer refused (%s); sending plain text",
                 self._target.chat_id,
                 exc.message,
             )
-        await self._show_message(index, part.text, (), final=True)
+        await self._show_message(index, part.plain, (), final=True)
         return False
 
     # -- one message --------------------------------------------------------------------------
@@ -433,13 +434,18 @@ class TelegramAnswer:
                 await self._sleep(self._tuning.network_retry_delay * failures)
 
 
-def _final_parts(text: str, footer: str | None) -> list[Rendered]:
-    parts = render_parts(text) if text.strip() else []
-    if footer:
-        footer_part = Rendered(footer, ())
-        if parts and utf16_len(parts[-1].text) + 2 + utf16_len(footer) <= TELEGRAM_TEXT_LIMIT:
-            last = parts[-1]
-            parts[-1] = Rendered(f"{last.text}\n\n{footer}", last.entities)
-        else:
-            parts.append(footer_part)
-    return parts
+def _final_parts(text: str, footer: str | None) -> list[MessagePart]:
+    parts = [] if is_blank(text) else render_message_parts(text)
+    if not footer:
+        return parts
+    if parts:
+        last = parts[-1]
+        joined = f"{last.rendered.text}\n\n{footer}"
+        if utf16_len(joined) <= TELEGRAM_TEXT_LIMIT and (
+            utf16_len(f"{last.plain}\n\n{footer}") <= TELEGRAM_TEXT_LIMIT
+        ):
+            parts[-1] = MessagePart(
+                Rendered(joined, last.rendered.entities), f"{last.plain}\n\n{footer}"
+            )
+            return parts
+    return [*parts, MessagePart(Rendered(footer, ()), footer)]
