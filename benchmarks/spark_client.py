@@ -82,7 +82,7 @@ def _rss_bytes() -> int:
 
 
 def bench_parse(iterations: int) -> float:
-    """µs per parse_frame call on a middle frame of a streamed answer."""
+    """CPU µs per parse_frame call on a middle frame of a streamed answer (best of 5)."""
     frame = json.dumps(
         {
             "header": {
@@ -103,10 +103,14 @@ def bench_parse(iterations: int) -> float:
     )
     for _ in range(1000):
         parse_frame(frame)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        parse_frame(frame)
-    return (time.perf_counter() - start) / iterations * 1e6
+    # Best of five: the fastest run is the one least disturbed by other work on the machine.
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(iterations):
+            parse_frame(frame)
+        best = min(best, time.process_time() - start)
+    return best / iterations * 1e6
 
 
 @dataclass
@@ -253,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chars", type=int, default=4000, help="answer length ([[long:N]])")
     parser.add_argument("--chars-per-frame", type=int, default=8)
     parser.add_argument("--hang-frames", type=int, default=20, help="frames before holding")
-    parser.add_argument("--parse-iterations", type=int, default=200_000)
+    parser.add_argument("--parse-iterations", type=int, default=100_000)
     parser.add_argument("--backlog", type=int, default=4096, help="simulator accept backlog")
     args = parser.parse_args(argv)
 
