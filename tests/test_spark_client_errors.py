@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -607,3 +611,54 @@ async def test_a_slow_consumer_is_not_an_idle_server(
                 await asyncio.sleep(0.15)
     assert "".join(received) == answer_text("take your time [[long:40]]", LITE)
     assert len(received) == 5
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """(certificate, key) of a self-signed certificate for 127.0.0.1."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: cannot make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603 (fixed arguments)
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_certificates_are_verified(
+    http_session: aiohttp.ClientSession, self_signed: tuple[Path, Path]
+) -> None:
+    cert, key = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = ScriptedServer([frame(2, 0, "never")])
+    runner = web.AppRunner(server.app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        port = runner.addresses[0][1]
+        sleep = RecordingSleep()
+        client = make_client(
+            http_session,
+            None,
+            url_override=f"wss://127.0.0.1:{port}",
+            timeouts=FAST,
+            retry=RetryPolicy(max_attempts=3),
+            sleep=sleep,
+        )
+        with pytest.raises(SparkTransportError) as caught:
+            await client.complete(ask("hello"), "u")
+    finally:
+        await runner.cleanup()
+    # A self-signed certificate is refused, and retrying would not change that.
+    assert "TLS failure" in str(caught.value)
+    assert not caught.value.retryable
+    assert sleep.delays == []
+    assert server.requests == []
