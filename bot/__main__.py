@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+
+# python-telegram-bot 22 warns unless RetryAfter.retry_after is a timedelta; the bot accepts both.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError

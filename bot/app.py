@@ -100,7 +100,11 @@ class BotRuntime:
         token = settings.telegram.token
         if not token:
             raise RuntimeError("TELEGRAM_BOT_TOKEN is not set")
-        session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        # One session for every Spark connection; no pool cap (aiohttp defaults to 100), since
+        # each streaming answer holds one WebSocket for its whole length.
+        session = await self._stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        )
         await upgrade(settings.database.url)
         database = create_database(settings.database.url)
         self._stack.push_async_callback(database.dispose)
@@ -116,7 +120,13 @@ class BotRuntime:
         await service.recover_interrupted()
 
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
-            Application.builder().token(token).concurrent_updates(PerChatUpdateProcessor())
+            Application.builder()
+            .token(token)
+            .concurrent_updates(PerChatUpdateProcessor())
+            # A second connection lets the final getUpdates of a shutdown go out while the
+            # cancelled long poll is still closing.
+            .get_updates_connection_pool_size(2)
+            .connection_pool_size(64)
         )
         if settings.telegram.api_base_url:
             root = settings.telegram.api_base_url.rstrip("/")
@@ -144,6 +154,7 @@ class BotRuntime:
             ),
         )
         handlers.register(application)
+        application.add_error_handler(_log_handler_error)
         await handlers.publish_commands(application)
         log.info("bot @%s ready (model %s)", identity.username, settings.spark.model)
 
@@ -212,6 +223,14 @@ class BotRuntime:
             return web.Response(text="ok")
 
         return receive
+
+
+async def _log_handler_error(update: object, context: Any) -> None:
+    """Last line of defence for a failing handler: one log line with the chat, no payload."""
+    chat_id = (
+        update.effective_chat.id if isinstance(update, Update) and update.effective_chat else None
+    )
+    log.error("handler failed for chat %s", chat_id, exc_info=context.error)
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -294,7 +294,10 @@ class TelegramAnswer:
     # -- previews -----------------------------------------------------------------------------
 
     async def _show_preview(self, text: str) -> None:
-        parts = split_text(text)
+        # Telegram trims each message; sending trimmed text keeps "not modified" edits away.
+        parts = [part.strip() for part in split_text(text)]
+        if not parts:
+            return
         if self._mode == "draft":
             try:
                 for index, part in enumerate(parts[:-1]):
