@@ -74,13 +74,16 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
     as server settings (tests use it to give each test its own schema).
     """
     parsed = make_url(normalise_url(url))
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        engine = _create_async_engine(parsed, **kwargs)
+        # Every statement is a round trip to aiosqlite's thread, so skip the ones that buy
+        # nothing here: a file needs no liveness ping, and Database.session always ends its
+        # transaction itself, so the pool's rollback on check-in would be a second no-op.
+        engine = _create_async_engine(parsed, pool_reset_on_return=None, **kwargs)
         _configure_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql" and "options" in parsed.query:
@@ -89,7 +92,9 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         text = options if isinstance(options, str) else " ".join(options)
         kwargs["connect_args"] = {"server_settings": _server_settings(text)}
         parsed = parsed.set(query=query)
-    return _create_async_engine(parsed, pool_size=pool_size, max_overflow=max_overflow, **kwargs)
+    return _create_async_engine(
+        parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, **kwargs
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -118,9 +123,8 @@ class Database:
         self.clock = clock
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._writer = async_sessionmaker(
-            engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
-        )
+        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(engine, expire_on_commit=False)
 
     @property
@@ -131,11 +135,8 @@ class Database:
     async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block succeeds, rolled back when it raises
         (and always rolled back when ``readonly``)."""
-        lock: AbstractAsyncContextManager[Any] = (
-            self._write_lock if self._write_lock is not None and not readonly else nullcontext()
-        )
         factory = self._reader if readonly else self._writer
-        async with lock, factory() as session:
+        async with self._lock(readonly), factory() as session:
             yield session
             if not readonly:
                 await session.commit()
@@ -143,9 +144,23 @@ class Database:
 
     @asynccontextmanager
     async def repositories(self, *, readonly: bool = False) -> AsyncIterator[Repositories]:
-        """Like :meth:`session`, with every repository bound to the session."""
-        async with self.session(readonly=readonly) as session:
-            yield Repositories(session, self.clock)
+        """One transaction, like :meth:`session`, with every repository bound to it.
+
+        Repositories work on a bare connection rather than a Session: they return DTOs, so
+        the ORM's unit-of-work machinery would only add cost to every statement.
+        """
+        engine = self.engine if readonly else self._write_engine
+        async with self._lock(readonly), engine.connect() as connection:
+            await connection.begin()
+            yield Repositories(connection, self.clock)
+            if not readonly:
+                await connection.commit()
+            # Closing the connection rolls back whatever was not committed.
+
+    def _lock(self, readonly: bool) -> AbstractAsyncContextManager[Any]:
+        if self._write_lock is None or readonly:
+            return nullcontext()
+        return self._write_lock
 
     async def dispose(self) -> None:
         await self.engine.dispose()

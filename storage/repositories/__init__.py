@@ -1,4 +1,4 @@
-"""Repositories, one per aggregate, all bound to one session (one unit of work).
+"""Repositories, one per aggregate, all bound to one connection in one transaction.
 
 Obtain them from :meth:`storage.database.Database.repositories`; they return frozen DTOs from
 :mod:`storage.dto`, never ORM objects.
@@ -6,7 +6,7 @@ Obtain them from :meth:`storage.database.Database.repositories`; they return fro
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dto import Clock
 from storage.repositories.chats import ChatRepository
@@ -17,15 +17,15 @@ from storage.repositories.users import UserRepository
 
 
 class Repositories:
-    """Every repository over one session."""
+    """Every repository over one connection (one unit of work)."""
 
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
-        self.session = session
-        self.users = UserRepository(session, clock)
-        self.chats = ChatRepository(session, clock)
-        self.conversations = ConversationRepository(session, clock)
-        self.messages = MessageRepository(session, clock)
-        self.usage = UsageRepository(session, clock)
+    def __init__(self, connection: AsyncConnection, clock: Clock) -> None:
+        self.connection = connection
+        self.users = UserRepository(connection, clock)
+        self.chats = ChatRepository(connection, clock)
+        self.conversations = ConversationRepository(connection, clock)
+        self.messages = MessageRepository(connection, clock)
+        self.usage = UsageRepository(connection, clock)
 
 
 __all__ = [

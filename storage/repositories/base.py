@@ -1,15 +1,25 @@
-"""What every repository shares: its session, the clock, and dialect-aware INSERT builders."""
+"""What every repository shares: its connection, the clock, statement execution, and
+dialect-aware ``INSERT ... ON CONFLICT`` builders.
+
+Repositories speak SQLAlchemy Core on one connection inside one transaction, mostly with
+statements built once per module and executed with parameters: on the hot path (a few
+statements per chat turn) building ORM statements and running them through a Session cost
+several times the database's own work.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import CursorResult, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 
 from storage.dto import Clock
-from storage.models import SPARK_UID_LENGTH
+from storage.models import SPARK_UID_LENGTH, Base
 
 
 def new_spark_uid() -> str:
@@ -17,15 +27,28 @@ def new_spark_uid() -> str:
     return secrets.token_hex(SPARK_UID_LENGTH // 2)
 
 
+def table(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
+def insert_for(dialect: str, target: Table) -> Any:
+    """``INSERT`` that supports ``on_conflict_do_*`` on ``dialect``."""
+    if dialect == "postgresql":
+        return postgresql.insert(target)
+    if dialect == "sqlite":
+        return sqlite.insert(target)
+    raise NotImplementedError(f"unsupported database backend {dialect!r}")
+
+
 class Repository:
-    """Bound to one session (one unit of work); never outlives it."""
+    """Bound to one connection in one transaction (one unit of work); never outlives it."""
 
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
-        self.session = session
+    def __init__(self, connection: AsyncConnection, clock: Clock) -> None:
+        self.connection = connection
         self.clock = clock
+        self.dialect = connection.dialect.name
 
-    def insert(self, table: Any) -> Any:
-        """``INSERT`` with ``ON CONFLICT`` support for the session's backend."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+    async def execute(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        return await self.connection.execute(statement, params)

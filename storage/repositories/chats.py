@@ -3,15 +3,48 @@ token calibration ratio; plus the Spark uids of forum topics."""
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Row, bindparam, select
 
 from bot.spark.tokens import DEFAULT_RATIO, update_ratio
 from storage.dto import ChatInfo
-from storage.models import Chat, ChatTopic
-from storage.repositories.base import Repository, new_spark_uid
+from storage.repositories.base import Repository, insert_for, new_spark_uid, table
+
+CHATS = table("chats")
+TOPICS = table("chat_topics")
+_GET = select(CHATS).where(CHATS.c.id == bindparam("b_id"))
+_RATIO_FOR_UPDATE = (
+    select(CHATS.c.token_ratio).where(CHATS.c.id == bindparam("b_id")).with_for_update()
+)
+_SET_RATIO = (
+    CHATS.update().where(CHATS.c.id == bindparam("b_id")).values(token_ratio=bindparam("b_ratio"))
+)
+_TOPIC_UID = select(TOPICS.c.spark_uid).where(
+    TOPICS.c.chat_id == bindparam("b_chat"), TOPICS.c.thread_id == bindparam("b_thread")
+)
 
 
-def _chat_info(row: Chat) -> ChatInfo:
+@cache
+def _upsert(dialect: str) -> Any:
+    stmt = insert_for(dialect, CHATS)
+    return stmt.on_conflict_do_update(
+        index_elements=[CHATS.c.id],
+        set_={
+            "type": stmt.excluded.type,
+            "title": stmt.excluded.title,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(*CHATS.c)
+
+
+@cache
+def _insert_topic(dialect: str) -> Any:
+    return insert_for(dialect, TOPICS).on_conflict_do_nothing()
+
+
+def _chat_info(row: Row[*tuple[Any, ...]]) -> ChatInfo:
     return ChatInfo(
         id=row.id,
         type=row.type,
@@ -29,30 +62,22 @@ class ChatRepository(Repository):
         """Create the chat (with a fresh random Spark uid) or refresh its type and title;
         settings, uid and ratio of an existing chat are kept."""
         now = self.clock()
-        stmt = self.insert(Chat).values(
-            id=chat_id,
-            type=type,
-            title=title,
-            token_ratio=DEFAULT_RATIO,
-            spark_uid=new_spark_uid(),
-            created_at=now,
-            updated_at=now,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Chat.id],
-            set_={
-                "type": stmt.excluded.type,
-                "title": stmt.excluded.title,
-                "updated_at": stmt.excluded.updated_at,
+        result = await self.execute(
+            _upsert(self.dialect),
+            {
+                "id": chat_id,
+                "type": type,
+                "title": title,
+                "token_ratio": DEFAULT_RATIO,
+                "spark_uid": new_spark_uid(),
+                "created_at": now,
+                "updated_at": now,
             },
-        ).returning(Chat)
-        row = (
-            await self.session.scalars(stmt, execution_options={"populate_existing": True})
-        ).one()
-        return _chat_info(row)
+        )
+        return _chat_info(result.one())
 
     async def get(self, chat_id: int) -> ChatInfo | None:
-        row = await self.session.scalar(select(Chat).where(Chat.id == chat_id))
+        row = (await self.execute(_GET, {"b_id": chat_id})).first()
         return None if row is None else _chat_info(row)
 
     async def set_model(self, chat_id: int, model: str | None) -> bool:
@@ -64,45 +89,52 @@ class ChatRepository(Repository):
         return await self._set(chat_id, system_prompt=(prompt or "").strip() or None)
 
     async def _set(self, chat_id: int, **values: object) -> bool:
-        result = await self.session.execute(
-            update(Chat).where(Chat.id == chat_id).values(updated_at=self.clock(), **values)
+        result = await self.execute(
+            CHATS.update().where(CHATS.c.id == chat_id).values(updated_at=self.clock(), **values)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def update_calibration(
-        self, chat_id: int, raw_estimate: int, reported_prompt_tokens: int
+        self,
+        chat_id: int,
+        raw_estimate: int,
+        reported_prompt_tokens: int,
+        *,
+        current_ratio: float | None = None,
     ) -> float:
         """Fold Spark's reported ``prompt_tokens`` for a prompt estimated (raw) at
-        ``raw_estimate`` into the chat's ratio; returns the new ratio."""
-        current = await self.session.scalar(
-            select(Chat.token_ratio).where(Chat.id == chat_id).with_for_update()
-        )
+        ``raw_estimate`` into the chat's ratio; returns the new ratio.
+
+        Pass ``current_ratio`` (the ratio the prompt was built with) to save a read when the
+        chat's turns are processed one at a time anyway; otherwise it is read under a row lock.
+        """
+        current = current_ratio
         if current is None:
-            raise LookupError(f"chat {chat_id} is not stored")
+            current = (await self.execute(_RATIO_FOR_UPDATE, {"b_id": chat_id})).scalar()
+            if current is None:
+                raise LookupError(f"chat {chat_id} is not stored")
         ratio = update_ratio(current, raw_estimate, reported_prompt_tokens)
-        await self.session.execute(
-            update(Chat).where(Chat.id == chat_id).values(token_ratio=ratio)
-        )
+        if ratio != current or current_ratio is not None:
+            result = await self.execute(_SET_RATIO, {"b_id": chat_id, "b_ratio": ratio})
+            if not result.rowcount:
+                raise LookupError(f"chat {chat_id} is not stored")
         return ratio
 
     async def topic_uid(self, chat_id: int, thread_id: int) -> str:
         """The Spark uid of a forum topic, created on first use."""
-        query = select(ChatTopic.spark_uid).where(
-            ChatTopic.chat_id == chat_id, ChatTopic.thread_id == thread_id
-        )
-        uid = await self.session.scalar(query)
+        params = {"b_chat": chat_id, "b_thread": thread_id}
+        uid = (await self.execute(_TOPIC_UID, params)).scalar()
         if uid is None:
-            await self.session.execute(
-                self.insert(ChatTopic)
-                .values(
-                    chat_id=chat_id,
-                    thread_id=thread_id,
-                    spark_uid=new_spark_uid(),
-                    created_at=self.clock(),
-                )
-                .on_conflict_do_nothing()
+            await self.execute(
+                _insert_topic(self.dialect),
+                {
+                    "chat_id": chat_id,
+                    "thread_id": thread_id,
+                    "spark_uid": new_spark_uid(),
+                    "created_at": self.clock(),
+                },
             )
-            uid = await self.session.scalar(query)
+            uid = (await self.execute(_TOPIC_UID, params)).scalar()
         if uid is None:
             raise LookupError(f"chat {chat_id} is not stored")
-        return uid
+        return str(uid)

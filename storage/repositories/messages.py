@@ -10,10 +10,10 @@ row stays in progress. History for the next request is read newest first in page
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import JSON, Row, and_, bindparam, func, or_, select
 
 from storage.dto import (
     FINAL_STATUSES,
@@ -24,16 +24,125 @@ from storage.dto import (
     MessageStatus,
     StoredMessage,
 )
-from storage.models import Conversation, Message, TelegramMessage
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, insert_for, table
+from storage.repositories.conversations import CONVERSATIONS
+
+MESSAGES = table("messages")
+LINKS = table("telegram_messages")
+_M = MESSAGES.c
+_STREAMING = MessageStatus.STREAMING.value
+_NEWEST = 2**62
 
 _COUNTS_AS_HISTORY = or_(
-    Message.status == MessageStatus.COMPLETE.value,
-    and_(Message.status == MessageStatus.PARTIAL.value, Message.usable.is_(True)),
+    _M.status == MessageStatus.COMPLETE.value,
+    and_(_M.status == MessageStatus.PARTIAL.value, _M.usable.is_(True)),
 )
+_ANSWERS_BEFORE = and_(
+    _M.conversation_id == bindparam("b_conversation"),
+    _M.role == "assistant",
+    _M.reply_to_id.is_not(None),
+    _COUNTS_AS_HISTORY,
+    _M.id < bindparam("b_before"),
+)
+_QUESTION = MESSAGES.alias("question")
+_RECENT_TURNS = (
+    select(
+        _M.id.label("answer_id"),
+        _M.content.label("answer"),
+        _QUESTION.c.id.label("question_id"),
+        _QUESTION.c.content.label("question"),
+    )
+    .join_from(MESSAGES, _QUESTION, _QUESTION.c.id == _M.reply_to_id)
+    .where(_ANSWERS_BEFORE)
+    .order_by(_M.id.desc())
+    .limit(bindparam("b_limit"))
+)
+_COUNT_TURNS = select(func.count()).select_from(MESSAGES).where(_ANSWERS_BEFORE)
+_INSERT = MESSAGES.insert().returning(_M.id)
+_GET = select(MESSAGES).where(_M.id == bindparam("b_id"))
+_CHECKPOINT = (
+    MESSAGES.update()
+    .where(_M.id == bindparam("b_id"), _M.status == _STREAMING)
+    .values(content=bindparam("b_text"), updated_at=bindparam("b_now"))
+)
+_FINISH_VALUES = {
+    "status": bindparam("b_status"),
+    "content": bindparam("b_text"),
+    "sid": bindparam("b_sid"),
+    "error_code": bindparam("b_error"),
+    "usable": bindparam("b_usable"),
+    "updated_at": bindparam("b_now"),
+    "model": func.coalesce(bindparam("b_model", type_=_M.model.type), _M.model),
+}
+_FINISH = (
+    MESSAGES.update()
+    .where(_M.id == bindparam("b_id"))
+    .values(**_FINISH_VALUES)
+    .returning(*MESSAGES.c)
+)
+_FINISH_WITH_IDS = (
+    MESSAGES.update()
+    .where(_M.id == bindparam("b_id"))
+    .values(**_FINISH_VALUES, telegram_message_ids=bindparam("b_ids", type_=JSON))
+    .returning(*MESSAGES.c)
+)
+_SET_IDS = (
+    MESSAGES.update()
+    .where(_M.id == bindparam("b_id"))
+    .values(telegram_message_ids=bindparam("b_ids", type_=JSON), updated_at=bindparam("b_now"))
+    .returning(_M.conversation_id)
+)
+_RECOVER = (
+    MESSAGES.update()
+    .where(_M.status == _STREAMING)
+    .values(status=MessageStatus.PARTIAL.value, usable=False, updated_at=bindparam("b_now"))
+)
+_BY_TELEGRAM_ID = (
+    select(MESSAGES)
+    .join_from(MESSAGES, LINKS, LINKS.c.message_id == _M.id)
+    .where(
+        LINKS.c.chat_id == bindparam("b_chat"), LINKS.c.telegram_message_id == bindparam("b_tg")
+    )
+)
+_LAST_QUESTION = (
+    select(MESSAGES)
+    .where(_M.conversation_id == bindparam("b_conversation"), _M.role == "user")
+    .order_by(_M.id.desc())
+    .limit(1)
+)
+_CURRENT_ANSWER = (
+    select(MESSAGES)
+    .where(
+        _M.conversation_id == bindparam("b_conversation"),
+        _M.reply_to_id == bindparam("b_question"),
+        _M.status != MessageStatus.SUPERSEDED.value,
+    )
+    .order_by(_M.id.desc())
+    .limit(1)
+)
+_ALL = select(MESSAGES).where(_M.conversation_id == bindparam("b_conversation")).order_by(_M.id)
 
 
-def _stored(row: Message) -> StoredMessage:
+@cache
+def _upsert_link(dialect: str) -> Any:
+    # The chat comes from the message's conversation, so callers only need the message id.
+    chat_of = (
+        select(CONVERSATIONS.c.chat_id)
+        .where(CONVERSATIONS.c.id == bindparam("b_conversation"))
+        .scalar_subquery()
+    )
+    stmt = insert_for(dialect, LINKS).values(
+        chat_id=chat_of,
+        telegram_message_id=bindparam("b_tg"),
+        message_id=bindparam("b_id"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[LINKS.c.chat_id, LINKS.c.telegram_message_id],
+        set_={"message_id": stmt.excluded.message_id},
+    )
+
+
+def _stored(row: Row[*tuple[Any, ...]]) -> StoredMessage:
     role: MessageRole = "assistant" if row.role == "assistant" else "user"
     return StoredMessage(
         id=row.id,
@@ -41,7 +150,7 @@ def _stored(row: Message) -> StoredMessage:
         role=role,
         content=row.content,
         status=MessageStatus(row.status),
-        usable=row.usable,
+        usable=bool(row.usable),
         telegram_message_ids=tuple(row.telegram_message_ids or ()),
         reply_to_id=row.reply_to_id,
         user_id=row.user_id,
@@ -75,7 +184,7 @@ class MessageRepository(Repository):
             user_id=user_id,
             model=None,
         )
-        await self._link(conversation.chat_id, message.id, ids)
+        await self._link(conversation.id, message.id, ids)
         return message
 
     async def start_assistant_message(
@@ -102,12 +211,10 @@ class MessageRepository(Repository):
     async def checkpoint(self, message_id: int, text: str) -> bool:
         """Save the text streamed so far; False (and nothing written) once the answer is no
         longer streaming, so a late checkpoint cannot overwrite the final text."""
-        result = await self.session.execute(
-            update(Message)
-            .where(Message.id == message_id, Message.status == MessageStatus.STREAMING.value)
-            .values(content=text, updated_at=self.clock())
+        result = await self.execute(
+            _CHECKPOINT, {"b_id": message_id, "b_text": text, "b_now": self.clock()}
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
     async def finish(
         self,
@@ -122,94 +229,71 @@ class MessageRepository(Repository):
         model: str | None = None,
     ) -> StoredMessage:
         """Give an answer its final status and text. ``usable`` defaults to True for a complete
-        answer and False otherwise (say True for a partial answer worth keeping as history)."""
+        answer and False otherwise (say True for a partial answer worth keeping as history).
+        ``telegram_message_ids``, when given, replace the list stored on the row."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"finish needs a final status, got {status!r}")
-        values: dict[str, Any] = {
-            "status": status.value,
-            "content": text,
-            "sid": sid,
-            "error_code": error_code,
-            "usable": status is MessageStatus.COMPLETE if usable is None else usable,
-            "updated_at": self.clock(),
+        params: dict[str, Any] = {
+            "b_id": message_id,
+            "b_status": status.value,
+            "b_text": text,
+            "b_sid": sid,
+            "b_error": error_code,
+            "b_usable": status is MessageStatus.COMPLETE if usable is None else usable,
+            "b_now": self.clock(),
+            "b_model": model,
         }
-        if telegram_message_ids:
-            values["telegram_message_ids"] = list(telegram_message_ids)
-        if model is not None:
-            values["model"] = model
-        row = await self.session.scalar(
-            update(Message).where(Message.id == message_id).values(**values).returning(Message),
-            execution_options={"populate_existing": True},
-        )
+        ids = list(dict.fromkeys(telegram_message_ids))
+        if ids:
+            params["b_ids"] = ids
+        row = (await self.execute(_FINISH_WITH_IDS if ids else _FINISH, params)).first()
         if row is None:
             raise LookupError(f"message {message_id} is not stored")
-        if telegram_message_ids:
-            await self._link(
-                await self._chat_of(row.conversation_id), row.id, telegram_message_ids
-            )
+        await self._link(row.conversation_id, message_id, ids)
         return _stored(row)
 
     async def set_telegram_message_ids(self, message_id: int, ids: Sequence[int]) -> None:
         """Record the Telegram messages that show this message (e.g. as soon as the first
         draft is sent, so replies to it resolve while it still streams)."""
-        row = await self.session.scalar(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(telegram_message_ids=list(ids), updated_at=self.clock())
-            .returning(Message.conversation_id)
-        )
-        if row is None:
+        unique = list(dict.fromkeys(ids))
+        conversation_id = (
+            await self.execute(
+                _SET_IDS, {"b_id": message_id, "b_ids": unique, "b_now": self.clock()}
+            )
+        ).scalar()
+        if conversation_id is None:
             raise LookupError(f"message {message_id} is not stored")
-        await self._link(await self._chat_of(row), message_id, ids)
+        await self._link(conversation_id, message_id, unique)
 
     async def recover_interrupted(self) -> int:
         """Turn every answer still ``streaming`` (the process died mid-answer) into a
         ``partial``, not usable as history; returns how many."""
-        result = await self.session.execute(
-            update(Message)
-            .where(Message.status == MessageStatus.STREAMING.value)
-            .values(status=MessageStatus.PARTIAL.value, usable=False, updated_at=self.clock())
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        return int((await self.execute(_RECOVER, {"b_now": self.clock()})).rowcount)
 
     async def get(self, message_id: int) -> StoredMessage | None:
-        row = await self.session.scalar(select(Message).where(Message.id == message_id))
+        row = (await self.execute(_GET, {"b_id": message_id})).first()
         return None if row is None else _stored(row)
 
     async def find_by_telegram_id(
         self, chat_id: int, telegram_message_id: int
     ) -> StoredMessage | None:
         """The stored message a Telegram message shows (the question or the answer)."""
-        row = await self.session.scalar(
-            select(Message)
-            .join(TelegramMessage, TelegramMessage.message_id == Message.id)
-            .where(
-                TelegramMessage.chat_id == chat_id,
-                TelegramMessage.telegram_message_id == telegram_message_id,
-            )
-        )
+        params = {"b_chat": chat_id, "b_tg": telegram_message_id}
+        row = (await self.execute(_BY_TELEGRAM_ID, params)).first()
         return None if row is None else _stored(row)
 
     async def last_turn(self, conversation_id: int) -> LastTurn | None:
         """The newest question and its current (not superseded) answer, if any."""
-        question = await self.session.scalar(
-            select(Message)
-            .where(Message.conversation_id == conversation_id, Message.role == "user")
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
+        question = (
+            await self.execute(_LAST_QUESTION, {"b_conversation": conversation_id})
+        ).first()
         if question is None:
             return None
-        answer = await self.session.scalar(
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.reply_to_id == question.id,
-                Message.status != MessageStatus.SUPERSEDED.value,
+        answer = (
+            await self.execute(
+                _CURRENT_ANSWER, {"b_conversation": conversation_id, "b_question": question.id}
             )
-            .order_by(Message.id.desc())
-            .limit(1)
-        )
+        ).first()
         return LastTurn(_stored(question), None if answer is None else _stored(answer))
 
     async def supersede_last_answer(self, conversation_id: int) -> LastTurn | None:
@@ -232,62 +316,53 @@ class MessageRepository(Repository):
         self, conversation_id: int, *, before_answer_id: int | None = None, limit: int = 32
     ) -> list[HistoryTurn]:
         """Turns that count as history, newest first, older than ``before_answer_id``."""
-        question = aliased(Message)
-        query = (
-            select(Message.id, Message.content, question.id, question.content)
-            .join(question, question.id == Message.reply_to_id)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.role == "assistant",
-                _COUNTS_AS_HISTORY,
-            )
-            .order_by(Message.id.desc())
-            .limit(limit)
+        rows = await self.execute(
+            _RECENT_TURNS,
+            {
+                "b_conversation": conversation_id,
+                "b_before": _NEWEST if before_answer_id is None else before_answer_id,
+                "b_limit": limit,
+            },
         )
-        if before_answer_id is not None:
-            query = query.where(Message.id < before_answer_id)
-        rows = await self.session.execute(query)
         return [
-            HistoryTurn(question_id=q_id, answer_id=a_id, question=q_text, answer=a_text)
-            for a_id, a_text, q_id, q_text in rows
+            HistoryTurn(
+                question_id=row.question_id,
+                answer_id=row.answer_id,
+                question=row.question,
+                answer=row.answer,
+            )
+            for row in rows
         ]
 
     async def count_turns(
         self, conversation_id: int, *, before_answer_id: int | None = None
     ) -> int:
-        query = select(func.count()).where(
-            Message.conversation_id == conversation_id,
-            Message.role == "assistant",
-            Message.reply_to_id.is_not(None),
-            _COUNTS_AS_HISTORY,
-        )
-        if before_answer_id is not None:
-            query = query.where(Message.id < before_answer_id)
-        return int(await self.session.scalar(query) or 0)
+        params = {
+            "b_conversation": conversation_id,
+            "b_before": _NEWEST if before_answer_id is None else before_answer_id,
+        }
+        return int((await self.execute(_COUNT_TURNS, params)).scalar() or 0)
 
     async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
         """Every message of a conversation, oldest first (exports, tests)."""
-        rows = await self.session.scalars(
-            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
-        )
+        rows = await self.execute(_ALL, {"b_conversation": conversation_id})
         return [_stored(row) for row in rows]
 
     async def _insert(self, conversation: ConversationInfo, **values: Any) -> StoredMessage:
         now = self.clock()
-        status: MessageStatus = values.pop("status")
-        message_id = await self.session.scalar(
-            self.insert(Message)
-            .values(
-                conversation_id=conversation.id,
-                status=status.value,
-                created_at=now,
-                updated_at=now,
-                **values,
+        status: MessageStatus = values["status"]
+        message_id = (
+            await self.execute(
+                _INSERT,
+                {
+                    **values,
+                    "conversation_id": conversation.id,
+                    "status": status.value,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
-            .returning(Message.id)
-        )
-        if message_id is None:
-            raise LookupError(f"could not store a message in conversation {conversation.id}")
+        ).scalar_one()
         return StoredMessage(
             id=message_id,
             conversation_id=conversation.id,
@@ -305,33 +380,12 @@ class MessageRepository(Repository):
             updated_at=now,
         )
 
-    async def _chat_of(self, conversation_id: int) -> int:
-        chat_id = await self.session.scalar(
-            select(Conversation.chat_id).where(Conversation.id == conversation_id)
-        )
-        if chat_id is None:
-            raise LookupError(f"conversation {conversation_id} is not stored")
-        return chat_id
-
-    async def _link(self, chat_id: int, message_id: int, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        # The set given is the whole set: links this message no longer has are dropped.
-        await self.session.execute(
-            delete(TelegramMessage).where(
-                TelegramMessage.message_id == message_id,
-                TelegramMessage.telegram_message_id.not_in(list(ids)),
+    async def _link(self, conversation_id: int, message_id: int, ids: Sequence[int]) -> None:
+        # Links are only ever added: Telegram never reuses a message id within a chat, so a
+        # link to a message that was since replaced can never resolve to the wrong answer.
+        statement = _upsert_link(self.dialect)
+        for telegram_id in ids:
+            await self.execute(
+                statement,
+                {"b_conversation": conversation_id, "b_tg": telegram_id, "b_id": message_id},
             )
-        )
-        stmt = self.insert(TelegramMessage).values(
-            [
-                {"chat_id": chat_id, "telegram_message_id": tg_id, "message_id": message_id}
-                for tg_id in dict.fromkeys(ids)
-            ]
-        )
-        await self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[TelegramMessage.chat_id, TelegramMessage.telegram_message_id],
-                set_={"message_id": stmt.excluded.message_id},
-            )
-        )

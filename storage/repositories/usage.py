@@ -9,12 +9,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select
 
 from bot.spark.types import Usage
 from storage.dto import LatencyStats, TopUser, UsageTotals
-from storage.models import UsageRecord
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, table
+
+USAGE = table("usage_records")
+_U = USAGE.c
+_INSERT = USAGE.insert().returning(_U.id)
+
+
+def _sum(column: Any) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(column), 0)
+
+
+_TOKENS_USED = select(_sum(_U.total_tokens)).where(
+    _U.user_id == bindparam("b_user"), _U.created_at >= bindparam("b_since")
+)
 
 
 class UsageRepository(Repository):
@@ -34,37 +46,30 @@ class UsageRepository(Repository):
     ) -> int:
         """Append one request to the ledger (``usage`` None when Spark reported none)."""
         usage = usage or Usage()
-        record_id = await self.session.scalar(
-            self.insert(UsageRecord)
-            .values(
-                created_at=self.clock(),
-                user_id=user_id,
-                chat_id=chat_id,
-                conversation_id=conversation_id,
-                message_id=message_id,
-                model=model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                first_token_ms=first_token_ms,
-                duration_ms=duration_ms,
-                sid=sid,
-                error_code=error_code,
-            )
-            .returning(UsageRecord.id)
+        result = await self.execute(
+            _INSERT,
+            {
+                "created_at": self.clock(),
+                "user_id": user_id,
+                "chat_id": chat_id,
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+                "model": model,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+                "first_token_ms": first_token_ms,
+                "duration_ms": duration_ms,
+                "sid": sid,
+                "error_code": error_code,
+            },
         )
-        if record_id is None:
-            raise LookupError("the ledger row was not stored")
-        return int(record_id)
+        return int(result.scalar_one())
 
     async def tokens_used(self, user_id: int, since: datetime) -> int:
         """Total tokens billed to ``user_id`` since ``since`` (the daily quota check)."""
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(UsageRecord.total_tokens), 0)).where(
-                UsageRecord.user_id == user_id, UsageRecord.created_at >= since
-            )
-        )
-        return int(total or 0)
+        params = {"b_user": user_id, "b_since": since}
+        return int((await self.execute(_TOKENS_USED, params)).scalar() or 0)
 
     async def totals(
         self,
@@ -74,19 +79,14 @@ class UsageRepository(Repository):
         user_id: int | None = None,
         chat_id: int | None = None,
     ) -> UsageTotals:
-        def total(column: Any) -> ColumnElement[Any]:
-            return func.coalesce(func.sum(column), 0)
-
         query = select(
             func.count(),
-            func.count(UsageRecord.error_code),
-            total(UsageRecord.prompt_tokens),
-            total(UsageRecord.completion_tokens),
-            total(UsageRecord.total_tokens),
+            func.count(_U.error_code),
+            _sum(_U.prompt_tokens),
+            _sum(_U.completion_tokens),
+            _sum(_U.total_tokens),
         ).where(*self._range(since, until, user_id=user_id, chat_id=chat_id))
-        requests, failed, prompt, completion, all_tokens = (
-            await self.session.execute(query)
-        ).one()
+        requests, failed, prompt, completion, all_tokens = (await self.execute(query)).one()
         return UsageTotals(
             requests=int(requests),
             failed_requests=int(failed),
@@ -98,32 +98,38 @@ class UsageRepository(Repository):
     async def top_users(
         self, since: datetime, until: datetime | None = None, *, limit: int = 10
     ) -> list[TopUser]:
-        tokens = func.coalesce(func.sum(UsageRecord.total_tokens), 0).label("tokens")
-        rows = await self.session.execute(
-            select(UsageRecord.user_id, func.count(), tokens)
-            .where(UsageRecord.user_id.is_not(None), *self._range(since, until))
-            .group_by(UsageRecord.user_id)
-            .order_by(tokens.desc(), UsageRecord.user_id)
+        tokens = _sum(_U.total_tokens).label("tokens")
+        rows = await self.execute(
+            select(_U.user_id, func.count(), tokens)
+            .where(_U.user_id.is_not(None), *self._range(since, until))
+            .group_by(_U.user_id)
+            .order_by(tokens.desc(), _U.user_id)
             .limit(limit)
         )
-        return [TopUser(int(uid or 0), int(count), int(total)) for uid, count, total in rows]
+        return [TopUser(int(row[0]), int(row[1]), int(row[2])) for row in rows]
 
     async def latency(
         self, since: datetime, until: datetime | None = None, *, chat_id: int | None = None
     ) -> LatencyStats:
-        """p50 / p95 of time to first token and of duration, over successful requests."""
-        where = [UsageRecord.error_code.is_(None), *self._range(since, until, chat_id=chat_id)]
-        samples = int(await self.session.scalar(select(func.count()).where(*where)) or 0)
+        """Nearest-rank p50 / p95 of time to first token and of duration, over successful
+        requests. Each percentile is one ``ORDER BY ... OFFSET`` on the time range, so only a
+        single value per figure leaves the database."""
+        where = [_U.error_code.is_(None), *self._range(since, until, chat_id=chat_id)]
+        count = select(func.count()).select_from(USAGE)
+        samples = int((await self.execute(count.where(*where))).scalar() or 0)
         figures: list[int | None] = []
-        for column in (UsageRecord.first_token_ms, UsageRecord.duration_ms):
-            values = [
-                v
-                for v in await self.session.scalars(
-                    select(column).where(*where, column.is_not(None)).order_by(column)
+        for column in (_U.first_token_ms, _U.duration_ms):
+            present = [*where, column.is_not(None)]
+            total = int((await self.execute(count.where(*present))).scalar() or 0)
+            for percent in (50, 95):
+                if total == 0:
+                    figures.append(None)
+                    continue
+                rank = max(1, -(-percent * total // 100))
+                value = await self.execute(
+                    select(column).where(*present).order_by(column).offset(rank - 1).limit(1)
                 )
-                if v is not None
-            ]
-            figures += [_nearest_rank(values, 50), _nearest_rank(values, 95)]
+                figures.append(value.scalar())
         return LatencyStats(samples, *figures)
 
     @staticmethod
@@ -134,18 +140,11 @@ class UsageRepository(Repository):
         user_id: int | None = None,
         chat_id: int | None = None,
     ) -> list[ColumnElement[bool]]:
-        where = [UsageRecord.created_at >= since]
+        where = [_U.created_at >= since]
         if until is not None:
-            where.append(UsageRecord.created_at < until)
+            where.append(_U.created_at < until)
         if user_id is not None:
-            where.append(UsageRecord.user_id == user_id)
+            where.append(_U.user_id == user_id)
         if chat_id is not None:
-            where.append(UsageRecord.chat_id == chat_id)
+            where.append(_U.chat_id == chat_id)
         return where
-
-
-def _nearest_rank(sorted_values: list[int], percent: int) -> int | None:
-    if not sorted_values:
-        return None
-    rank = max(1, -(-percent * len(sorted_values) // 100))
-    return sorted_values[rank - 1]

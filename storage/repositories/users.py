@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Row, bindparam, select
 
 from storage.dto import UserInfo
-from storage.models import User
-from storage.repositories.base import Repository
+from storage.repositories.base import Repository, insert_for, table
+
+USERS = table("users")
+_GET = select(USERS).where(USERS.c.id == bindparam("b_id"))
+_SET_QUOTA = (
+    USERS.update()
+    .where(USERS.c.id == bindparam("b_id"))
+    .values(daily_token_quota=bindparam("b_quota"), updated_at=bindparam("b_now"))
+)
 
 
-def _user_info(row: User) -> UserInfo:
+@cache
+def _upsert(dialect: str) -> Any:
+    stmt = insert_for(dialect, USERS)
+    return stmt.on_conflict_do_update(
+        index_elements=[USERS.c.id],
+        set_={
+            "username": stmt.excluded.username,
+            "first_name": stmt.excluded.first_name,
+            "language_code": stmt.excluded.language_code,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    ).returning(*USERS.c)
+
+
+def _user_info(row: Row[*tuple[Any, ...]]) -> UserInfo:
     return UserInfo(
         id=row.id,
         username=row.username,
@@ -32,39 +56,28 @@ class UserRepository(Repository):
     ) -> UserInfo:
         """Create the user or refresh the profile fields Telegram sent; the quota is kept."""
         now = self.clock()
-        stmt = self.insert(User).values(
-            id=user_id,
-            username=username,
-            first_name=first_name,
-            language_code=language_code,
-            created_at=now,
-            updated_at=now,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[User.id],
-            set_={
-                "username": stmt.excluded.username,
-                "first_name": stmt.excluded.first_name,
-                "language_code": stmt.excluded.language_code,
-                "updated_at": stmt.excluded.updated_at,
+        result = await self.execute(
+            _upsert(self.dialect),
+            {
+                "id": user_id,
+                "username": username,
+                "first_name": first_name,
+                "language_code": language_code,
+                "created_at": now,
+                "updated_at": now,
             },
-        ).returning(User)
-        row = (
-            await self.session.scalars(stmt, execution_options={"populate_existing": True})
-        ).one()
-        return _user_info(row)
+        )
+        return _user_info(result.one())
 
     async def get(self, user_id: int) -> UserInfo | None:
-        row = await self.session.scalar(select(User).where(User.id == user_id))
+        row = (await self.execute(_GET, {"b_id": user_id})).first()
         return None if row is None else _user_info(row)
 
     async def set_daily_quota(self, user_id: int, quota: int | None) -> bool:
         """Override the daily token quota (None: back to the default; 0: unlimited)."""
         if quota is not None and quota < 0:
             raise ValueError(f"quota must be >= 0 or None, got {quota}")
-        result = await self.session.execute(
-            update(User)
-            .where(User.id == user_id)
-            .values(daily_token_quota=quota, updated_at=self.clock())
+        result = await self.execute(
+            _SET_QUOTA, {"b_id": user_id, "b_quota": quota, "b_now": self.clock()}
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
