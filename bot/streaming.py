@@ -27,7 +27,14 @@ from typing import Literal, Protocol, TypeVar
 
 from telegram import Bot, LinkPreviewOptions, Message, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 
 from bot.flood import FloodControl
 from bot.formatting import MessagePart, Rendered, render_message_parts
@@ -328,7 +335,8 @@ class TelegramAnswer:
                 ),
                 final=False,
             )
-        except BadRequest as exc:
+        except (BadRequest, InvalidToken) as exc:
+            # A Bot API server without drafts answers 404, which ptb raises as InvalidToken.
             raise _DraftsRefused from exc
         self._draft_key = key
 

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.spark_fixtures",
     "tests.support.db_fixtures",
     "tests.support.telegram_fixtures",
+    "tests.support.bot_harness",
 ]
