@@ -99,6 +99,7 @@ class QueuedQuestion:
     text: str
     participant: Participant
     place: Place
+    ticket: AdmissionTicket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +113,21 @@ class AnswerOutcome:
     sources: tuple[SearchSource, ...] = ()
 
 
+class AdmissionTicket(Protocol):
+    """What an admitted question holds until its answer is stored (e.g. reserved tokens)."""
+
+    def release(self) -> None:
+        """Called once, after the answer and its usage row are stored (or it never ran)."""
+
+
 class Admission(Protocol):
     """Per-user limits checked before a question is accepted (quotas, rate limits)."""
 
-    async def admit(self, participant: Participant, model: SparkModel) -> None:
-        """Raise a :class:`~bot.errors.ConversationError` to refuse the question."""
+    async def admit(
+        self, participant: Participant, model: SparkModel, reserve_tokens: int
+    ) -> AdmissionTicket:
+        """Admit a question that may cost up to ``reserve_tokens`` more tokens, or raise a
+        :class:`~bot.errors.ConversationError` to refuse it."""
 
 
 class ConversationService:
@@ -225,6 +236,7 @@ class ConversationService:
         complete; then the :class:`ConversationError` is raised for the front end to explain.
         """
         refusal: ConversationError | None = None
+        ticket: AdmissionTicket | None = None
         async with self._db.repositories() as repos:
             chat = await self._upsert(repos, participant, place)
             model = self._model_of(chat)
@@ -242,8 +254,7 @@ class ConversationService:
                     max_tokens=self._max_tokens(model),
                     ratio=chat.token_ratio,
                 )
-                if self._admission is not None:
-                    await self._admission.admit(participant, model)
+                ticket = await self._admit(participant, model)
             except ConversationError as exc:
                 refusal = exc
             stored = await repos.messages.add_user_message(
@@ -268,12 +279,23 @@ class ConversationService:
                 refusal,
             )
             raise refusal
-        return QueuedQuestion(conversation, stored.id, question, participant, place)
+        return QueuedQuestion(conversation, stored.id, question, participant, place, ticket)
+
+    async def _admit(self, participant: Participant, model: SparkModel) -> AdmissionTicket | None:
+        if self._admission is None:
+            return None
+        return await self._admission.admit(participant, model, self._max_tokens(model))
 
     async def question_to_retry(
         self, participant: Participant, place: Place
     ) -> QueuedQuestion | None:
-        """For /retry: set the last answer aside and return its question to ask again."""
+        """For /retry: set the last answer aside and return its question to ask again.
+
+        A retry costs tokens like a question, so it passes the same admission first.
+        """
+        async with self._db.repositories(readonly=True) as repos:
+            chat = await repos.chats.get(place.chat_id)
+        ticket = await self._admit(participant, self._model_of(chat))
         async with self._db.repositories() as repos:
             await self._upsert(repos, participant, place)
             conversation = await repos.conversations.current(
@@ -284,9 +306,11 @@ class ConversationService:
             )
             turn = await repos.messages.supersede_last_answer(conversation.id)
         if turn is None:
+            if ticket is not None:
+                ticket.release()
             return None
         return QueuedQuestion(
-            conversation, turn.question.id, turn.question.content, participant, place
+            conversation, turn.question.id, turn.question.content, participant, place, ticket
         )
 
     async def recover_interrupted(self) -> int:
@@ -305,6 +329,13 @@ class ConversationService:
 
     async def answer(self, queued: QueuedQuestion, sink: AnswerSink) -> AnswerOutcome:
         """Stream the answer to ``queued`` into ``sink`` and store it, whatever happens."""
+        try:
+            return await self._answer(queued, sink)
+        finally:
+            if queued.ticket is not None:
+                queued.ticket.release()
+
+    async def _answer(self, queued: QueuedQuestion, sink: AnswerSink) -> AnswerOutcome:
         language = queued.participant.language
         conversation = queued.conversation
         refusal: QuestionTooLong | None = None
