@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 
 from bot.formatting import render_markdown
-from bot.spark.models import get_model
-from bot.spark.simulator import answer_text
 from tests.support.bot_harness import BotFactory
 from tests.support.fake_telegram import BotApiError
 
@@ -122,8 +120,7 @@ async def test_ten_thousand_character_answer_is_split_never_truncated(
     await bot.fake.wait_for(lambda: len(bot.fake.visible_messages(chat.id)) >= 3, timeout=15)
     visible = bot.fake.visible_texts(chat.id)
     assert all(len(text.encode("utf-16-le")) // 2 <= 4096 for text in visible)
-    squeeze = lambda text: re.sub(r"\s+", "", text)  # noqa: E731
-    assert squeeze("".join(visible)) == squeeze(render_markdown(answer).text)
+    assert _squeeze("".join(visible)) == _squeeze(render_markdown(answer).text)
     assert bot.fake.violations == []
 
 
@@ -141,5 +138,6 @@ async def test_plain_long_answer_visible_text_equals_spark_text(make_bot: BotFac
     assert "\n\n".join(visible) == text
 
 
-def test_simulator_answers_are_what_the_tests_expect() -> None:
-    assert answer_text("hi", get_model("lite"))
+def _squeeze(text: str) -> str:
+    """Without whitespace: Telegram trims each part, so only boundary whitespace may differ."""
+    return re.sub(r"\s+", "", text)
