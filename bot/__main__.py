@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings() -> Settings:
+def _settings(command: str) -> Settings:
     settings = load_settings()
     secrets = [
         secret.get_secret_value()
@@ -57,7 +57,10 @@ def _settings() -> Settings:
         )
         if secret is not None
     ]
-    configure_logging(settings.log_level, secrets)
+    level = settings.log_level
+    if command in ("chat", "ask") and "LOG_LEVEL" not in os.environ:
+        level = "ERROR"  # the terminal shows answers; failures are explained on stderr anyway
+    configure_logging(level, secrets)
     return settings
 
 
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             asyncio.run(serve_forever(args.host, args.port, credentials))
             return 0
-        settings = _settings()
+        settings = _settings(command)
         if command == "migrate":
             from storage.migrate import upgrade_to_head
 

@@ -55,4 +55,6 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> Redac
     # httpx logs every request URL, and Bot API URLs contain the token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # alembic announces every plugin it loads at INFO.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     return redactor
