@@ -16,9 +16,11 @@ from bot.errors import QuestionTooLong
 from bot.spark.models import SparkModel
 from bot.spark.tokens import (
     DEFAULT_RATIO,
+    MESSAGE_OVERHEAD_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
     calibrated_tokens,
     estimate_message_tokens,
+    estimate_text_tokens,
 )
 from bot.spark.types import ChatMessage
 from storage.dto import HistoryTurn
@@ -80,9 +82,15 @@ class ContextBuilder:
         """Take the next older turn if it fits; once one does not, take no more."""
         if self.full:
             return False
-        cost = estimate_message_tokens(ChatMessage("user", turn.question)) + (
-            estimate_message_tokens(ChatMessage("assistant", turn.answer))
+        question = (
+            estimate_text_tokens(turn.question)
+            if turn.question_tokens is None
+            else turn.question_tokens
         )
+        answer = (
+            estimate_text_tokens(turn.answer) if turn.answer_tokens is None else turn.answer_tokens
+        )
+        cost = 2 * MESSAGE_OVERHEAD_TOKENS + question + answer
         if calibrated_tokens(self._raw + cost, self.ratio) > self.budget:
             self.full = True
             return False
@@ -144,15 +152,10 @@ async def load_context(
     )
     before: int | None = None
     while True:
-        page = await messages.recent_turns(
-            conversation_id, before_answer_id=before, limit=HISTORY_PAGE
-        )
-        for turn in page:
+        page = await messages.history_page(conversation_id, before, HISTORY_PAGE)
+        for taken, turn in enumerate(page.turns):
             if not builder.offer(turn):
-                dropped = await messages.count_turns(
-                    conversation_id, before_answer_id=turn.answer_id + 1
-                )
-                return builder.result(dropped)
-        if len(page) < HISTORY_PAGE:
+                return builder.result(page.older_turns - taken)
+        if len(page.turns) < HISTORY_PAGE:
             return builder.result(0)
-        before = page[-1].answer_id
+        before = page.turns[-1].answer_id

@@ -8,7 +8,7 @@ SQLite specifics, because hundreds of chats write at once: WAL (readers never bl
 writer), ``synchronous=NORMAL`` (a commit survives a crash of the bot, not of the machine),
 foreign keys on, a busy timeout for writers in other processes, and inside this process one
 write lock plus ``BEGIN IMMEDIATE`` so a writer never starts as a reader and then fails to
-upgrade its lock ("database is locked"). Read-only sessions take no lock.
+upgrade its lock ("database is locked"). Read-only units take no lock and run in autocommit.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from storage.repositories import Repositories
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "storage_write"
+_READ_OPTION = "storage_read"
 
 
 def normalise_url(url: str) -> str:
@@ -111,8 +112,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(_WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif not options.get(_READ_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+        # Read-only units run in autocommit: each statement sees the newest commit, and the
+        # BEGIN round trip is saved on the hottest path (history for every turn).
 
 
 class Database:
@@ -124,8 +130,15 @@ class Database:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        # Reads need no transaction of their own: autocommit saves BEGIN / ROLLBACK round
+        # trips (on PostgreSQL via the driver's autocommit, on SQLite by emitting no BEGIN).
+        self._read_engine = (
+            engine.execution_options(**{_READ_OPTION: True})
+            if self.is_sqlite
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
-        self._reader = async_sessionmaker(engine, expire_on_commit=False)
+        self._reader = async_sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def backend(self) -> str:
@@ -133,8 +146,9 @@ class Database:
 
     @asynccontextmanager
     async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed when the block succeeds, rolled back when it raises
-        (and always rolled back when ``readonly``)."""
+        """One unit of work: a transaction committed when the block succeeds and rolled back
+        when it raises. ``readonly`` units run in autocommit (no BEGIN, nothing to commit)
+        and must not write."""
         factory = self._reader if readonly else self._writer
         async with self._lock(readonly), factory() as session:
             yield session
@@ -144,12 +158,12 @@ class Database:
 
     @asynccontextmanager
     async def repositories(self, *, readonly: bool = False) -> AsyncIterator[Repositories]:
-        """One transaction, like :meth:`session`, with every repository bound to it.
+        """One unit of work, like :meth:`session`, with every repository bound to it.
 
         Repositories work on a bare connection rather than a Session: they return DTOs, so
         the ORM's unit-of-work machinery would only add cost to every statement.
         """
-        engine = self.engine if readonly else self._write_engine
+        engine = self._read_engine if readonly else self._write_engine
         async with self._lock(readonly), engine.connect() as connection:
             await connection.begin()
             yield Repositories(connection, self.clock)

@@ -96,6 +96,16 @@ class HistoryTurn:
     answer_id: int
     question: str
     answer: str
+    # Raw token estimates of the two texts as stored; None: estimate when needed.
+    question_tokens: int | None = None
+    answer_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    turns: list[HistoryTurn]
+    # Counted turns older than the page's cursor, the page's own included.
+    older_turns: int
 
 
 @dataclass(frozen=True, slots=True)

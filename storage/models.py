@@ -164,6 +164,9 @@ class Message(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
+    # Raw token estimate of ``content`` (bot.spark.tokens), computed once when the text is
+    # stored so that building a prompt never re-reads the history's text to count it.
+    tokens: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     status: Mapped[str] = mapped_column(String(16))
     # Whether a partial answer may be sent back to Spark as history.
     usable: Mapped[bool] = mapped_column(Boolean, server_default=false())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from bot.spark.tokens import estimate_text_tokens
 from bot.spark.types import Usage
 from storage.database import Database, create_database, normalise_url
 from storage.dto import ConversationInfo, MessageStatus
@@ -334,6 +335,10 @@ async def test_history_counts_only_complete_and_usable_partial_turns(database: D
         ("Q-complete", "A-complete"),
     ]
     assert count == 2
+    # Each text's token estimate is stored with it, so prompts need not re-count history.
+    for turn in turns:
+        assert turn.question_tokens == estimate_text_tokens(turn.question)
+        assert turn.answer_tokens == estimate_text_tokens(turn.answer)
 
 
 async def test_calibration_ratio_is_stored_per_chat(database: Database) -> None:

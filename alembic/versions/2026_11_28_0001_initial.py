@@ -92,6 +92,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.BigInteger(), nullable=True),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("content", sa.Text(), nullable=False),
+        sa.Column("tokens", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("usable", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("telegram_message_ids", sa.JSON(), nullable=False),

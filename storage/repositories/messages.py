@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import JSON, Row, and_, bindparam, func, or_, select
 
+from bot.spark.tokens import estimate_text_tokens
 from storage.dto import (
     FINAL_STATUSES,
     ConversationInfo,
+    HistoryPage,
     HistoryTurn,
     LastTurn,
     MessageRole,
@@ -49,8 +51,13 @@ _RECENT_TURNS = (
     select(
         _M.id.label("answer_id"),
         _M.content.label("answer"),
+        _M.tokens.label("answer_tokens"),
         _QUESTION.c.id.label("question_id"),
         _QUESTION.c.content.label("question"),
+        _QUESTION.c.tokens.label("question_tokens"),
+        # Every counted turn older than the cursor, page or not: evaluated before LIMIT, so
+        # the prompt builder learns how many turns it leaves out without a second query.
+        func.count().over().label("older_turns"),
     )
     .join_from(MESSAGES, _QUESTION, _QUESTION.c.id == _M.reply_to_id)
     .where(_ANSWERS_BEFORE)
@@ -68,6 +75,7 @@ _CHECKPOINT = (
 _FINISH_VALUES = {
     "status": bindparam("b_status"),
     "content": bindparam("b_text"),
+    "tokens": bindparam("b_tokens"),
     "sid": bindparam("b_sid"),
     "error_code": bindparam("b_error"),
     "usable": bindparam("b_usable"),
@@ -237,6 +245,7 @@ class MessageRepository(Repository):
             "b_id": message_id,
             "b_status": status.value,
             "b_text": text,
+            "b_tokens": estimate_text_tokens(text),
             "b_sid": sid,
             "b_error": error_code,
             "b_usable": status is MessageStatus.COMPLETE if usable is None else usable,
@@ -316,23 +325,35 @@ class MessageRepository(Repository):
         self, conversation_id: int, *, before_answer_id: int | None = None, limit: int = 32
     ) -> list[HistoryTurn]:
         """Turns that count as history, newest first, older than ``before_answer_id``."""
-        rows = await self.execute(
-            _RECENT_TURNS,
-            {
-                "b_conversation": conversation_id,
-                "b_before": _NEWEST if before_answer_id is None else before_answer_id,
-                "b_limit": limit,
-            },
-        )
-        return [
+        return (await self.history_page(conversation_id, before_answer_id, limit)).turns
+
+    async def history_page(
+        self, conversation_id: int, before_answer_id: int | None = None, limit: int = 32
+    ) -> HistoryPage:
+        """Like :meth:`recent_turns`, plus how many counted turns are older than the cursor
+        in all (this page included)."""
+        rows = (
+            await self.execute(
+                _RECENT_TURNS,
+                {
+                    "b_conversation": conversation_id,
+                    "b_before": _NEWEST if before_answer_id is None else before_answer_id,
+                    "b_limit": limit,
+                },
+            )
+        ).all()
+        turns = [
             HistoryTurn(
                 question_id=row.question_id,
                 answer_id=row.answer_id,
                 question=row.question,
                 answer=row.answer,
+                question_tokens=row.question_tokens,
+                answer_tokens=row.answer_tokens,
             )
             for row in rows
         ]
+        return HistoryPage(turns, int(rows[0].older_turns) if rows else 0)
 
     async def count_turns(
         self, conversation_id: int, *, before_answer_id: int | None = None
@@ -358,6 +379,7 @@ class MessageRepository(Repository):
                     **values,
                     "conversation_id": conversation.id,
                     "status": status.value,
+                    "tokens": estimate_text_tokens(values["content"]),
                     "created_at": now,
                     "updated_at": now,
                 },
