@@ -45,8 +45,7 @@ class PromptContext:
 
 def prompt_budget(model: SparkModel, max_tokens: int | None = None) -> int:
     """Tokens left for the prompt once the answer's ``max_tokens`` is reserved."""
-    reserved = model.default_max_tokens if max_tokens is None else max_tokens
-    return model.context_tokens - reserved
+    return model.prompt_budget(max_tokens)
 
 
 class ContextBuilder:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 
 from bot.formatting import render_markdown
+from bot.spark.simulator import SimulatorOptions
 from tests.support.bot_harness import BotFactory
 from tests.support.fake_telegram import BotApiError
+
+# Long answers still stream over a few seconds (so parts freeze mid-stream), just not eight.
+FAST_LONG_ANSWERS = SimulatorOptions(frame_interval=0.01, chars_per_frame=80)
 
 
 async def test_private_answer_streams_as_drafts_then_lands_once(make_bot: BotFactory) -> None:
@@ -127,7 +131,7 @@ async def test_ten_thousand_character_answer_is_split_never_truncated(
 async def test_plain_long_answer_visible_text_equals_spark_text(make_bot: BotFactory) -> None:
     paragraph = "Tides rise and fall twice a day because the Moon pulls on the oceans. " * 12
     text = "\n\n".join(f"{n}. {paragraph.strip()}" for n in range(1, 12))
-    bot = await make_bot()
+    bot = await make_bot(simulator_options=FAST_LONG_ANSWERS)
     user = bot.driver.user()
     chat = bot.driver.private_chat(user)
     await bot.driver.send_text(chat, user, f"[[answer:{text}]]")

@@ -146,20 +146,28 @@ async def test_stored_history_pages_through_long_conversations_and_counts_drops(
     database: Database,
 ) -> None:
     total = HISTORY_PAGE * 2 + 5
-    body = "x" * 40  # one long word: 10 tokens
+    body = "x" * 160  # one long word: 40 tokens, so the whole history overflows Lite
     conversation_id = await _seed(
         database,
         [(f"Q{i} {body}", f"A{i} {body}", MessageStatus.COMPLETE, True) for i in range(total)],
     )
     async with database.repositories(readonly=True) as repo:
-        everything = await load_context(repo.messages, conversation_id, LITE, "next")
-        limited = await load_context(
-            repo.messages, conversation_id, LITE, "next", max_tokens=8192 - 400
+        everything = await load_context(
+            repo.messages, conversation_id, get_model("pro-128k"), "next"
         )
+        limited = await load_context(repo.messages, conversation_id, LITE, "next")
     assert (everything.pairs_included, everything.pairs_dropped) == (total, 0)
     assert everything.messages[0].content.startswith("Q0 ")
     assert 0 < limited.pairs_included < total
     assert limited.pairs_included + limited.pairs_dropped == total
-    assert limited.estimated_prompt_tokens <= 400
+    assert limited.estimated_prompt_tokens <= limited.budget_tokens == 8192 - 4096
     newest = f"A{total - 1} {body}"
     assert limited.messages[-2].content == newest
+
+
+def test_x1_takes_questions_although_its_default_max_tokens_equals_its_context() -> None:
+    x1 = get_model("x1")
+    assert x1.default_max_tokens == x1.context_tokens
+    context = build_context(x1, "为什么天空是蓝色的？", [])
+    assert context.budget_tokens == x1.context_tokens // 2
+    assert [m.role for m in context.messages] == ["user"]

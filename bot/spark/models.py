@@ -34,6 +34,15 @@ class SparkModel:
     legacy: bool = False
     aliases: tuple[str, ...] = ()
 
+    def prompt_budget(self, max_tokens: int | None = None) -> int:
+        """Tokens the messages may use: the context minus the answer's reservation.
+
+        The reservation is ``max_tokens`` but never more than half the context: without the
+        cap a model whose default ``max_tokens`` equals its context (X1) could take no question.
+        """
+        reserved = self.default_max_tokens if max_tokens is None else max_tokens
+        return self.context_tokens - min(reserved, self.context_tokens // 2)
+
     @property
     def path(self) -> str:
         """The URL path, which is also what the simulator routes on."""

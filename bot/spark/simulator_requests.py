@@ -46,12 +46,8 @@ class ValidRequest:
 
 
 def prompt_token_budget(model: SparkModel, max_tokens: int) -> int:
-    """Tokens the message contents may use: the context minus the answer's reservation.
-
-    The answer reserves ``max_tokens`` but never more than half the context; without that cap a
-    model whose default ``max_tokens`` equals its context (X1) could not take any question.
-    """
-    return model.context_tokens - min(max_tokens, model.context_tokens // 2)
+    """Tokens the message contents may use (:meth:`SparkModel.prompt_budget`)."""
+    return model.prompt_budget(max_tokens)
 
 
 def _schema(path: str, rule: str) -> RequestRejected:
