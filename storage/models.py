@@ -9,7 +9,7 @@ where only an ``INTEGER PRIMARY KEY`` is the auto-numbered rowid.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -17,12 +17,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     Dialect,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     false,
@@ -217,3 +219,66 @@ class UsageRecord(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     sid: Mapped[str | None] = mapped_column(String(64))
     error_code: Mapped[int | None] = mapped_column(Integer)
+
+
+# Per-day rollups of the ledger, kept by database triggers on every ledger insert (see the
+# 0002 revision) so that admin statistics read a few thousand rows instead of millions. Days
+# are UTC. A missing user or chat is filed under id 0, which Telegram never uses.
+
+
+class UsageDaily(Base):
+    """Whole-bot totals per UTC day."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    failed_requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class UsageDailyUser(Base):
+    """Totals per UTC day and user: active users and top users."""
+
+    __tablename__ = "usage_daily_users"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class UsageDailyChat(Base):
+    """Totals per UTC day and chat: active chats and top chats."""
+
+    __tablename__ = "usage_daily_chats"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    chat_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class UsageDailyError(Base):
+    """Failed requests per UTC day and error code (-1: no Spark code, e.g. a timeout)."""
+
+    __tablename__ = "usage_daily_errors"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    error_code: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class UsageDailyLatency(Base):
+    """Latency histogram of successful requests per UTC day: ``metric`` 0 is time to first
+    token, 1 is duration; ``bucket`` is the value in ms kept to three significant digits
+    (storage.stats.latency_bucket), so percentiles come from a few thousand rows."""
+
+    __tablename__ = "usage_daily_latency"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    metric: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))

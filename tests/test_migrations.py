@@ -28,6 +28,11 @@ TABLES = {
     "conversations",
     "messages",
     "telegram_messages",
+    "usage_daily",
+    "usage_daily_chats",
+    "usage_daily_errors",
+    "usage_daily_latency",
+    "usage_daily_users",
     "usage_records",
     "users",
 }
