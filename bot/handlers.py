@@ -250,7 +250,11 @@ class TelegramHandlers:
                 telegram_message_id=incoming.message.message_id,
             )
         except ConversationError as exc:
-            await self._reply(incoming, describe_refusal(exc, incoming.language))
+            # The refusal names the chat's model ("too long for Spark Lite"), not just "Spark".
+            settings = await self._service.chat_settings(incoming.place)
+            await self._reply(
+                incoming, describe_refusal(exc, incoming.language, settings.model_title)
+            )
             return
         ahead = self._enqueue(incoming, context, queued)
         if ahead:
