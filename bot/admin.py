@@ -1,0 +1,328 @@
+"""Telegram commands about usage: /stats and /quota for admins, /usage for everyone.
+
+Admins are ADMIN_USER_IDS. Anyone else asking for /stats or /quota is told the command is for
+administrators and learns nothing else, not even whether a user exists. Reports are shown only
+in private chats, so an admin cannot leak them into a group by accident. /usage shows users
+their own tokens and quota, wherever they ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import html
+import io
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+from telegram import Chat, InputFile, Message, Update, User
+from telegram.constants import ChatType, ParseMode
+from telegram.error import RetryAfter, TelegramError
+from telegram.ext import Application, CommandHandler, ContextTypes, filters
+
+from bot.access import AccessPolicy
+from bot.flood import FloodControl
+from bot.i18n import Language, language_of, text
+from bot.limits import UsageLimits
+from bot.stats_format import compact, render_quota, render_report, render_usage
+from storage.database import Database
+from storage.dto import Clock, UserInfo, utc_now
+from storage.stats import DAYS, EXPORT_COLUMNS, StatsRepository, day_start, window_start
+
+log = logging.getLogger(__name__)
+
+AnyContext = ContextTypes.DEFAULT_TYPE
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+
+REPLY_MAX_WAIT = 5.0
+EXPORT_PAGE = 5_000
+# Telegram takes uploads up to 50 MB; a larger CSV goes out gzip-compressed.
+UPLOAD_LIMIT = 49 * 1024 * 1024
+QUOTA_OFF = ("off", "unlimited", "none", "不限")
+QUOTA_DEFAULT = ("default", "reset", "默认")
+
+
+@dataclass(frozen=True, slots=True)
+class _Asker:
+    message: Message
+    chat: Chat
+    user: User
+    language: Language
+
+
+def parse_quota(value: str) -> int | None:
+    """A /quota value: tokens per day (>= 1; "50k" and "50,000" work), 0 for "off"
+    (unlimited), None for "default"; ValueError for anything else."""
+    word = value.strip().lower()
+    if word in QUOTA_OFF:
+        return 0
+    if word in QUOTA_DEFAULT:
+        return None
+    digits = word.replace(",", "").replace("_", "")
+    multiplier = 1
+    if digits.endswith("k"):
+        digits, multiplier = digits[:-1], 1_000
+    elif digits.endswith("m"):
+        digits, multiplier = digits[:-1], 1_000_000
+    tokens = int(digits) * multiplier if digits.isdigit() else 0
+    if not 1 <= tokens <= 2**31 - 1:
+        raise ValueError(f"not a daily token quota: {value!r}")
+    return tokens
+
+
+def user_label(user: UserInfo) -> str:
+    if user.username:
+        return f"@{user.username}"
+    return user.first_name or str(user.id)
+
+
+class AdminHandlers:
+    """/stats, /quota and /usage; register them before the generic text handler."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        limits: UsageLimits,
+        access: AccessPolicy,
+        flood: FloodControl,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._db = database
+        self._limits = limits
+        self._access = access
+        self._flood = flood
+        self._clock = clock
+
+    def register(self, application: AnyApplication) -> None:
+        fresh = filters.UpdateType.MESSAGE
+        application.add_handler(CommandHandler("stats", self.stats, filters=fresh))
+        application.add_handler(CommandHandler("quota", self.quota, filters=fresh))
+        application.add_handler(CommandHandler("usage", self.usage, filters=fresh))
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def stats(self, update: Update, context: AnyContext) -> None:
+        asker = await self._admin(update)
+        if asker is None:
+            return
+        args = [arg.strip() for arg in context.args or [] if arg.strip()]
+        language = asker.language
+        if not args:
+            await self._overview(asker)
+        elif args[0].lower() == "user" and len(args) == 2:
+            await self._user_report(asker, args[1])
+        elif args[0].lower() == "chat" and len(args) == 2:
+            await self._chat_report(asker, args[1])
+        elif args[0].lower() == "export" and len(args) == 1:
+            await self._export(asker, context)
+        else:
+            await self._reply(asker, text(language, "stats_help"))
+
+    async def quota(self, update: Update, context: AnyContext) -> None:
+        asker = await self._admin(update)
+        if asker is None:
+            return
+        args = [arg.strip() for arg in context.args or [] if arg.strip()]
+        language = asker.language
+        if len(args) not in (1, 2):
+            await self._reply(asker, text(language, "quota_usage"))
+            return
+        try:
+            value = parse_quota(args[1]) if len(args) == 2 else None
+        except ValueError:
+            await self._reply(asker, text(language, "quota_usage"))
+            return
+        user = await self._find_user(args[0])
+        if user is None:
+            await self._reply(asker, text(language, "stats_unknown_user", ref=args[0]))
+            return
+        name = user_label(user)
+        prefix = ""
+        if len(args) == 2:
+            async with self._db.repositories() as repos:
+                await repos.users.set_daily_quota(user.id, value)
+            log.info("daily quota of user %s set to %s", user.id, value)
+            prefix = html.escape(self._quota_confirmation(language, name, value)) + "\n\n"
+        state = await self._limits.quota_state(user.id)
+        await self._reply(asker, prefix + render_quota(language, name, state), html=True)
+
+    async def usage(self, update: Update, context: AnyContext) -> None:
+        asker = _asker(update)
+        if asker is None:
+            return
+        verdict = self._access.check(asker.user.id, asker.chat.id, asker.chat.type)
+        if not verdict.allowed:
+            if verdict.notify:
+                await self._reply(asker, text(asker.language, "not_allowed"))
+            return
+        state = await self._limits.quota_state(asker.user.id)
+        month = await self._limits.tokens_since(asker.user.id, self._clock().date().replace(day=1))
+        body = render_usage(asker.language, today=state.used_today, month=month, quota=state)
+        await self._reply(asker, body, html=True)
+
+    def _quota_confirmation(self, language: Language, name: str, value: int | None) -> str:
+        if value is None:
+            default = self._limits.default_quota
+            shown = compact(default) if default else text(language, "quota_unlimited")
+            return text(language, "quota_default", name=name, quota=shown)
+        if value == 0:
+            return text(language, "quota_off", name=name)
+        return text(language, "quota_set", name=name, tokens=f"{value:,}")
+
+    # -- reports ------------------------------------------------------------------------------
+
+    async def _overview(self, asker: _Asker) -> None:
+        now = self._clock()
+        async with self._db.repositories(readonly=True) as repos:
+            report = await StatsRepository(repos.connection, self._clock).overview(now.date())
+        await self._reply(asker, render_report(report, asker.language, now=now), html=True)
+
+    async def _user_report(self, asker: _Asker, reference: str) -> None:
+        user = await self._find_user(reference)
+        if user is None:
+            await self._reply(asker, text(asker.language, "stats_unknown_user", ref=reference))
+            return
+        now = self._clock()
+        async with self._db.repositories(readonly=True) as repos:
+            report = await StatsRepository(repos.connection, self._clock).for_user(
+                user.id, now.date()
+            )
+        state = await self._limits.quota_state(user.id)
+        body = render_report(
+            report, asker.language, now=now, subject=user_label(user), quota=state
+        )
+        await self._reply(asker, body, html=True)
+
+    async def _chat_report(self, asker: _Asker, reference: str) -> None:
+        chat_id = int(reference) if reference.lstrip("-").isdigit() else None
+        if chat_id is None:
+            await self._reply(asker, text(asker.language, "stats_help"))
+            return
+        now = self._clock()
+        async with self._db.repositories(readonly=True) as repos:
+            stats = StatsRepository(repos.connection, self._clock)
+            known = await stats.chat_known(chat_id)
+            report = await stats.for_chat(chat_id, now.date()) if known else None
+            chat = await repos.chats.get(chat_id) if known else None
+        if report is None:
+            await self._reply(asker, text(asker.language, "stats_unknown_chat", ref=reference))
+            return
+        subject = (chat.title if chat is not None else None) or str(chat_id)
+        body = render_report(report, asker.language, now=now, subject=subject)
+        await self._reply(asker, body, html=True)
+
+    async def _export(self, asker: _Asker, context: AnyContext) -> None:
+        now = self._clock()
+        since = day_start(window_start(now.date(), DAYS))
+        with tempfile.TemporaryFile() as raw:
+            rows = await self._write_csv(raw, since)
+            if rows == 0:
+                await self._reply(asker, text(asker.language, "stats_export_empty", days=DAYS))
+                return
+            name = f"usage-{since:%Y%m%d}-{now:%Y%m%d}.csv"
+            with tempfile.TemporaryFile() as packed:
+                upload: IO[bytes] = raw
+                if raw.tell() > UPLOAD_LIMIT:
+                    await asyncio.to_thread(_gzip, raw, packed)
+                    upload, name = packed, name + ".gz"
+                upload.seek(0)
+                caption = text(
+                    asker.language,
+                    "stats_export_caption",
+                    since=f"{since:%Y-%m-%d}",
+                    until=f"{now:%Y-%m-%d %H:%M}",
+                    rows=f"{rows:,}",
+                )
+                try:
+                    await context.bot.send_document(
+                        asker.chat.id,
+                        InputFile(upload, filename=name),
+                        caption=caption,
+                    )
+                except TelegramError as exc:
+                    log.warning("chat %s: export upload failed: %s", asker.chat.id, exc)
+
+    async def _write_csv(self, target: IO[bytes], since: datetime) -> int:
+        """Write the ledger since ``since`` as UTF-8 CSV; returns the number of rows."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(EXPORT_COLUMNS)
+        rows = 0
+        after: tuple[datetime, int] | None = None
+        while True:
+            # One short unit of work per page: no snapshot or connection held for the export.
+            async with self._db.repositories(readonly=True) as repos:
+                page = await StatsRepository(repos.connection, self._clock).export_page(
+                    since, after, EXPORT_PAGE
+                )
+            for entry in page:
+                writer.writerow(entry.values())
+            rows += len(page)
+            target.write(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+            if len(page) < EXPORT_PAGE:
+                return rows
+            after = (page[-1].created_at, page[-1].id)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _find_user(self, reference: str) -> UserInfo | None:
+        async with self._db.repositories(readonly=True) as repos:
+            return await StatsRepository(repos.connection, self._clock).find_user(reference)
+
+    async def _admin(self, update: Update) -> _Asker | None:
+        """The asker if they are an admin in a private chat; otherwise say why not."""
+        asker = _asker(update)
+        if asker is None:
+            return None
+        if not self._access.is_admin(asker.user.id):
+            log.info("user %s asked for admin statistics and was refused", asker.user.id)
+            await self._reply(asker, text(asker.language, "admin_only"))
+            return None
+        if asker.chat.type != ChatType.PRIVATE:
+            await self._reply(asker, text(asker.language, "stats_private_only"))
+            return None
+        return asker
+
+    async def _reply(self, asker: _Asker, body: str, *, html: bool = False) -> None:
+        """A reply within the chat's send budget (waits a little, else dropped and logged)."""
+        chat_id = asker.chat.id
+        is_group = asker.chat.type != ChatType.PRIVATE
+        delay = self._flood.delay(chat_id, is_group=is_group)
+        if delay > REPLY_MAX_WAIT:
+            log.warning("chat %s: reply dropped under flood control", chat_id)
+            return
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._flood.record_send(chat_id, is_group=is_group)
+        try:
+            await asker.message.reply_text(
+                body,
+                parse_mode=ParseMode.HTML if html else None,
+                do_quote=is_group,
+            )
+        except RetryAfter as exc:
+            self._flood.record_retry_after(chat_id, exc.retry_after)
+            log.warning("chat %s: reply refused by flood control", chat_id)
+        except TelegramError as exc:
+            log.warning("chat %s: reply failed: %s", chat_id, exc)
+
+
+def _asker(update: Update) -> _Asker | None:
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None or user is None or user.is_bot:
+        return None
+    return _Asker(message, chat, user, language_of(user.language_code))
+
+
+def _gzip(source: IO[bytes], target: IO[bytes]) -> None:
+    source.seek(0)
+    with gzip.GzipFile(fileobj=target, mode="wb") as packed:
+        shutil.copyfileobj(source, packed)
