@@ -11,22 +11,66 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import pytest
 from sqlalchemy import select
 
 from bot.app import BotRuntime
 from bot.config import Settings, load_settings
-from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
+from bot.spark.simulator import Credentials, RecordedRequest, SimulatorOptions, SparkSimulator
 from storage.database import Database, create_database
 from storage.dto import StoredMessage
 from storage.models import Conversation, UsageRecord
 from tests.support.fake_telegram import FakeTelegram, FloodLimits
+from tests.support.fake_telegram_errors import JsonDict
 from tests.support.telegram_driver import TelegramDriver
+
+
+async def stored_messages(database: Database, chat_id: int) -> list[StoredMessage]:
+    """Every stored message of every conversation of ``chat_id``, oldest first."""
+    async with database.session(readonly=True) as session:
+        ids = list(
+            await session.scalars(
+                select(Conversation.id)
+                .where(Conversation.chat_id == chat_id)
+                .order_by(Conversation.id)
+            )
+        )
+    messages: list[StoredMessage] = []
+    async with database.repositories(readonly=True) as repos:
+        for conversation_id in ids:
+            messages.extend(await repos.messages.conversation_messages(conversation_id))
+    return messages
+
+
+def spark_messages(record: RecordedRequest) -> list[dict[str, str]]:
+    """The messages (role, content) of one request Spark received, history first."""
+    assert record.request is not None, f"no request frame on {record.path}"
+    return [
+        {"role": str(m["role"]), "content": str(m["content"])}
+        for m in record.request["payload"]["message"]["text"]
+    ]
+
+
+def spark_uid(record: RecordedRequest) -> str:
+    """The ``header.uid`` Spark saw for one request."""
+    assert record.request is not None, f"no request frame on {record.path}"
+    return str(record.request["header"]["uid"])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(slots=True)
@@ -42,19 +86,7 @@ class RunningBot:
 
     async def stored(self, chat_id: int) -> list[StoredMessage]:
         """Every stored message of every conversation of ``chat_id``, oldest first."""
-        async with self.database.session(readonly=True) as session:
-            ids = list(
-                await session.scalars(
-                    select(Conversation.id)
-                    .where(Conversation.chat_id == chat_id)
-                    .order_by(Conversation.id)
-                )
-            )
-        messages: list[StoredMessage] = []
-        async with self.database.repositories(readonly=True) as repos:
-            for conversation_id in ids:
-                messages.extend(await repos.messages.conversation_messages(conversation_id))
-        return messages
+        return await stored_messages(self.database, chat_id)
 
     async def ledger(self) -> list[UsageRecord]:
         async with self.database.session(readonly=True) as session:
@@ -82,9 +114,103 @@ class RunningBot:
                     return found
                 await asyncio.sleep(0.05)
 
+    def replies(self, chat_id: int, thread_id: int | None = None) -> list[str]:
+        """Texts of the bot's messages in ``chat_id`` (alias of the fake's visible texts)."""
+        return self.fake.visible_texts(chat_id, thread_id)
+
+    def questions(self) -> list[str | None]:
+        """The last user message of every request Spark received, in order."""
+        return [record.question for record in self.spark.requests]
+
+    def update_json(self, message: JsonDict) -> JsonDict:
+        """The update that carried ``message`` (what a webhook would receive)."""
+        for update in self.fake.state.updates:
+            if update.get("message") is message or update.get("message") == message:
+                return dict(update)
+        raise KeyError(f"no queued update for message {message.get('message_id')}")
+
     async def stop(self) -> None:
         self.runtime.request_stop()
         await self.task
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class BotProcess:
+    """``python -m bot`` as operators run it, in a child process with a clean environment.
+
+    The child reads no ``.env`` (it runs in ``workdir``); its stderr (the log) goes to a file
+    so a chatty DEBUG log can never fill a pipe and stall it.
+    """
+
+    def __init__(self, env: dict[str, str], workdir: Path, name: str = "bot") -> None:
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.stderr.log"
+        self._log: IO[bytes] | None = None
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=self.workdir,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def wait(self, timeout: float) -> int:  # noqa: ASYNC109 - reads better in tests
+        assert self.process is not None
+        async with asyncio.timeout(timeout):
+            return await self.process.wait()
+
+    @property
+    def stderr(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    async def close(self) -> None:
+        """Make sure the child is gone (SIGKILL if it still runs) and its log file closed."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class ProcessFactory(Protocol):
+    def __call__(self, env: dict[str, str], name: str = ...) -> BotProcess: ...
+
+
+@pytest.fixture
+async def bot_process(tmp_path: Path) -> AsyncIterator[ProcessFactory]:
+    """A factory of (not yet started) bot processes; every one is reaped at teardown."""
+    made: list[BotProcess] = []
+
+    def make(env: dict[str, str], name: str = "bot") -> BotProcess:
+        process = BotProcess(env, tmp_path, name)
+        made.append(process)
+        return process
+
+    try:
+        yield make
+    finally:
+        for process in made:
+            await process.close()
 
 
 class BotFactory(Protocol):
@@ -149,8 +275,12 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
         resources.push_async_callback(database.dispose)
         bot = RunningBot(fake, TelegramDriver(fake), simulator, settings, runtime, task, database)
         running.append(bot)
-        # start_polling clears any webhook first; updates queued from now on are delivered.
-        await fake.wait_for_call("deleteWebhook")
+        if settings.telegram.webhook_url:
+            # Webhook mode: ready once Telegram was told where to post updates.
+            await fake.wait_for_call("setWebhook")
+        else:
+            # start_polling clears any webhook first; updates queued from now on are delivered.
+            await fake.wait_for_call("deleteWebhook")
         return bot
 
     try:
