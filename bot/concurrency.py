@@ -131,8 +131,14 @@ class AnswerLanes:
             if not lane.jobs and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def shutdown(self, grace: float) -> None:
-        """Let running answers finish within ``grace`` seconds, cancel the rest, drop queues."""
+    async def shutdown(self, grace: float, note_timeout: float = 10.0) -> None:
+        """Let running answers finish within ``grace`` seconds, cancel the rest, drop queues.
+
+        A cancelled answer still delivers its "interrupted" note and stores its partial text;
+        that may take up to ``note_timeout`` more seconds (a chat under a 429 deadline waits),
+        after which it is cancelled again: its row stays "streaming" and the next start marks
+        it partial.
+        """
         self._closing = True
         for lane in self._lanes.values():
             lane.jobs.clear()
@@ -141,8 +147,12 @@ class AnswerLanes:
             _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
                 task.cancel()
-            # Cancelled answers still deliver their "interrupted" note; wait for that.
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                _, stuck = await asyncio.wait(pending, timeout=note_timeout)
+                for task in stuck:
+                    log.warning("an interrupted answer did not finish its note in time")
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         for worker in workers:
             worker.cancel()
