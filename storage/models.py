@@ -240,25 +240,66 @@ class UsageDaily(Base):
 
 
 class UsageDailyUser(Base):
-    """Totals per UTC day and user: active users and top users."""
+    """Tokens per user and UTC day (one user's days are one index range)."""
 
     __tablename__ = "usage_daily_users"
 
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
     user_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
     requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class UsageDailyChat(Base):
-    """Totals per UTC day and chat: active chats and top chats."""
+    """Tokens per chat and UTC day."""
 
     __tablename__ = "usage_daily_chats"
 
+    chat_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class UsageMonthlyUser(Base):
+    """Tokens per user and calendar month (``month`` is its first day): upper bounds that
+    narrow a top-N search down to a few users."""
+
+    __tablename__ = "usage_monthly_users"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class UsageMonthlyChat(Base):
+    """Tokens per chat and calendar month."""
+
+    __tablename__ = "usage_monthly_chats"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
     chat_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
     requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class UsageUserSeen(Base):
+    """The last UTC day each user made a request: active users in O(log n)."""
+
+    __tablename__ = "usage_users_seen"
+
+    user_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    last_day: Mapped[date] = mapped_column(Date, index=True)
+
+
+class UsageChatSeen(Base):
+    """The last UTC day each chat made a request: active chats in O(log n)."""
+
+    __tablename__ = "usage_chats_seen"
+
+    chat_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    last_day: Mapped[date] = mapped_column(Date, index=True)
 
 
 class UsageDailyError(Base):
@@ -273,8 +314,8 @@ class UsageDailyError(Base):
 
 class UsageDailyLatency(Base):
     """Latency histogram of successful requests per UTC day: ``metric`` 0 is time to first
-    token, 1 is duration; ``bucket`` is the value in ms kept to three significant digits
-    (storage.stats.latency_bucket), so percentiles come from a few thousand rows."""
+    token, 1 is duration; ``bucket`` is the value in ms rounded down to a step of about 1 %
+    (storage.stats.latency_bucket), so percentiles come from a few hundred rows a day."""
 
     __tablename__ = "usage_daily_latency"
 

@@ -33,6 +33,10 @@ TABLES = {
     "usage_daily_errors",
     "usage_daily_latency",
     "usage_daily_users",
+    "usage_chats_seen",
+    "usage_monthly_chats",
+    "usage_monthly_users",
+    "usage_users_seen",
     "usage_records",
     "users",
 }

@@ -129,9 +129,9 @@ async def test_overview_figures_from_the_rollups(database: Database) -> None:
     assert figures(today) == (3, 1, 300, 150, 450, 2, 2, ((10013, 1),))
     assert latencies(today) == (200, 400, 1000, 3000)
     assert figures(week) == (4, 1, 900, 550, 1450, 3, 3, ((10013, 1),))
-    assert latencies(week) == (400, 1230, 3000, 12300)
+    assert latencies(week) == (400, 1200, 3000, 12000)
     assert figures(month) == (7, 2, 910, 555, 1465, 3, 3, ((-1, 1), (10013, 1)))
-    assert latencies(month) == (200, 1230, 1000, 12300)
+    assert latencies(month) == (200, 1200, 1000, 12000)
 
     daily = report.daily_tokens
     assert daily[-1] == 450
@@ -234,7 +234,8 @@ async def test_rollups_agree_with_the_ledger_on_random_traffic(database: Databas
 
 
 async def test_latency_buckets_in_sql_match_python(database: Database) -> None:
-    values = [0, 7, 999, 1000, 1009, 1010, 12_345, 99_999, 100_000, 999_999, 12_345_678]
+    values = [0, 7, 99, 100, 104, 999, 1000, 1049, 1050, 12_345, 99_999, 100_000, 999_999]
+    values += [1_234_567, 123_456_789]
     for value in values:
         await record(database, NOON, user_id=1, chat_id=1, first_token_ms=value)
     async with database.session(readonly=True) as session:
@@ -251,14 +252,17 @@ async def test_latency_buckets_in_sql_match_python(database: Database) -> None:
     assert expected == {
         0: 1,
         7: 1,
-        999: 1,
+        99: 1,
+        100: 2,
+        995: 1,
         1000: 2,
-        1010: 1,
-        12_300: 1,
-        99_900: 1,
+        1050: 1,
+        12_000: 1,
+        99_500: 1,
         100_000: 1,
-        999_000: 1,
-        12_340_000: 1,
+        995_000: 1,
+        1_200_000: 1,
+        123_450_000: 1,
     }
 
 
@@ -334,3 +338,25 @@ def test_nearest_rank() -> None:
     assert nearest_rank([(10, 19), (99, 1)], 95) == 10
     assert nearest_rank([(10, 18), (99, 2)], 95) == 99
     assert nearest_rank([(5, 0), (6, 1)], 50) == 6
+
+
+async def test_top_lists_are_exact_when_month_bounds_mislead(database: Database) -> None:
+    """Tokens spent in the window's first month but before the window inflate that month's
+    bound: the search must still rank by the window's own sums."""
+    rng = random.Random(3)
+    spent: dict[int, int] = {}
+    outside = datetime(2026, 10, 5, 9, tzinfo=UTC)  # same month as the window's first day
+    for user_id in range(1, 41):
+        # Users 1-10 spent a lot before the window and little inside it.
+        if user_id <= 10:
+            await record(database, outside, user_id=user_id, chat_id=-user_id, prompt=10**6)
+        for _ in range(3):
+            tokens = rng.randrange(1, 5000) if user_id > 10 else rng.randrange(1, 50)
+            at = NOON - timedelta(days=rng.randrange(0, 30))
+            await record(database, at, user_id=user_id, chat_id=-user_id, prompt=tokens)
+            spent[user_id] = spent.get(user_id, 0) + tokens
+    report = await overview(database)
+    best = sorted(spent.items(), key=lambda item: (-item[1], item[0]))[:5]
+    assert [(r.id, r.total_tokens) for r in report.top_users] == best
+    assert [(-r.id, r.total_tokens) for r in report.top_chats] == best
+    assert all(r.requests == 3 for r in report.top_users)

@@ -1,6 +1,6 @@
 """usage rollups: per-day totals, users, chats, error codes and latency histograms
 
-Five small tables that a trigger on ``usage_records`` keeps up to date on every insert, so
+Nine small tables that a trigger on ``usage_records`` keeps up to date on every insert, so
 admin statistics over a ledger of millions of rows read a few thousand rollup rows. A trigger
 (rather than application code) keeps them exact whoever writes the ledger: the conversation
 service, a bulk import, or a test seeding rows. Existing ledger rows are rolled up here.
@@ -24,19 +24,37 @@ depends_on: str | Sequence[str] | None = None
 
 TRIGGER = "usage_records_rollup"
 
-# Keep in step with storage.stats.latency_bucket: exact below 1 s, then three significant
-# digits (under 1 % error), so a day holds at most a few thousand buckets per metric.
+# Keep in step with storage.stats.latency_bucket: exact below 100 ms, then steps of half a unit
+# of the second significant digit (at most 5 % low, about 1 % typically), so a day holds a few
+# hundred buckets per metric.
 _BUCKET = """CASE
-    WHEN {v} < 1000 THEN {v}
-    WHEN {v} < 10000 THEN {v} / 10 * 10
-    WHEN {v} < 100000 THEN {v} / 100 * 100
-    WHEN {v} < 1000000 THEN {v} / 1000 * 1000
-    ELSE {v} / 10000 * 10000
+    WHEN {v} < 100 THEN {v}
+    WHEN {v} < 1000 THEN {v} / 5 * 5
+    WHEN {v} < 10000 THEN {v} / 50 * 50
+    WHEN {v} < 100000 THEN {v} / 500 * 500
+    WHEN {v} < 1000000 THEN {v} / 5000 * 5000
+    ELSE {v} / 50000 * 50000
 END"""
 
+# Tokens per user and per chat, by day and by calendar month: (table, id column, period column,
+# primary key). Daily rows are keyed by id first (one subject's days are one index range);
+# monthly rows by month first (one month's subjects are one range), as the top-N query
+# reads them: upper bounds from whole months, then exact sums for the few best candidates.
+_SUBJECTS = (
+    ("usage_daily_users", "user_id", "day", ("user_id", "day")),
+    ("usage_daily_chats", "chat_id", "day", ("chat_id", "day")),
+    ("usage_monthly_users", "user_id", "month", ("month", "user_id")),
+    ("usage_monthly_chats", "chat_id", "month", ("month", "chat_id")),
+)
 
-def _rollup_statements(day: str, row: str) -> list[str]:
-    """The upserts one ledger row ``row`` (NEW in a trigger) makes, dated ``day``."""
+# Who was active when: one row per user or chat with the last UTC day it made a request, so
+# "active in the last N days" is an index range count however many days and users there are.
+_SEEN = (("usage_users_seen", "user_id"), ("usage_chats_seen", "chat_id"))
+
+
+def _rollup_statements(day: str, month: str, row: str) -> list[str]:
+    """The upserts one ledger row ``row`` (NEW in a trigger) makes, dated ``day`` (and
+    ``month``, the first day of its month)."""
     failed = f"CASE WHEN {row}.error_code IS NULL THEN 0 ELSE 1 END"
     statements = [
         f"""INSERT INTO usage_daily
@@ -50,13 +68,21 @@ def _rollup_statements(day: str, row: str) -> list[str]:
             completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
             total_tokens = usage_daily.total_tokens + excluded.total_tokens""",
     ]
-    for table, column in (("usage_daily_users", "user_id"), ("usage_daily_chats", "chat_id")):
+    for table, column, period, key in _SUBJECTS:
+        when = day if period == "day" else month
         statements.append(
-            f"""INSERT INTO {table} (day, {column}, requests, total_tokens)
-            VALUES ({day}, COALESCE({row}.{column}, 0), 1, {row}.total_tokens)
-            ON CONFLICT (day, {column}) DO UPDATE SET
+            f"""INSERT INTO {table} ({period}, {column}, requests, total_tokens)
+            VALUES ({when}, COALESCE({row}.{column}, 0), 1, {row}.total_tokens)
+            ON CONFLICT ({", ".join(key)}) DO UPDATE SET
                 requests = {table}.requests + 1,
                 total_tokens = {table}.total_tokens + excluded.total_tokens"""
+        )
+    for table, column in _SEEN:
+        statements.append(
+            f"""INSERT INTO {table} ({column}, last_day)
+            VALUES (COALESCE({row}.{column}, 0), {day})
+            ON CONFLICT ({column}) DO UPDATE SET last_day = excluded.last_day
+            WHERE excluded.last_day > {table}.last_day"""
         )
     statements.append(
         f"""INSERT INTO usage_daily_errors (day, error_code, requests)
@@ -88,15 +114,23 @@ def _create_tables() -> None:
         sa.Column("total_tokens", sa.BigInteger(), server_default=zero, nullable=False),
         sa.PrimaryKeyConstraint("day", name=op.f("pk_usage_daily")),
     )
-    for table, column in (("usage_daily_users", "user_id"), ("usage_daily_chats", "chat_id")):
+    for table, column, period, key in _SUBJECTS:
         op.create_table(
             table,
-            sa.Column("day", sa.Date(), nullable=False),
             sa.Column(column, sa.BigInteger(), autoincrement=False, nullable=False),
+            sa.Column(period, sa.Date(), nullable=False),
             sa.Column("requests", sa.Integer(), server_default=zero, nullable=False),
             sa.Column("total_tokens", sa.BigInteger(), server_default=zero, nullable=False),
-            sa.PrimaryKeyConstraint("day", column, name=op.f(f"pk_{table}")),
+            sa.PrimaryKeyConstraint(*key, name=op.f(f"pk_{table}")),
         )
+    for table, column in _SEEN:
+        op.create_table(
+            table,
+            sa.Column(column, sa.BigInteger(), autoincrement=False, nullable=False),
+            sa.Column("last_day", sa.Date(), nullable=False),
+            sa.PrimaryKeyConstraint(column, name=op.f(f"pk_{table}")),
+        )
+        op.create_index(op.f(f"ix_{table}_last_day"), table, ["last_day"])
     op.create_table(
         "usage_daily_errors",
         sa.Column("day", sa.Date(), nullable=False),
@@ -114,9 +148,10 @@ def _create_tables() -> None:
     )
 
 
-def _backfill(day_of: str) -> None:
+def _backfill(day_of: str, month_of: str) -> None:
     """Roll up the rows already in the ledger, with the same arithmetic as the trigger."""
     day = day_of.format(column="created_at")
+    month = month_of.format(column="created_at")
     failed = "CASE WHEN error_code IS NULL THEN 0 ELSE 1 END"
     op.execute(
         f"""INSERT INTO usage_daily
@@ -125,11 +160,18 @@ def _backfill(day_of: str) -> None:
                SUM(total_tokens)
         FROM usage_records GROUP BY {day}"""
     )
-    for table, column in (("usage_daily_users", "user_id"), ("usage_daily_chats", "chat_id")):
+    for table, column, period, _key in _SUBJECTS:
+        when = day if period == "day" else month
         op.execute(
-            f"""INSERT INTO {table} (day, {column}, requests, total_tokens)
-            SELECT {day}, COALESCE({column}, 0), COUNT(*), SUM(total_tokens)
-            FROM usage_records GROUP BY {day}, COALESCE({column}, 0)"""
+            f"""INSERT INTO {table} ({period}, {column}, requests, total_tokens)
+            SELECT {when}, COALESCE({column}, 0), COUNT(*), SUM(total_tokens)
+            FROM usage_records GROUP BY {when}, COALESCE({column}, 0)"""
+        )
+    for table, column in _SEEN:
+        op.execute(
+            f"""INSERT INTO {table} ({column}, last_day)
+            SELECT COALESCE({column}, 0), MAX({day}) FROM usage_records
+            GROUP BY COALESCE({column}, 0)"""
         )
     op.execute(
         f"""INSERT INTO usage_daily_errors (day, error_code, requests)
@@ -150,12 +192,14 @@ def upgrade() -> None:
     _create_tables()
     if op.get_bind().dialect.name == "postgresql":
         day_of = "(({column}) AT TIME ZONE 'UTC')::date"
-        _backfill(day_of)
-        body = ";\n    ".join(_rollup_statements("day_", "NEW"))
+        month_of = "date_trunc('month', ({column}) AT TIME ZONE 'UTC')::date"
+        _backfill(day_of, month_of)
+        body = ";\n    ".join(_rollup_statements("day_", "month_", "NEW"))
         op.execute(
             f"""CREATE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     day_ date := (NEW.created_at AT TIME ZONE 'UTC')::date;
+    month_ date := date_trunc('month', NEW.created_at AT TIME ZONE 'UTC')::date;
 BEGIN
     {body};
     RETURN NULL;
@@ -169,8 +213,13 @@ $$"""
     else:
         # SQLite keeps created_at as "YYYY-MM-DD HH:MM:SS[.ffffff]" in UTC.
         day_of = "date({column})"
-        _backfill(day_of)
-        body = ";\n    ".join(_rollup_statements("date(NEW.created_at)", "NEW"))
+        month_of = "date({column}, 'start of month')"
+        _backfill(day_of, month_of)
+        body = ";\n    ".join(
+            _rollup_statements(
+                "date(NEW.created_at)", "date(NEW.created_at, 'start of month')", "NEW"
+            )
+        )
         op.execute(
             f"""CREATE TRIGGER {TRIGGER} AFTER INSERT ON usage_records
 BEGIN
@@ -189,6 +238,10 @@ def downgrade() -> None:
     for table in (
         "usage_daily_latency",
         "usage_daily_errors",
+        "usage_chats_seen",
+        "usage_users_seen",
+        "usage_monthly_chats",
+        "usage_monthly_users",
         "usage_daily_chats",
         "usage_daily_users",
         "usage_daily",
