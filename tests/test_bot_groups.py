@@ -205,3 +205,29 @@ async def test_user_scope_keeps_group_members_histories_apart(make_bot: BotFacto
     ]
     stored = await bot.stored(group.id)
     assert {m.user_id for m in stored if m.role == "user"} == {ann.id, bob.id}
+
+
+async def test_long_group_answer_is_split_into_replies_never_truncated(
+    make_bot: BotFactory,
+) -> None:
+    paragraph = "Waves carry energy across the ocean without carrying the water along. " * 10
+    # Two parts, so the test spends two group floors (6 s), not three.
+    text = "\n\n".join(f"{n}. {paragraph.strip()}" for n in range(1, 10))
+    assert 4096 < len(text) < 8000
+    bot = await make_bot(
+        simulator_options=SimulatorOptions(frame_interval=0.01, chars_per_frame=80)
+    )
+    group = bot.driver.group("Long reads")
+    user = bot.driver.user()
+    asked = await bot.driver.send_command(group, user, f"/ask@spark_test_bot [[answer:{text}]]")
+    stored = await bot.wait_stored(group.id, 1, timeout=20)
+    assert stored[-1].content == text
+    await bot.fake.wait_for(lambda: "\n\n".join(bot.fake.visible_texts(group.id)) == text, 20)
+
+    shown = bot.fake.visible_messages(group.id)
+    assert len(shown) == 2
+    assert all(len((m.text or "").encode("utf-16-le")) // 2 <= 4096 for m in shown)
+    # The second part replies to the first; the first to the question.
+    assert [m.reply_to_message_id for m in shown] == [asked["message_id"], shown[0].message_id]
+    assert stored[-1].telegram_message_ids == tuple(m.message_id for m in shown)
+    assert bot.fake.violations == []

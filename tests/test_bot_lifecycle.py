@@ -143,6 +143,7 @@ async def test_answer_cut_by_a_crash_is_marked_partial_at_the_next_start(
 
     second.signal(signal.SIGTERM)
     assert await second.wait(timeout=8) == 0
+    assert _leaks(first.stderr + second.stderr, _secrets(fake)) == []
 
 
 async def test_webhook_mode_checks_the_secret_token(make_bot: BotFactory) -> None:
