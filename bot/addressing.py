@@ -17,6 +17,8 @@ from telegram import Message, MessageEntity
 
 Trigger = Literal["private", "mention", "reply", "command"]
 
+_CLOSING_PUNCTUATION = frozenset(",.;:!?，。；：！？、)")
+
 
 @dataclass(frozen=True, slots=True)
 class Addressed:
@@ -47,8 +49,10 @@ def _remove_ranges(text: str, ranges: Sequence[tuple[int, int]]) -> str:
     """Remove UTF-16 (offset, length) ranges from ``text``, last first so offsets hold."""
     for offset, length in sorted(ranges, reverse=True):
         before, _, after = utf16_slice(text, offset, length)
-        joiner = " " if before.strip() and after.strip() else ""
-        text = before.rstrip(" ") + joiner + after.lstrip(" ")
+        after = after.lstrip(" ")
+        # "Hey @bot, how…" reads "Hey, how…": no space before punctuation that followed it.
+        joiner = " " if before.strip() and after and after[0] not in _CLOSING_PUNCTUATION else ""
+        text = before.rstrip(" ") + joiner + after
     return text.strip()
 
 

@@ -100,6 +100,9 @@ class BotRuntime:
         token = settings.telegram.token
         if not token:
             raise RuntimeError("TELEGRAM_BOT_TOKEN is not set")
+        # httpx logs every Bot API URL, token included, at INFO: keep it quiet even when the
+        # runtime is embedded without configure_logging.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         # One session for every Spark connection; no pool cap (aiohttp defaults to 100), since
         # each streaming answer holds one WebSocket for its whole length.
         session = await self._stack.enter_async_context(

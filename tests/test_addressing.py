@@ -149,3 +149,12 @@ def test_caption_is_a_question() -> None:
 
 def test_utf16_slice_handles_surrogate_pairs() -> None:
     assert utf16_slice("a😀b", 1, 2) == ("a", "😀", "b")
+
+
+def test_mention_before_punctuation_leaves_no_stray_space() -> None:
+    text = "Hey @spark_test_bot, how are tides made?"
+    found = addressed_question(
+        message(text, entities=[entity("mention", text, "@spark_test_bot")]), BOT
+    )
+    assert found is not None
+    assert found.question == "Hey, how are tides made?"
