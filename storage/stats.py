@@ -353,31 +353,38 @@ class StatsRepository(Repository):
         are taken for the best bounds first, until no bound left can beat the TOP-th sum."""
         months = _months(first, today)
         bound = func.sum(monthly.c.total_tokens).label("bound")
-        candidates = [
-            (int(subject), int(ceiling))
-            for subject, ceiling in await self.execute(
-                select(monthly.c[column], bound)
-                .where(monthly.c.month.in_(months), monthly.c[column] != NO_ID)
-                .group_by(monthly.c[column])
-                .order_by(bound.desc(), monthly.c[column])
-            )
-        ]
+        bounds = (
+            select(monthly.c[column], bound)
+            .where(monthly.c.month.in_(months), monthly.c[column] != NO_ID)
+            .group_by(monthly.c[column])
+            .order_by(bound.desc(), monthly.c[column])
+        )
         exact: list[tuple[int, int, int]] = []
         step = TOP * 4
-        for start in range(0, len(candidates), step):
-            batch = candidates[start : start + step]
-            if len(exact) >= TOP and batch[0][1] < _ranked(exact)[TOP - 1][2]:
+        offset = 0
+        while True:
+            # A page of bounds at a time: usually the first page settles it.
+            page = [
+                (int(subject), int(ceiling))
+                for subject, ceiling in await self.execute(bounds.limit(step).offset(offset))
+            ]
+            offset += step
+            if not page:
+                break
+            if len(exact) >= TOP and page[0][1] < _ranked(exact)[TOP - 1][2]:
                 break
             rows = await self.execute(
                 select(daily.c[column], func.sum(daily.c.requests), func.sum(daily.c.total_tokens))
                 .where(
-                    daily.c[column].in_([subject for subject, _ in batch]),
+                    daily.c[column].in_([subject for subject, _ in page]),
                     daily.c.day >= first,
                     daily.c.day <= today,
                 )
                 .group_by(daily.c[column])
             )
             exact += [(int(a), int(b), int(c)) for a, b, c in rows]
+            if len(page) < step:
+                break
         return _ranked(exact)[:TOP]
 
     async def _ledger(
