@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Date, and_, case, cast, func, or_, select, type_coerce
 
 from storage.dto import UserInfo
 from storage.repositories.base import Repository, table
@@ -252,13 +252,13 @@ class StatsRepository(Repository):
 
     async def for_user(self, user_id: int, today: date) -> UsageReport:
         """One user over the last :data:`DAYS` days, from their ledger rows."""
-        rows = await self._ledger(USAGE.c.user_id == user_id, USAGE.c.chat_id, today)
-        return await self._report("user", user_id, today, _aggregate(rows, today, "user"))
+        data = await self._subject(USAGE.c.user_id == user_id, USAGE.c.chat_id, today, "user")
+        return await self._report("user", user_id, today, data)
 
     async def for_chat(self, chat_id: int, today: date) -> UsageReport:
         """One chat over the last :data:`DAYS` days, from its ledger rows."""
-        rows = await self._ledger(USAGE.c.chat_id == chat_id, USAGE.c.user_id, today)
-        return await self._report("chat", chat_id, today, _aggregate(rows, today, "chat"))
+        data = await self._subject(USAGE.c.chat_id == chat_id, USAGE.c.user_id, today, "chat")
+        return await self._report("chat", chat_id, today, data)
 
     async def find_user(self, reference: str) -> UserInfo | None:
         """A known user by numeric id or ``@username`` (case-insensitive)."""
@@ -387,24 +387,59 @@ class StatsRepository(Repository):
                 break
         return _ranked(exact)[:TOP]
 
-    async def _ledger(
-        self, subject: ColumnElement[bool], counterpart: Any, today: date
-    ) -> list[tuple[Any, ...]]:
+    async def _subject(
+        self, subject: ColumnElement[bool], counterpart: Any, today: date, scope: Scope
+    ) -> _Aggregates:
+        """One subject's figures, grouped by day in the database (a busy user's month is
+        thousands of rows; what crosses to Python is a few hundred groups)."""
         since = day_start(window_start(today, DAYS))
         until = day_start(today + timedelta(days=1))
-        rows = await self.execute(
+        where = [subject, USAGE.c.created_at >= since, USAGE.c.created_at < until]
+        day = self._day(USAGE.c.created_at).label("day")
+        totals = await self.execute(
             select(
-                USAGE.c.created_at,
-                counterpart,
-                USAGE.c.prompt_tokens,
-                USAGE.c.completion_tokens,
-                USAGE.c.total_tokens,
-                USAGE.c.error_code,
-                USAGE.c.first_token_ms,
-                USAGE.c.duration_ms,
-            ).where(subject, USAGE.c.created_at >= since, USAGE.c.created_at < until)
+                day,
+                counterpart.label("counterpart"),
+                func.count(),
+                func.count(USAGE.c.error_code),
+                func.sum(USAGE.c.prompt_tokens),
+                func.sum(USAGE.c.completion_tokens),
+                func.sum(USAGE.c.total_tokens),
+            )
+            .where(*where)
+            .group_by(day, "counterpart")
         )
-        return [tuple(row) for row in rows]
+        code = USAGE.c.error_code.label("code")
+        errors = await self.execute(
+            select(day, code, func.count())
+            .where(*where, USAGE.c.error_code.is_not(None))
+            .group_by(day, code)
+        )
+        latency: dict[int, list[tuple[date, int, int]]] = {}
+        for metric, column in (
+            (FIRST_TOKEN, USAGE.c.first_token_ms),
+            (DURATION, USAGE.c.duration_ms),
+        ):
+            bucket = _bucket_sql(column).label("bucket")
+            rows = await self.execute(
+                select(day, bucket, func.count())
+                .where(*where, USAGE.c.error_code.is_(None), column.is_not(None))
+                .group_by(day, bucket)
+            )
+            latency[metric] = [(d, int(b), int(n)) for d, b, n in rows]
+        return _aggregate(
+            [tuple(row) for row in totals],
+            [(d, int(c), int(n)) for d, c, n in errors],
+            latency,
+            today,
+            scope,
+        )
+
+    def _day(self, column: Any) -> ColumnElement[date]:
+        """The UTC day of a timestamp column, as the database computes it."""
+        if self.dialect == "sqlite":
+            return type_coerce(func.date(column), Date)
+        return cast(func.timezone("UTC", column), Date)
 
     async def _names(self, kind: Literal["user", "chat"], ids: list[int]) -> dict[int, str]:
         if not ids:
@@ -502,39 +537,50 @@ def _window(days: int, start: date, index: int, today: date, data: _Aggregates) 
     )
 
 
+def _bucket_sql(column: Any) -> ColumnElement[int]:
+    """:func:`latency_bucket` in SQL (integer division on both backends)."""
+    steps = [(1000, 5), (10_000, 50), (100_000, 500), (1_000_000, 5000)]
+    return case(
+        (column < 100, column),
+        *((column < limit, column // step * step) for limit, step in steps),
+        else_=column // 50_000 * 50_000,
+    )
+
+
 def _aggregate(
-    rows: list[tuple[Any, ...]], today: date, scope: Literal["user", "chat"]
+    totals: list[tuple[Any, ...]],
+    errors: list[tuple[date, int, int]],
+    latency: dict[int, list[tuple[date, int, int]]],
+    today: date,
+    scope: Scope,
 ) -> _Aggregates:
-    """The rollups' figures computed from one subject's ledger rows (``counterpart`` is the
-    chat for a user and the user for a chat)."""
+    """The rollups' figures from one subject's groups: ``totals`` rows are (day,
+    counterpart, requests, failed, prompt, completion, total), the counterpart being the chat
+    for a user and the user for a chat."""
     starts = [window_start(today, days) for days in WINDOWS]
     days: dict[date, _DayTotals] = defaultdict(_DayTotals)
     seen: list[set[int]] = [set() for _ in WINDOWS]
     ranked: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    errors: Counter[tuple[date, int]] = Counter()
-    latency: dict[int, Counter[tuple[int, int]]] = {FIRST_TOKEN: Counter(), DURATION: Counter()}
-    for created_at, counterpart, prompt, completion, total, error, first_ms, duration in rows:
-        day = created_at.astimezone(UTC).date()
+    for day, counterpart, requests, failed, prompt, completion, total in totals:
         figures = days[day]
-        figures.requests += 1
-        figures.failed += error is not None
-        figures.prompt += prompt
-        figures.completion += completion
-        figures.total += total
+        figures.requests += int(requests)
+        figures.failed += int(failed)
+        figures.prompt += int(prompt)
+        figures.completion += int(completion)
+        figures.total += int(total)
         if counterpart is not None:
             for index, start in enumerate(starts):
                 if day >= start:
                     seen[index].add(counterpart)
-            ranked[counterpart][0] += 1
-            ranked[counterpart][1] += total
-        if error is not None:
-            errors[(day, error)] += 1
-            continue
-        for metric, value in ((FIRST_TOKEN, first_ms), (DURATION, duration)):
-            if value is not None:
-                latency[metric][(latency_bucket(value), _window_index(day, starts))] += 1
+            ranked[counterpart][0] += int(requests)
+            ranked[counterpart][1] += int(total)
+    histograms: dict[int, Counter[tuple[int, int]]] = {}
+    for metric, rows in latency.items():
+        histograms[metric] = Counter()
+        for day, bucket, count in rows:
+            histograms[metric][(bucket, _window_index(day, starts))] += count
     top_list = _ranked([(key, value[0], value[1]) for key, value in ranked.items()])[:TOP]
-    subject_count = tuple(1 if days and any(d >= s for d in days) else 0 for s in starts)
+    subject_count = tuple(1 if any(d >= s for d in days) else 0 for s in starts)
     counterpart_count = tuple(len(found) for found in seen)
     return _Aggregates(
         days=dict(days),
@@ -542,8 +588,8 @@ def _aggregate(
         chats=counterpart_count if scope == "user" else subject_count,
         top_users=[] if scope == "user" else top_list,
         top_chats=top_list if scope == "user" else [],
-        errors=[(day, code, count) for (day, code), count in errors.items()],
-        latency={metric: _cumulate(counter) for metric, counter in latency.items()},
+        errors=errors,
+        latency={metric: _cumulate(counter) for metric, counter in histograms.items()},
     )
 
 

@@ -228,6 +228,23 @@ async def test_rollups_agree_with_the_ledger_on_random_traffic(database: Databas
             )
         # One chat from the ledger sums to what the rollup says for it.
         chat = await stats.for_chat(-20, TODAY)
+        for window in chat.windows:
+            since = day_start(TODAY - timedelta(days=window.days - 1))
+            latency = await repos.usage.latency(since, chat_id=-20)
+            assert latencies(window) == tuple(
+                None if value is None else latency_bucket(value)
+                for value in (
+                    latency.first_token_p50_ms,
+                    latency.first_token_p95_ms,
+                    latency.duration_p50_ms,
+                    latency.duration_p95_ms,
+                )
+            )
+            totals = await repos.usage.totals(since, chat_id=-20)
+            assert (window.requests, window.total_tokens) == (
+                totals.requests,
+                totals.total_tokens,
+            )
     (rolled,) = [r for r in report.top_chats if r.id == -20]
     assert chat.windows[-1].total_tokens == rolled.total_tokens
     assert chat.windows[-1].requests == rolled.requests
