@@ -390,47 +390,53 @@ class StatsRepository(Repository):
     async def _subject(
         self, subject: ColumnElement[bool], counterpart: Any, today: date, scope: Scope
     ) -> _Aggregates:
-        """One subject's figures, grouped by day in the database (a busy user's month is
-        thousands of rows; what crosses to Python is a few hundred groups)."""
+        """One subject's figures from one pass over its ledger rows.
+
+        One pass, because the ledger's subject indexes do not cover the figures: each pass
+        is one random read per row (the cost that matters on SQLite for a busy user's
+        thousands of rows); the day is computed by the database, so no timestamp is parsed.
+        """
         since = day_start(window_start(today, DAYS))
         until = day_start(today + timedelta(days=1))
-        where = [subject, USAGE.c.created_at >= since, USAGE.c.created_at < until]
-        day = self._day(USAGE.c.created_at).label("day")
-        totals = await self.execute(
+        rows = await self.execute(
             select(
-                day,
-                counterpart.label("counterpart"),
-                func.count(),
-                func.count(USAGE.c.error_code),
-                func.sum(USAGE.c.prompt_tokens),
-                func.sum(USAGE.c.completion_tokens),
-                func.sum(USAGE.c.total_tokens),
-            )
-            .where(*where)
-            .group_by(day, "counterpart")
+                self._day(USAGE.c.created_at),
+                counterpart,
+                USAGE.c.prompt_tokens,
+                USAGE.c.completion_tokens,
+                USAGE.c.total_tokens,
+                USAGE.c.error_code,
+                USAGE.c.first_token_ms,
+                USAGE.c.duration_ms,
+            ).where(subject, USAGE.c.created_at >= since, USAGE.c.created_at < until)
         )
-        code = USAGE.c.error_code.label("code")
-        errors = await self.execute(
-            select(day, code, func.count())
-            .where(*where, USAGE.c.error_code.is_not(None))
-            .group_by(day, code)
-        )
-        latency: dict[int, list[tuple[date, int, int]]] = {}
-        for metric, column in (
-            (FIRST_TOKEN, USAGE.c.first_token_ms),
-            (DURATION, USAGE.c.duration_ms),
-        ):
-            bucket = _bucket_sql(column).label("bucket")
-            rows = await self.execute(
-                select(day, bucket, func.count())
-                .where(*where, USAGE.c.error_code.is_(None), column.is_not(None))
-                .group_by(day, bucket)
-            )
-            latency[metric] = [(d, int(b), int(n)) for d, b, n in rows]
+        totals: dict[tuple[date, Any], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+        errors: Counter[tuple[date, int]] = Counter()
+        latency: dict[int, Counter[tuple[date, int]]] = {
+            FIRST_TOKEN: Counter(),
+            DURATION: Counter(),
+        }
+        for day, other, prompt, completion, total, error, first_ms, duration in rows:
+            group = totals[(day, other)]
+            group[0] += 1
+            group[2] += prompt
+            group[3] += completion
+            group[4] += total
+            if error is not None:
+                group[1] += 1
+                errors[(day, error)] += 1
+                continue
+            if first_ms is not None:
+                latency[FIRST_TOKEN][(day, latency_bucket(first_ms))] += 1
+            if duration is not None:
+                latency[DURATION][(day, latency_bucket(duration))] += 1
         return _aggregate(
-            [tuple(row) for row in totals],
-            [(d, int(c), int(n)) for d, c, n in errors],
-            latency,
+            [(day, other, *figures) for (day, other), figures in totals.items()],
+            [(day, code, count) for (day, code), count in errors.items()],
+            {
+                metric: [(day, bucket, count) for (day, bucket), count in counter.items()]
+                for metric, counter in latency.items()
+            },
             today,
             scope,
         )
@@ -534,16 +540,6 @@ def _window(days: int, start: date, index: int, today: date, data: _Aggregates) 
         first_token_p95_ms=percentiles[1],
         duration_p50_ms=percentiles[2],
         duration_p95_ms=percentiles[3],
-    )
-
-
-def _bucket_sql(column: Any) -> ColumnElement[int]:
-    """:func:`latency_bucket` in SQL (integer division on both backends)."""
-    steps = [(1000, 5), (10_000, 50), (100_000, 500), (1_000_000, 5000)]
-    return case(
-        (column < 100, column),
-        *((column < limit, column // step * step) for limit, step in steps),
-        else_=column // 50_000 * 50_000,
     )
 
 
