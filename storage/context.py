@@ -9,6 +9,7 @@ its own is refused with :class:`~bot.errors.QuestionTooLong` before anything is 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ from bot.spark.tokens import (
     DEFAULT_RATIO,
     MESSAGE_OVERHEAD_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
+    SAFETY_MARGIN,
     calibrated_tokens,
+    clamp_ratio,
     estimate_message_tokens,
     estimate_text_tokens,
 )
@@ -77,6 +80,27 @@ class ContextBuilder:
         self._turns: list[HistoryTurn] = []
         self.full = False
 
+    def room(self) -> int:
+        """The most raw tokens of history that can still be taken: what a query may cut its
+        running total of turn costs at (see :meth:`turn_cost`), so that only turns that fit
+        leave the database. :meth:`offer` stays the judge; this only bounds what is read."""
+        if self.full:
+            return -1
+        room = max(0, math.floor(self.budget / (clamp_ratio(self.ratio) * SAFETY_MARGIN)))
+        room -= self._raw
+        # Float rounding may put the quotient one off either way: settle it with the very
+        # comparison offer() makes.
+        while room >= 0 and calibrated_tokens(self._raw + room, self.ratio) > self.budget:
+            room -= 1
+        while calibrated_tokens(self._raw + room + 1, self.ratio) <= self.budget:
+            room += 1
+        return room
+
+    @staticmethod
+    def turn_cost(question_tokens: int, answer_tokens: int) -> int:
+        """Raw tokens a stored turn adds to the prompt (its two texts and their framing)."""
+        return 2 * MESSAGE_OVERHEAD_TOKENS + question_tokens + answer_tokens
+
     def offer(self, turn: HistoryTurn) -> bool:
         """Take the next older turn if it fits; once one does not, take no more."""
         if self.full:
@@ -89,7 +113,7 @@ class ContextBuilder:
         answer = (
             estimate_text_tokens(turn.answer) if turn.answer_tokens is None else turn.answer_tokens
         )
-        cost = 2 * MESSAGE_OVERHEAD_TOKENS + question + answer
+        cost = self.turn_cost(question, answer)
         if calibrated_tokens(self._raw + cost, self.ratio) > self.budget:
             self.full = True
             return False
