@@ -9,6 +9,15 @@ writer), ``synchronous=NORMAL`` (a commit survives a crash of the bot, not of th
 foreign keys on, a busy timeout for writers in other processes, and inside this process one
 write lock plus ``BEGIN IMMEDIATE`` so a writer never starts as a reader and then fails to
 upgrade its lock ("database is locked"). Read-only units take no lock and run in autocommit.
+
+The turn hot path does not go through these units: :attr:`Database.turns` runs each of its
+methods as a unit of work of its own on the driver directly (see
+:mod:`storage.repositories.turns`); on SQLite through a :class:`~storage.sqlite_worker.
+SqliteWorker`, which the write units here pause while they run.
+
+PostgreSQL connections are not pinged on checkout (a ping is three round trips through
+SQLAlchemy's asyncpg adapter, more than a turn's writes): a connection the server closed is
+known to asyncpg already and is replaced on checkout instead.
 """
 
 from __future__ import annotations
@@ -23,14 +32,23 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from storage.dto import Clock, utc_now
+from storage.pg_lease import ConnectionLease
 from storage.repositories import Repositories
+from storage.repositories.turns import TurnRepository
+from storage.repositories.turns_postgres import PostgresTurns
+from storage.repositories.turns_sqlite import SqliteTurns
+from storage.sqlite_worker import SqliteWorker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL connections the turn hot path keeps (at most half the pool): two cores' worth of
+# statements in flight; more only adds server processes switching on the same cores.
+HOT_PATH_CONNECTIONS = 4
 _WRITE_OPTION = "storage_write"
 _READ_OPTION = "storage_read"
 
@@ -93,9 +111,20 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         text = options if isinstance(options, str) else " ".join(options)
         kwargs["connect_args"] = {"server_settings": _server_settings(text)}
         parsed = parsed.set(query=query)
-    return _create_async_engine(
-        parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True, **kwargs
-    )
+    engine = _create_async_engine(parsed, pool_size=pool_size, max_overflow=max_overflow, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    # asyncpg marks a connection closed as soon as the server hangs up (restart, idle
+    # timeout); the pool then discards it and checks out another, at no round trip.
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -139,6 +168,8 @@ class Database:
         )
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         self._reader = async_sessionmaker(self._read_engine, expire_on_commit=False)
+        self._worker: SqliteWorker | None = None
+        self._turns: TurnRepository | None = None
 
     @property
     def backend(self) -> str:
@@ -150,7 +181,7 @@ class Database:
         when it raises. ``readonly`` units run in autocommit (no BEGIN, nothing to commit)
         and must not write."""
         factory = self._reader if readonly else self._writer
-        async with self._lock(readonly), factory() as session:
+        async with self._lock(readonly), self._pause(readonly), factory() as session:
             yield session
             if not readonly:
                 await session.commit()
@@ -164,19 +195,50 @@ class Database:
         the ORM's unit-of-work machinery would only add cost to every statement.
         """
         engine = self._read_engine if readonly else self._write_engine
-        async with self._lock(readonly), engine.connect() as connection:
+        async with self._lock(readonly), self._pause(readonly), engine.connect() as connection:
             await connection.begin()
             yield Repositories(connection, self.clock)
             if not readonly:
                 await connection.commit()
             # Closing the connection rolls back whatever was not committed.
 
+    @property
+    def turns(self) -> TurnRepository:
+        """The turn hot path (question, answer, ledger, prompt), each method its own unit of
+        work; see :mod:`storage.repositories.turns`."""
+        if self._turns is None:
+            if self.is_sqlite:
+                self._worker = SqliteWorker(
+                    self._sqlite_path(), busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS
+                )
+                self._turns = SqliteTurns(self._worker, self.clock)
+            else:
+                pool = self.engine.pool
+                pool_size = pool.size() if isinstance(pool, QueuePool) else HOT_PATH_CONNECTIONS
+                size = min(HOT_PATH_CONNECTIONS, max(1, pool_size // 2))
+                self._turns = PostgresTurns(ConnectionLease(self.engine, size), self.clock)
+        return self._turns
+
+    def _sqlite_path(self) -> str:
+        database = self.engine.url.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            # The worker's own connections would each open a different database.
+            raise NotImplementedError("the turn hot path needs an SQLite database file")
+        return str(Path(database).expanduser())
+
     def _lock(self, readonly: bool) -> AbstractAsyncContextManager[Any]:
         if self._write_lock is None or readonly:
             return nullcontext()
         return self._write_lock
 
+    def _pause(self, readonly: bool) -> AbstractAsyncContextManager[Any]:
+        if self._worker is None or readonly:
+            return nullcontext()
+        return self._worker.paused()
+
     async def dispose(self) -> None:
+        if self._turns is not None:
+            await self._turns.close()
         await self.engine.dispose()
 
 

@@ -1,0 +1,344 @@
+"""The turn hot path: question, answer row, checkpoints, finished answer with its ledger row and
+calibration, and the prompt's history, each one unit of work in as few statements as the
+backend allows.
+
+The Core repositories cost about 0.3 ms of Python per statement plus, on SQLite, several hops
+to aiosqlite's thread per statement, all while holding the write lock. A turn through them is
+ten statements, about 120 turns/s on two cores. Here each method is a unit of work by itself:
+
+- PostgreSQL: every write is one statement (data-modifying CTEs) on a leased connection's
+  driver in autocommit: atomic without BEGIN / COMMIT round trips, and committed without
+  waiting for the WAL flush (SQLite's synchronous=NORMAL promise: a crash of the bot loses
+  nothing, one of the server or machine may lose the last fraction of a second of turns,
+  never half of one). The prompt is two statements.
+- SQLite: every method is one function run whole in :class:`~storage.sqlite_worker.
+  SqliteWorker`'s writer thread (writes, committed in groups) or a reader thread (the prompt),
+  on :mod:`sqlite3` directly: one hop per unit instead of four per statement.
+
+This module holds the interface and what both backends share; :mod:`.turns_postgres` and
+:mod:`.turns_sqlite` implement it, with the SQL of :mod:`.turns_sql`. Obtain it as
+:attr:`storage.database.Database.turns`. Methods and results match the Core
+repositories' (``MessageRepository.add_user_message`` and so on), which stay for the rest.
+Errors are the driver's own (:mod:`sqlite3` or asyncpg exceptions), ``LookupError`` for an
+unknown message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.errors import QuestionTooLong
+from bot.spark.models import SparkModel
+from bot.spark.tokens import DEFAULT_RATIO, MESSAGE_OVERHEAD_TOKENS, estimate_text_tokens
+from bot.spark.types import Usage
+from storage.context import ContextBuilder, PromptContext
+from storage.dto import (
+    FINAL_STATUSES,
+    ChatInfo,
+    Clock,
+    ConversationInfo,
+    HistoryTurn,
+    MessageRole,
+    MessageStatus,
+    StoredMessage,
+)
+
+_TURN_OVERHEAD = 2 * MESSAGE_OVERHEAD_TOKENS
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """The usage ledger row written with a finished answer (its conversation, message and sid
+    are the answer's)."""
+
+    model: str
+    usage: Usage | None
+    user_id: int | None
+    chat_id: int | None
+    first_token_ms: int | None = None
+    duration_ms: int | None = None
+    # -1 for a failure without a Spark code (transport, timeout), as the ledger keeps it.
+    error_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Spark's ``prompt_tokens`` for a prompt estimated (raw) at ``raw_estimate``: folded into
+    the chat's ratio as :func:`bot.spark.tokens.update_ratio` does, in the same statement."""
+
+    chat_id: int
+    raw_estimate: int
+    reported_prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSettings:
+    """What the prompt is built for, decided from the chat row (None: chat not stored)."""
+
+    model: SparkModel
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """The chat, what was decided from it, and the prompt; or why there is none."""
+
+    chat: ChatInfo | None
+    settings: PromptSettings
+    prompt: PromptContext | None
+    # Set instead of ``prompt`` when the question alone does not fit.
+    too_long: QuestionTooLong | None = None
+
+
+Resolve = Callable[[ChatInfo | None], PromptSettings]
+
+
+def sqlite_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
+    # The text SQLAlchemy's SQLite DATETIME keeps (naive UTC), so both paths sort and compare.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def stored_message(row: Sequence[Any]) -> StoredMessage:
+    ids = row[6]
+    if isinstance(ids, str):
+        ids = json.loads(ids)
+    role: MessageRole = "assistant" if row[2] == "assistant" else "user"
+    return StoredMessage(
+        id=row[0],
+        conversation_id=row[1],
+        role=role,
+        content=row[3],
+        status=MessageStatus(row[4]),
+        usable=bool(row[5]),
+        telegram_message_ids=tuple(ids or ()),
+        reply_to_id=row[7],
+        user_id=row[8],
+        model=row[9],
+        sid=row[10],
+        error_code=row[11],
+        created_at=_utc(row[12]),
+        updated_at=_utc(row[13]),
+    )
+
+
+def chat_info(row: Sequence[Any] | None) -> ChatInfo | None:
+    if row is None:
+        return None
+    return ChatInfo(
+        id=row[0],
+        type=row[1],
+        title=row[2],
+        model=row[3],
+        system_prompt=row[4],
+        token_ratio=row[5],
+        spark_uid=row[6],
+        created_at=_utc(row[7]),
+    )
+
+
+def new_message(
+    message_id: int,
+    conversation: ConversationInfo,
+    now: datetime,
+    *,
+    role: MessageRole,
+    content: str,
+    status: MessageStatus,
+    ids: Sequence[int] = (),
+    reply_to_id: int | None = None,
+    user_id: int | None = None,
+    model: str | None = None,
+) -> StoredMessage:
+    return StoredMessage(
+        id=message_id,
+        conversation_id=conversation.id,
+        role=role,
+        content=content,
+        status=status,
+        usable=status is MessageStatus.COMPLETE,
+        telegram_message_ids=tuple(ids),
+        reply_to_id=reply_to_id,
+        user_id=user_id,
+        model=model,
+        sid=None,
+        error_code=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+class PromptAssembly:
+    """Builds the prompt from the chat row and the history rows of :data:`HISTORY`."""
+
+    def __init__(self, question: str, resolve: Resolve) -> None:
+        self.question = question
+        self.resolve = resolve
+
+    def start(self, chat_row: Sequence[Any] | None) -> tuple[TurnContext, ContextBuilder | None]:
+        chat = chat_info(chat_row)
+        settings = self.resolve(chat)
+        try:
+            builder = ContextBuilder(
+                settings.model,
+                self.question,
+                system_prompt=settings.system_prompt,
+                max_tokens=settings.max_tokens,
+                ratio=chat.token_ratio if chat is not None else DEFAULT_RATIO,
+            )
+        except QuestionTooLong as exc:
+            return TurnContext(chat, settings, None, exc), None
+        return TurnContext(chat, settings, None), builder
+
+    @staticmethod
+    def history_params(conversation_id: int, builder: ContextBuilder) -> dict[str, object]:
+        return {
+            "conversation": conversation_id,
+            "overhead": _TURN_OVERHEAD,
+            "room": builder.room(),
+        }
+
+    @staticmethod
+    def finish(
+        started: TurnContext, builder: ContextBuilder, rows: Sequence[Sequence[Any]]
+    ) -> TurnContext:
+        total = int(rows[0][4]) if rows else 0
+        taken = 0
+        for row in rows:
+            turn = HistoryTurn(
+                question_id=row[1],
+                answer_id=row[0],
+                question=row[6],
+                answer=row[5],
+                question_tokens=row[3],
+                answer_tokens=row[2],
+            )
+            if not builder.offer(turn):
+                break
+            taken += 1
+        return TurnContext(started.chat, started.settings, builder.result(total - taken))
+
+
+def finish_params(
+    message_id: int,
+    now: datetime,
+    *,
+    status: MessageStatus,
+    text: str,
+    sid: str | None,
+    error_code: int | None,
+    telegram_message_ids: Sequence[int],
+    usable: bool | None,
+    model: str | None,
+    ledger: LedgerEntry | None,
+    calibration: Calibration | None,
+) -> tuple[dict[str, Any], list[int]]:
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"finish needs a final status, got {status!r}")
+    ids = list(dict.fromkeys(telegram_message_ids))
+    usage = (ledger.usage if ledger is not None else None) or Usage()
+    params: dict[str, Any] = {
+        "message": message_id,
+        "status": status.value,
+        "content": text,
+        "tokens": estimate_text_tokens(text),
+        "sid": sid,
+        "error_code": error_code,
+        "usable": status is MessageStatus.COMPLETE if usable is None else usable,
+        "model": model,
+        "replace_ids": bool(ids),
+        "ids": json.dumps(ids),
+        "with_ledger": ledger is not None,
+        "l_user": ledger.user_id if ledger is not None else None,
+        "l_chat": ledger.chat_id if ledger is not None else None,
+        "l_model": ledger.model if ledger is not None else None,
+        "l_prompt": usage.prompt_tokens,
+        "l_completion": usage.completion_tokens,
+        "l_total": usage.total_tokens,
+        "l_first_token": ledger.first_token_ms if ledger is not None else None,
+        "l_duration": ledger.duration_ms if ledger is not None else None,
+        "l_error": ledger.error_code if ledger is not None else None,
+        "c_chat": calibration.chat_id if calibration is not None else None,
+        "raw": float(calibration.raw_estimate) if calibration is not None else 0.0,
+        "reported": float(calibration.reported_prompt_tokens) if calibration else 0.0,
+        "now": now,
+    }
+    return params, ids
+
+
+class TurnRepository:
+    """The hot path's units of work; see the module docstring. Backend-neutral front."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    async def add_question(
+        self,
+        conversation: ConversationInfo,
+        text: str,
+        *,
+        user_id: int | None,
+        telegram_message_id: int | None = None,
+    ) -> StoredMessage:
+        """Store the user's question and its Telegram link (committed on return)."""
+        raise NotImplementedError
+
+    async def start_answer(
+        self,
+        conversation: ConversationInfo,
+        *,
+        question_id: int,
+        model: str,
+        user_id: int | None = None,
+    ) -> StoredMessage:
+        """The answer row, in status ``streaming``."""
+        raise NotImplementedError
+
+    async def checkpoint(self, message_id: int, text: str) -> bool:
+        """Save the text streamed so far; False once the answer is no longer streaming."""
+        raise NotImplementedError
+
+    async def finish_answer(
+        self,
+        message_id: int,
+        *,
+        status: MessageStatus,
+        text: str,
+        sid: str | None = None,
+        error_code: int | None = None,
+        telegram_message_ids: Sequence[int] = (),
+        usable: bool | None = None,
+        model: str | None = None,
+        ledger: LedgerEntry | None = None,
+        calibration: Calibration | None = None,
+    ) -> StoredMessage:
+        """``MessageRepository.finish`` (same arguments and result), plus in the same unit of
+        work the ledger row (``ledger``) and the chat's calibration (``calibration``).
+        ``LookupError`` and nothing written if the message is not stored."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the hot path holds (threads, connections); :meth:`Database.dispose`
+        calls it."""
+        raise NotImplementedError
+
+    async def prompt_context(
+        self, conversation_id: int, chat_id: int, question: str, resolve: Resolve
+    ) -> TurnContext:
+        """The chat row, the settings ``resolve`` picks from it, and the prompt for
+        ``question`` with the history that fits (as :func:`storage.context.load_context`),
+        reading only the turns that fit. ``resolve`` must be a plain function of the chat:
+        on SQLite it runs on a reader thread, between the two queries."""
+        raise NotImplementedError

@@ -1,0 +1,190 @@
+"""The turn hot path on SQLite: each method one function run whole in the worker's writer
+thread (writes, committed in groups) or a reader thread (the prompt), on :mod:`sqlite3`; see
+:mod:`storage.repositories.turns`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from bot.spark.tokens import estimate_text_tokens
+from storage.dto import Clock, ConversationInfo, MessageStatus, StoredMessage
+from storage.repositories.turns import (
+    Calibration,
+    LedgerEntry,
+    PromptAssembly,
+    Resolve,
+    TurnContext,
+    TurnRepository,
+    finish_params,
+    new_message,
+    sqlite_time,
+    stored_message,
+)
+from storage.repositories.turns_sql import Sqlite
+from storage.sqlite_worker import SqliteWorker
+
+
+class SqliteTurns(TurnRepository):
+    """Runs each method whole in the worker's writer thread (writes) or a reader thread."""
+
+    def __init__(self, worker: SqliteWorker, clock: Clock) -> None:
+        super().__init__(clock)
+        self._worker = worker
+
+    async def close(self) -> None:
+        await self._worker.close()
+
+    async def add_question(
+        self,
+        conversation: ConversationInfo,
+        text: str,
+        *,
+        user_id: int | None,
+        telegram_message_id: int | None = None,
+    ) -> StoredMessage:
+        now = self.clock()
+        ids = [telegram_message_id] if telegram_message_id is not None else []
+        params: dict[str, object] = {
+            "conversation": conversation.id,
+            "user": user_id,
+            "content": text,
+            "tokens": estimate_text_tokens(text),
+            "ids": json.dumps(ids),
+            "now": sqlite_time(now),
+        }
+
+        def unit(connection: sqlite3.Connection) -> int:
+            message_id: int = connection.execute(Sqlite.INSERT_QUESTION, params).fetchone()[0]
+            if telegram_message_id is not None:
+                link = {
+                    "chat": conversation.chat_id,
+                    "telegram_id": telegram_message_id,
+                    "message": message_id,
+                }
+                connection.execute(Sqlite.LINK, link)
+            return message_id
+
+        message_id = await self._worker.write(unit)
+        return new_message(
+            message_id,
+            conversation,
+            now,
+            role="user",
+            content=text,
+            status=MessageStatus.COMPLETE,
+            ids=ids,
+            user_id=user_id,
+        )
+
+    async def start_answer(
+        self,
+        conversation: ConversationInfo,
+        *,
+        question_id: int,
+        model: str,
+        user_id: int | None = None,
+    ) -> StoredMessage:
+        now = self.clock()
+        params: dict[str, object] = {
+            "conversation": conversation.id,
+            "question": question_id,
+            "user": user_id,
+            "content": "",
+            "tokens": 0,
+            "model": model,
+            "now": sqlite_time(now),
+        }
+
+        def unit(connection: sqlite3.Connection) -> int:
+            message_id: int = connection.execute(Sqlite.INSERT_ANSWER, params).fetchone()[0]
+            return message_id
+
+        message_id = await self._worker.write(unit)
+        return new_message(
+            message_id,
+            conversation,
+            now,
+            role="assistant",
+            content="",
+            status=MessageStatus.STREAMING,
+            reply_to_id=question_id,
+            user_id=user_id,
+            model=model,
+        )
+
+    async def checkpoint(self, message_id: int, text: str) -> bool:
+        params = {"message": message_id, "content": text, "now": sqlite_time(self.clock())}
+
+        def unit(connection: sqlite3.Connection) -> bool:
+            return connection.execute(Sqlite.CHECKPOINT, params).rowcount > 0
+
+        return await self._worker.write(unit)
+
+    async def finish_answer(
+        self,
+        message_id: int,
+        *,
+        status: MessageStatus,
+        text: str,
+        sid: str | None = None,
+        error_code: int | None = None,
+        telegram_message_ids: Sequence[int] = (),
+        usable: bool | None = None,
+        model: str | None = None,
+        ledger: LedgerEntry | None = None,
+        calibration: Calibration | None = None,
+    ) -> StoredMessage:
+        params, ids = finish_params(
+            message_id,
+            self.clock(),
+            status=status,
+            text=text,
+            sid=sid,
+            error_code=error_code,
+            telegram_message_ids=telegram_message_ids,
+            usable=usable,
+            model=model,
+            ledger=ledger,
+            calibration=calibration,
+        )
+        params["now"] = sqlite_time(params["now"])
+
+        def unit(connection: sqlite3.Connection) -> tuple[Any, ...]:
+            row = connection.execute(Sqlite.FINISH, params).fetchone()
+            if row is None:
+                raise LookupError(f"message {message_id} is not stored")
+            conversation_id = row[1]
+            if ids:
+                connection.executemany(
+                    Sqlite.LINK_OF_CONVERSATION,
+                    [
+                        {"telegram_id": i, "message": message_id, "conversation": conversation_id}
+                        for i in ids
+                    ],
+                )
+            if ledger is not None:
+                connection.execute(Sqlite.LEDGER, {**params, "conversation": conversation_id})
+            if calibration is not None:
+                connection.execute(Sqlite.CALIBRATE, params)
+            return tuple(row)
+
+        return stored_message(await self._worker.write(unit))
+
+    async def prompt_context(
+        self, conversation_id: int, chat_id: int, question: str, resolve: Resolve
+    ) -> TurnContext:
+        prompt = PromptAssembly(question, resolve)
+
+        def unit(connection: sqlite3.Connection) -> TurnContext:
+            chat_row = connection.execute(Sqlite.CHAT, {"chat": chat_id}).fetchone()
+            started, builder = prompt.start(chat_row)
+            if builder is None:
+                return started
+            params = prompt.history_params(conversation_id, builder)
+            rows = connection.execute(Sqlite.HISTORY, params).fetchall()
+            return prompt.finish(started, builder, rows)
+
+        return await self._worker.read(unit)

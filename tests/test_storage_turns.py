@@ -1,0 +1,319 @@
+"""The turn hot path (``Database.turns``) on real databases: what it stores is what the Core
+repositories read back, the ledger row and calibration land with the answer or not at all,
+the prompt matches ``load_context``, and SQLite's grouped commits keep units apart."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from bot.errors import QuestionTooLong
+from bot.spark.models import get_model
+from bot.spark.tokens import estimate_text_tokens, update_ratio
+from bot.spark.types import Usage
+from storage.context import load_context
+from storage.database import Database, create_database
+from storage.dto import ChatInfo, ConversationInfo, MessageStatus
+from storage.repositories.turns import Calibration, LedgerEntry, PromptSettings
+
+CHAT_ID = -100777
+USER_ID = 5_000_000_001
+LITE = get_model("lite")
+MAX = get_model("max")
+
+
+async def _conversation(database: Database) -> ConversationInfo:
+    async with database.repositories() as repo:
+        await repo.users.upsert(USER_ID, username="ann")
+        await repo.chats.upsert(CHAT_ID, type="supergroup", title="Team")
+        await repo.chats.set_system_prompt(CHAT_ID, "Be brief.")
+        return await repo.conversations.current(CHAT_ID)
+
+
+async def _answered(
+    database: Database,
+    conversation: ConversationInfo,
+    question: str,
+    answer: str,
+    status: MessageStatus = MessageStatus.COMPLETE,
+    usable: bool | None = None,
+) -> int:
+    turns = database.turns
+    asked = await turns.add_question(conversation, question, user_id=USER_ID)
+    started = await turns.start_answer(
+        conversation, question_id=asked.id, model="lite", user_id=USER_ID
+    )
+    await turns.finish_answer(started.id, status=status, text=answer, usable=usable)
+    return started.id
+
+
+def _settings(chat: ChatInfo | None) -> PromptSettings:
+    return PromptSettings(MAX, chat.system_prompt if chat else None, 1024)
+
+
+async def test_a_turn_stores_what_the_repositories_read_back(database: Database) -> None:
+    moment = datetime(2026, 11, 28, 9, 30, 15, 123456, tzinfo=UTC)
+    timed = Database(database.engine, clock=lambda: moment)
+    conversation = await _conversation(timed)
+    try:
+        asked = await timed.turns.add_question(
+            conversation, "你好，world?", user_id=USER_ID, telegram_message_id=11
+        )
+        started = await timed.turns.start_answer(
+            conversation, question_id=asked.id, model="lite", user_id=USER_ID
+        )
+        assert await timed.turns.checkpoint(started.id, "Hel")
+        async with timed.repositories(readonly=True) as repo:
+            mid = await repo.messages.get(started.id)
+            stored_question = await repo.messages.get(asked.id)
+            by_link = await repo.messages.find_by_telegram_id(CHAT_ID, 11)
+        assert mid == replace(started, content="Hel")
+        assert stored_question == asked
+        assert by_link == asked
+        assert asked.created_at == moment
+        finished = await timed.turns.finish_answer(
+            started.id,
+            status=MessageStatus.COMPLETE,
+            text="Hello!",
+            sid="cht001",
+            telegram_message_ids=[12, 13, 12],
+        )
+        assert not await timed.turns.checkpoint(started.id, "late")
+        async with timed.repositories(readonly=True) as repo:
+            stored = await repo.messages.get(started.id)
+            second_part = await repo.messages.find_by_telegram_id(CHAT_ID, 13)
+            tokens = (
+                await repo.connection.execute(
+                    text("SELECT tokens FROM messages WHERE id = :id"), {"id": started.id}
+                )
+            ).scalar()
+    finally:
+        await timed.dispose()
+    assert stored == finished == second_part
+    assert (finished.status, finished.content, finished.sid, finished.usable) == (
+        MessageStatus.COMPLETE,
+        "Hello!",
+        "cht001",
+        True,
+    )
+    assert finished.telegram_message_ids == (12, 13)
+    assert (finished.model, finished.reply_to_id, finished.user_id) == ("lite", asked.id, USER_ID)
+    assert finished.created_at == finished.updated_at == moment
+    assert tokens == estimate_text_tokens("Hello!")
+
+
+async def test_finish_writes_the_ledger_row_and_calibration_in_the_same_unit(
+    database: Database,
+) -> None:
+    conversation = await _conversation(database)
+    turns = database.turns
+    asked = await turns.add_question(conversation, "Q", user_id=USER_ID)
+    started = await turns.start_answer(conversation, question_id=asked.id, model="lite")
+    await turns.finish_answer(
+        started.id,
+        status=MessageStatus.PARTIAL,
+        text="A",
+        sid="cht002",
+        error_code=10013,
+        ledger=LedgerEntry(
+            model="lite",
+            usage=Usage(prompt_tokens=180, completion_tokens=20, total_tokens=200),
+            user_id=USER_ID,
+            chat_id=CHAT_ID,
+            first_token_ms=420,
+            duration_ms=3100,
+            error_code=10013,
+        ),
+        calibration=Calibration(CHAT_ID, raw_estimate=100, reported_prompt_tokens=180),
+    )
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    async with database.repositories(readonly=True) as repo:
+        totals = await repo.usage.totals(since, user_id=USER_ID)
+        chat = await repo.chats.get(CHAT_ID)
+        row = (
+            await repo.connection.execute(
+                text(
+                    "SELECT conversation_id, message_id, sid, error_code, first_token_ms, "
+                    "duration_ms, model FROM usage_records"
+                )
+            )
+        ).one()
+        daily = (await repo.connection.execute(text("SELECT requests FROM usage_daily"))).all()
+    assert (totals.requests, totals.failed_requests, totals.total_tokens) == (1, 1, 200)
+    assert tuple(row) == (conversation.id, started.id, "cht002", 10013, 420, 3100, "lite")
+    assert [tuple(r) for r in daily] == [(1,)]  # the rollup trigger saw the row
+    assert chat is not None
+    assert chat.token_ratio == update_ratio(1.0, 100, 180)
+
+
+@pytest.mark.parametrize(
+    ("current", "raw", "reported"),
+    [(1.0, 100, 180), (1.8, 100, 90), (3.9, 10, 1000), (0.5, 1000, 10), (1.3, 0, 50)],
+)
+async def test_calibration_in_sql_is_update_ratio(
+    database: Database, current: float, raw: int, reported: int
+) -> None:
+    conversation = await _conversation(database)
+    async with database.repositories() as repo:
+        await repo.connection.execute(
+            text("UPDATE chats SET token_ratio = :r WHERE id = :c"), {"r": current, "c": CHAT_ID}
+        )
+    answer_id = await _answered(database, conversation, "Q", "", MessageStatus.FAILED)
+    await database.turns.finish_answer(
+        answer_id,
+        status=MessageStatus.FAILED,
+        text="",
+        calibration=Calibration(CHAT_ID, raw, reported),
+    )
+    async with database.repositories(readonly=True) as repo:
+        chat = await repo.chats.get(CHAT_ID)
+    assert chat is not None
+    assert chat.token_ratio == pytest.approx(update_ratio(current, raw, reported), abs=1e-12)
+
+
+async def test_finishing_an_unknown_answer_writes_nothing(database: Database) -> None:
+    await _conversation(database)
+    with pytest.raises(LookupError, match="message 999"):
+        await database.turns.finish_answer(
+            999,
+            status=MessageStatus.COMPLETE,
+            text="x",
+            telegram_message_ids=[5],
+            ledger=LedgerEntry(model="lite", usage=None, user_id=USER_ID, chat_id=CHAT_ID),
+            calibration=Calibration(CHAT_ID, 100, 400),
+        )
+    with pytest.raises(ValueError, match="final status"):
+        await database.turns.finish_answer(1, status=MessageStatus.STREAMING, text="")
+    async with database.repositories(readonly=True) as repo:
+        ledger = (await repo.connection.execute(text("SELECT count(*) FROM usage_records"))).one()
+        links = (
+            await repo.connection.execute(text("SELECT count(*) FROM telegram_messages"))
+        ).one()
+        chat = await repo.chats.get(CHAT_ID)
+    assert (ledger[0], links[0]) == (0, 0)
+    assert chat is not None
+    assert chat.token_ratio == 1.0
+
+
+async def test_prompt_context_matches_load_context_and_reads_the_chat(database: Database) -> None:
+    conversation = await _conversation(database)
+    body = "word " * 300  # about 375 tokens a text: a few turns overflow Max's budget
+    partial = MessageStatus.PARTIAL
+    await _answered(database, conversation, "Q0 " + body, "A0 " + body)
+    await _answered(database, conversation, "Q1", "A1", MessageStatus.FAILED)
+    for i in range(2, 14):
+        await _answered(database, conversation, f"Q{i} " + body, f"A{i} " + body)
+    await _answered(database, conversation, "Q14", "A14", partial, usable=True)
+    await _answered(database, conversation, "Q15", "A15", partial, usable=False)
+    asked = await database.turns.add_question(conversation, "Q16", user_id=USER_ID)
+    await database.turns.start_answer(conversation, question_id=asked.id, model="lite")
+
+    found = await database.turns.prompt_context(conversation.id, CHAT_ID, "Next?", _settings)
+    async with database.repositories(readonly=True) as repo:
+        expected = await load_context(
+            repo.messages,
+            conversation.id,
+            MAX,
+            "Next?",
+            system_prompt="Be brief.",
+            max_tokens=1024,
+        )
+    assert found.chat is not None
+    assert (found.chat.id, found.chat.system_prompt) == (CHAT_ID, "Be brief.")
+    assert found.settings == PromptSettings(MAX, "Be brief.", 1024)
+    assert found.prompt == expected
+    assert found.prompt is not None
+    assert found.prompt.messages[-3].content == "Q14"
+    assert (
+        0
+        < found.prompt.pairs_included
+        < 14
+        == found.prompt.pairs_included + (found.prompt.pairs_dropped)
+    )
+    assert found.too_long is None
+
+
+async def test_prompt_context_when_nothing_fits_or_nothing_is_stored(database: Database) -> None:
+    conversation = await _conversation(database)
+    huge = "word " * 3000
+    await _answered(database, conversation, "Q " + huge, "A " + huge)
+    tight = await database.turns.prompt_context(
+        conversation.id, CHAT_ID, "Next?", lambda chat: PromptSettings(LITE)
+    )
+    assert tight.prompt is not None
+    assert (tight.prompt.pairs_included, tight.prompt.pairs_dropped) == (0, 1)
+    assert [m.content for m in tight.prompt.messages] == ["Next?"]
+    refused = await database.turns.prompt_context(
+        conversation.id, CHAT_ID, huge * 2, lambda chat: PromptSettings(LITE)
+    )
+    assert refused.prompt is None
+    assert isinstance(refused.too_long, QuestionTooLong)
+    unknown = await database.turns.prompt_context(12345, 999, "Hi", _settings)
+    assert unknown.chat is None
+    assert unknown.prompt is not None
+    assert [m.content for m in unknown.prompt.messages] == ["Hi"]
+
+
+async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> None:
+    conversation = await _conversation(database)
+
+    async def turn(n: int) -> None:
+        answer_id = await _answered(database, conversation, f"Q{n}", f"A{n}")
+        await database.turns.finish_answer(
+            answer_id,
+            status=MessageStatus.COMPLETE,
+            text=f"A{n}!",
+            ledger=LedgerEntry(model="lite", usage=Usage(1, 1, 2), user_id=USER_ID, chat_id=1),
+        )
+
+    async def setting(n: int) -> None:
+        async with database.repositories() as repo:
+            await repo.chats.set_system_prompt(CHAT_ID, f"prompt {n}")
+
+    await asyncio.gather(*(turn(n) for n in range(60)), *(setting(n) for n in range(10)))
+    async with database.repositories(readonly=True) as repo:
+        messages = await repo.messages.conversation_messages(conversation.id)
+        totals = await repo.usage.totals(datetime(2000, 1, 1, tzinfo=UTC))
+        chat = await repo.chats.get(CHAT_ID)
+    assert len(messages) == 120
+    assert sorted(m.content for m in messages if m.role == "assistant") == sorted(
+        f"A{n}!" for n in range(60)
+    )
+    assert totals.requests == 60
+    assert chat is not None
+    assert chat.system_prompt is not None
+    assert chat.system_prompt.startswith("prompt ")
+
+
+async def test_a_failing_unit_in_a_committed_group_is_undone_alone(
+    sqlite_database: Database,
+) -> None:
+    conversation = await _conversation(sqlite_database)
+    turns = sqlite_database.turns
+    good = [turns.add_question(conversation, f"Q{n}", user_id=USER_ID) for n in range(20)]
+    bad = turns.start_answer(conversation, question_id=10**9, model="lite")  # no such question
+    # A Core write unit parks the writer thread: everything queued meanwhile is one group.
+    async with sqlite_database.repositories():
+        queued = asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
+        await asyncio.sleep(0.05)
+    results = await queued
+    assert isinstance(results[10], sqlite3.IntegrityError)
+    stored_ids = [r.id for r in results if not isinstance(r, BaseException)]
+    async with sqlite_database.repositories(readonly=True) as repo:
+        messages = await repo.messages.conversation_messages(conversation.id)
+    assert [m.id for m in messages] == sorted(stored_ids)
+    assert [m.content for m in messages] == [f"Q{n}" for n in range(20)]
+
+
+async def test_the_hot_path_refuses_an_in_memory_sqlite_database() -> None:
+    database = create_database("sqlite+aiosqlite:///:memory:")
+    try:
+        with pytest.raises(NotImplementedError, match="database file"):
+            _ = database.turns
+    finally:
+        await database.dispose()
