@@ -7,12 +7,15 @@ when TEST_DATABASE_URL or --postgres-url names one) it
    all (question/answer pairs, mixed Chinese and English text) plus one ledger row per answer,
    printing how long the load took;
 2. builds the prompt context for ``--samples`` turns in random chats, the way the conversation
-   service does before calling Spark (chat, open conversation, history within the Spark Lite
-   budget; one read-only unit of work), and prints p50 / p95 / max;
+   service does before calling Spark: the chat row and the history within the Spark Lite
+   budget for the chat's open conversation (``Database.turns.prompt_context``), and prints
+   p50 / p95 / max; then the same through the Core repositories (chat, open conversation,
+   ``load_context`` in one read-only unit), for comparison;
 3. offers turn writes at ``--rate`` per second for ``--seconds`` seconds (open loop, every
-   turn its own task): the question and the streaming answer row in one unit of work, then the
-   final answer and the ledger row in another, as the service does; prints the achieved rate
-   and the latency of a turn write;
+   turn its own task), each as the service makes them with ``Database.turns``: the question
+   (with its Telegram link), the streaming answer row, then the final answer with its
+   Telegram link, ledger row and calibration; prints the achieved rate and the latency of a
+   turn write;
 4. drops everything it created.
 
 Usage: ``python benchmarks/storage.py`` (see ``--help``).
@@ -51,8 +54,9 @@ from bot.spark.tokens import estimate_text_tokens  # noqa: E402
 from bot.spark.types import Usage  # noqa: E402
 from storage.context import load_context  # noqa: E402
 from storage.database import Database, create_database, create_engine, normalise_url  # noqa: E402
-from storage.dto import ConversationInfo, MessageStatus  # noqa: E402
+from storage.dto import ChatInfo, ConversationInfo, MessageStatus  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
+from storage.repositories.turns import Calibration, LedgerEntry, PromptSettings  # noqa: E402
 
 MODEL = get_model("lite")
 BATCH = 20_000
@@ -111,6 +115,7 @@ class Figures:
     chats: int
     context_ms: list[float]
     pairs_included: float
+    core_context_ms: list[float]
     offered_rate: float
     achieved_rate: float
     write_ms: list[float]
@@ -234,9 +239,36 @@ async def bulk(
     )
 
 
+QUESTION = "接着上面的话题，再举一个例子好吗？"
+
+
+def lite_settings(chat: ChatInfo | None) -> PromptSettings:
+    return PromptSettings(MODEL, chat.system_prompt if chat is not None else None)
+
+
 async def measure_context(
     database: Database, chats: int, samples: int
 ) -> tuple[list[float], float]:
+    """The service's read before calling Spark: chat row and history (conversation i is the
+    open conversation of chat i, as seeded; the service knows it from the question's turn)."""
+    timings: list[float] = []
+    included: list[int] = []
+    rng = random.Random(7)
+    for _ in range(samples):
+        chat_id = rng.randint(1, chats)
+        started = time.perf_counter()
+        found = await database.turns.prompt_context(chat_id, chat_id, QUESTION, lite_settings)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert found.chat is not None
+        assert found.prompt is not None
+        included.append(found.prompt.pairs_included)
+    return timings, statistics.mean(included)
+
+
+async def measure_core_context(
+    database: Database, chats: int, samples: int
+) -> tuple[list[float], float]:
+    """The same through the Core repositories (and the open conversation looked up)."""
     timings: list[float] = []
     included: list[int] = []
     rng = random.Random(7)
@@ -251,7 +283,7 @@ async def measure_context(
                 repo.messages,
                 conversation.id,
                 MODEL,
-                "接着上面的话题，再举一个例子好吗？",
+                QUESTION,
                 system_prompt=chat.system_prompt,
                 ratio=chat.token_ratio,
             )
@@ -261,36 +293,32 @@ async def measure_context(
 
 
 async def turn_write(database: Database, conversation: ConversationInfo, n: int) -> None:
-    """A turn as the conversation service writes it (two short units of work)."""
-    async with database.repositories() as repo:
-        question = await repo.messages.add_user_message(
-            conversation,
-            f"benchmark question {n}",
-            user_id=conversation.chat_id,
-            telegram_message_id=10_000_000 + n,
-        )
-        answer = await repo.messages.start_assistant_message(
-            conversation, question_id=question.id, model=MODEL.name, user_id=conversation.chat_id
-        )
-    async with database.repositories() as repo:
-        await repo.messages.finish(
-            answer.id,
-            status=MessageStatus.COMPLETE,
-            text=ANSWER,
-            sid=f"bench{n}",
-            telegram_message_ids=[20_000_000 + n],
-        )
-        await repo.usage.record(
+    """A turn's writes as the conversation service makes them (three units of work: the
+    question when it arrives, the answer row when its turn comes, the answer when it ends)."""
+    turns = database.turns
+    user_id = conversation.chat_id
+    question = await turns.add_question(
+        conversation, f"benchmark question {n}", user_id=user_id, telegram_message_id=10**7 + n
+    )
+    answer = await turns.start_answer(
+        conversation, question_id=question.id, model=MODEL.name, user_id=user_id
+    )
+    await turns.finish_answer(
+        answer.id,
+        status=MessageStatus.COMPLETE,
+        text=ANSWER,
+        sid=f"bench{n}",
+        telegram_message_ids=[2 * 10**7 + n],
+        ledger=LedgerEntry(
             model=MODEL.name,
             usage=Usage(prompt_tokens=900, completion_tokens=180, total_tokens=1080),
-            user_id=conversation.chat_id,
+            user_id=user_id,
             chat_id=conversation.chat_id,
-            conversation_id=conversation.id,
-            message_id=answer.id,
             first_token_ms=400,
             duration_ms=3000,
-            sid=f"bench{n}",
-        )
+        ),
+        calibration=Calibration(conversation.chat_id, 850, 900),
+    )
 
 
 async def measure_writes(
@@ -344,6 +372,12 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> Figur
             f"p95 {percentile(context_ms, 95):.2f} ms, max {max(context_ms):.2f} ms "
             f"({len(context_ms)} turns, {pairs:.1f} pairs included on average)"
         )
+        core_ms, core_pairs = await measure_core_context(database, args.chats, args.samples)
+        print(
+            f"[{backend}] context build, Core repositories: p50 {percentile(core_ms, 50):.2f} "
+            f"ms, p95 {percentile(core_ms, 95):.2f} ms, max {max(core_ms):.2f} ms "
+            f"({core_pairs:.1f} pairs included on average)"
+        )
         achieved, write_ms, failures = await measure_writes(
             database, args.chats, args.rate, args.seconds
         )
@@ -359,6 +393,7 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> Figur
             args.chats,
             context_ms,
             pairs,
+            core_ms,
             args.rate,
             achieved,
             write_ms,
@@ -402,7 +437,11 @@ async def main(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                [figures.__dict__ | {"context_ms": None, "write_ms": None} for figures in results]
+                [
+                    figures.__dict__
+                    | {"context_ms": None, "core_context_ms": None, "write_ms": None}
+                    for figures in results
+                ]
             )
         )
     return 0
