@@ -16,18 +16,19 @@ import io
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from telegram import Chat, InputFile, Message, Update, User
+from telegram import BotCommandScopeChat, Chat, InputFile, Message, Update, User
 from telegram.constants import ChatType, ParseMode
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, filters
 
 from bot.access import AccessPolicy
 from bot.flood import FloodControl
-from bot.i18n import Language, language_of, text
+from bot.i18n import ADMIN_COMMANDS, COMMANDS, Language, language_of, text
 from bot.limits import UsageLimits
 from bot.stats_format import compact, render_quota, render_report, render_usage
 from storage.database import Database
@@ -104,6 +105,26 @@ class AdminHandlers:
         application.add_handler(CommandHandler("stats", self.stats, filters=fresh))
         application.add_handler(CommandHandler("quota", self.quota, filters=fresh))
         application.add_handler(CommandHandler("usage", self.usage, filters=fresh))
+
+    async def publish_commands(
+        self, application: AnyApplication, admin_user_ids: Iterable[int]
+    ) -> None:
+        """Each admin's private chat gets a menu with /stats and /quota too.
+
+        Telegram refuses the scope of a user who never opened the bot ("chat not found"):
+        that admin keeps the common menu, the commands work anyway.
+        """
+        for admin_id in admin_user_ids:
+            scope = BotCommandScopeChat(admin_id)
+            try:
+                for language, entries in COMMANDS.items():
+                    await application.bot.set_my_commands(
+                        entries + ADMIN_COMMANDS[language],
+                        scope=scope,
+                        language_code=None if language == "en" else language,
+                    )
+            except TelegramError as exc:
+                log.info("admin %s: command menu not set: %s", admin_id, exc)
 
     # -- handlers -----------------------------------------------------------------------------
 

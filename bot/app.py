@@ -33,11 +33,13 @@ from telegram.ext import Application, ApplicationBuilder
 
 from bot.access import AccessPolicy
 from bot.addressing import BotIdentity
+from bot.admin import AdminHandlers
 from bot.concurrency import AnswerLanes, PerChatUpdateProcessor
 from bot.config import Settings
 from bot.conversation import ConversationService
 from bot.flood import FloodControl
 from bot.handlers import TelegramHandlers
+from bot.limits import UsageLimits
 from bot.spark.client import SparkClient
 from storage.database import Database, create_database
 from storage.migrate import upgrade
@@ -113,11 +115,14 @@ class BotRuntime:
         self._stack.push_async_callback(database.dispose)
         self.database = database
         spark = SparkClient.from_settings(session, settings.spark)
+        telegram = settings.telegram
+        limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
         service = ConversationService(
             database=database,
             spark=spark,
             spark_settings=settings.spark,
-            group_scope=settings.telegram.group_history_scope,
+            group_scope=telegram.group_history_scope,
+            admission=limits,
         )
         self.service = service
         await service.recover_interrupted()
@@ -142,23 +147,27 @@ class BotRuntime:
         self.application = application
 
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
-        telegram = settings.telegram
+        access = AccessPolicy(
+            allowed_user_ids=telegram.allowed_user_ids,
+            allowed_chat_ids=telegram.allowed_chat_ids,
+            admin_user_ids=telegram.admin_user_ids,
+            group_action=telegram.unauthorized_group_action,
+        )
         handlers = TelegramHandlers(
             service=service,
             lanes=self.lanes,
             flood=self.flood,
             settings=telegram,
             identity=identity,
-            access=AccessPolicy(
-                allowed_user_ids=telegram.allowed_user_ids,
-                allowed_chat_ids=telegram.allowed_chat_ids,
-                admin_user_ids=telegram.admin_user_ids,
-                group_action=telegram.unauthorized_group_action,
-            ),
+            access=access,
         )
+        admin = AdminHandlers(database=database, limits=limits, access=access, flood=self.flood)
+        # Admin commands first: the generic handlers would otherwise take /stats as unknown.
+        admin.register(application)
         handlers.register(application)
         application.add_error_handler(_log_handler_error)
         await handlers.publish_commands(application)
+        await admin.publish_commands(application, telegram.admin_user_ids)
         log.info("bot @%s ready (model %s)", identity.username, settings.spark.model)
 
     def request_stop(self) -> None:

@@ -34,6 +34,18 @@ COMMANDS: dict[Language, list[tuple[str, str]]] = {
     ],
 }
 
+# Added to the menu of each admin's private chat only.
+ADMIN_COMMANDS: dict[Language, list[tuple[str, str]]] = {
+    "en": [
+        ("stats", "Usage statistics (admins)"),
+        ("quota", "Set a user's daily token quota (admins)"),
+    ],
+    "zh": [
+        ("stats", "用量统计（管理员）"),
+        ("quota", "设置用户每日 token 配额（管理员）"),
+    ],
+}
+
 MESSAGES: dict[Language, dict[str, str]] = {
     "en": {
         "start": (

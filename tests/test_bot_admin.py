@@ -1,8 +1,7 @@
 """End to end: /stats, /quota, /usage and the limits, through the Bot API fake.
 
-The bot runs as :class:`WiredRuntime`: the production composition root with the usage limits
-and admin commands wired in exactly as bot/app.py wires them (see its ``_build``), against
-the Bot API fake, the Spark simulator and a SQLite file.
+The bot runs as :class:`~bot.app.BotRuntime`, the production composition root, against the Bot
+API fake, the Spark simulator and a SQLite file.
 """
 
 from __future__ import annotations
@@ -18,26 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from sqlalchemy import select
-from telegram.ext import Application
 
-from bot.access import AccessPolicy
-from bot.addressing import BotIdentity
-from bot.admin import AdminHandlers
-from bot.app import BotRuntime, _log_handler_error
-from bot.concurrency import PerChatUpdateProcessor
+from bot.app import BotRuntime
 from bot.config import Settings, load_settings
-from bot.conversation import ConversationService
-from bot.handlers import TelegramHandlers
-from bot.limits import UsageLimits
-from bot.spark.client import SparkClient
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.spark.types import Usage
 from bot.stats_format import WIDTH, display_width
 from storage.database import Database, create_database
-from storage.migrate import upgrade
 from storage.models import UsageRecord
 from storage.repositories import UsageRepository
 from tests.support.fake_telegram import FakeTelegram
@@ -49,78 +37,12 @@ ADMIN = 900_001
 HELPERS = tuple(range(900_002, 900_020))
 
 
-class WiredRuntime(BotRuntime):
-    """BotRuntime whose ``_build`` adds the usage limits and the admin commands."""
-
-    async def _build(self) -> None:
-        settings = self.settings
-        token = settings.telegram.token
-        assert token
-        session = await self._stack.enter_async_context(
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        )
-        await upgrade(settings.database.url)
-        database = create_database(settings.database.url)
-        self._stack.push_async_callback(database.dispose)
-        self.database = database
-        spark = SparkClient.from_settings(session, settings.spark)
-        telegram = settings.telegram
-        limits = UsageLimits(  # wiring: new
-            database, settings.limits, admin_user_ids=telegram.admin_user_ids
-        )
-        service = ConversationService(
-            database=database,
-            spark=spark,
-            spark_settings=settings.spark,
-            group_scope=settings.telegram.group_history_scope,
-            admission=limits,  # wiring: new
-        )
-        self.service = service
-        await service.recover_interrupted()
-        builder = (
-            Application.builder()
-            .token(token)
-            .concurrent_updates(PerChatUpdateProcessor())
-            .get_updates_connection_pool_size(2)
-            .connection_pool_size(64)
-        )
-        assert settings.telegram.api_base_url
-        root = settings.telegram.api_base_url.rstrip("/")
-        builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
-        application = builder.build()
-        await application.initialize()
-        self._stack.push_async_callback(application.shutdown)
-        self.application = application
-        identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
-        access = AccessPolicy(  # wiring: hoisted out of TelegramHandlers(...) to be shared
-            allowed_user_ids=telegram.allowed_user_ids,
-            allowed_chat_ids=telegram.allowed_chat_ids,
-            admin_user_ids=telegram.admin_user_ids,
-            group_action=telegram.unauthorized_group_action,
-        )
-        handlers = TelegramHandlers(
-            service=service,
-            lanes=self.lanes,
-            flood=self.flood,
-            settings=telegram,
-            identity=identity,
-            access=access,
-        )
-        admin = AdminHandlers(  # wiring: new, registered before the generic handlers
-            database=database, limits=limits, access=access, flood=self.flood
-        )
-        admin.register(application)
-        handlers.register(application)
-        application.add_error_handler(_log_handler_error)
-        await handlers.publish_commands(application)
-
-
 @dataclass(slots=True)
 class Bot:
     fake: FakeTelegram
     driver: TelegramDriver
     spark: SparkSimulator
-    runtime: WiredRuntime
+    runtime: BotRuntime
     database: Database
 
     async def record(
@@ -163,10 +85,17 @@ BotMaker = Callable[..., Awaitable[Bot]]
 @pytest.fixture
 async def make_admin_bot(tmp_path: Path) -> AsyncIterator[BotMaker]:
     stack = contextlib.AsyncExitStack()
-    tasks: list[tuple[WiredRuntime, asyncio.Task[None]]] = []
+    tasks: list[tuple[BotRuntime, asyncio.Task[None]]] = []
 
-    async def make(*, limits: dict[str, Any] | None = None, **telegram: Any) -> Bot:
+    async def make(
+        *,
+        limits: dict[str, Any] | None = None,
+        before_start: Callable[[TelegramDriver], object] | None = None,
+        **telegram: Any,
+    ) -> Bot:
         fake = await stack.enter_async_context(FakeTelegram())
+        if before_start is not None:
+            before_start(TelegramDriver(fake))
         credentials = Credentials.demo()
         simulator = await stack.enter_async_context(
             SparkSimulator(credentials, SimulatorOptions(frame_interval=0.005))
@@ -191,7 +120,7 @@ async def make_admin_bot(tmp_path: Path) -> AsyncIterator[BotMaker]:
             database={"url": url},
             limits=limits or {},
         )
-        runtime = WiredRuntime(settings)
+        runtime = BotRuntime(settings)
         await runtime.__aenter__()
         stack.push_async_exit(runtime.__aexit__)
         task = asyncio.create_task(runtime.serve(), name="bot")
@@ -276,6 +205,35 @@ async def test_non_admin_is_refused_and_sees_no_data(make_admin_bot: BotMaker) -
     assert alice is not None
     assert alice.daily_token_quota is None  # unchanged
     assert not bot.spark.requests
+
+
+async def test_admins_get_stats_and_quota_in_their_command_menu(
+    make_admin_bot: BotMaker,
+) -> None:
+    # Only ADMIN has opened the bot before it starts; Telegram refuses the other admins'
+    # scopes ("chat not found"), which must not stop the bot.
+    def admin_opened_the_bot(driver: TelegramDriver) -> None:
+        driver.private_chat(driver.user(id=ADMIN, first_name="Op"))
+
+    bot = await make_admin_bot(before_start=admin_opened_the_bot)
+    admin_scope = {"type": "chat", "chat_id": ADMIN}
+    menu = [entry["command"] for entry in bot.fake.commands(admin_scope)]
+    assert menu[-2:] == ["stats", "quota"]
+    assert {"new", "usage"} <= set(menu)
+    zh_menu = bot.fake.commands(admin_scope, language_code="zh")
+    assert [e["description"] for e in zh_menu[-2:]] == [
+        "用量统计（管理员）",
+        "设置用户每日 token 配额（管理员）",
+    ]
+    assert not bot.fake.commands({"type": "chat", "chat_id": HELPERS[0]})
+    everyone = [entry["command"] for entry in bot.fake.commands()]
+    assert "usage" in everyone
+    assert not {"stats", "quota"} & set(everyone)
+    # The bot is up: an admin who opened it later still gets /stats.
+    admin = bot.driver.user(id=HELPERS[0], first_name="Late")
+    chat = bot.driver.private_chat(admin)
+    await bot.driver.send_command(chat, admin, "/stats")
+    assert str((await bot.reply_to(chat.id, 1)).text).startswith("📊 Usage, whole bot\n")
 
 
 async def test_stats_on_an_empty_ledger(make_admin_bot: BotMaker) -> None:

@@ -109,7 +109,10 @@ def set_my_commands(call: ApiCall) -> bool:
         if not isinstance(description, str) or not 1 <= len(description) <= 256:
             raise BotApiError.bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
         clean.append({"command": command["command"], "description": description})
-    key = commands_key(call.params.get("scope"), call.params.get("language_code"))
+    scope = call.params.get("scope")
+    key = commands_key(scope, call.params.get("language_code"))
+    if isinstance(scope, dict) and "chat_id" in scope:
+        call.state.chat(scope["chat_id"])  # Telegram: "chat not found" for a chat never seen
     call.state.commands[key] = clean
     return True
 
