@@ -4,8 +4,10 @@
 against the model's budget and the user's limits, and commits the question before Spark is
 called. ``answer`` runs later in the conversation's lane: it builds the context from stored
 history, streams Spark into an :class:`~bot.streaming.AnswerSink` (Telegram, a terminal, an HTTP
-client), checkpoints the partial text while it streams, and stores the answer and the usage row
-in a fresh short session. No database session is held open while an answer streams.
+client), checkpoints the partial text while it streams, and stores the answer, its usage row
+and the chat's token calibration as one unit of work. Each step of a turn goes through
+:attr:`storage.database.Database.turns`, the storage hot path; no database session is held
+open while an answer streams.
 
 Whatever happens, nothing is lost: a stopped answer is stored as ``cancelled``, a failed one as
 ``failed`` or ``partial`` with Spark's error code and sid, one interrupted by shutdown as
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.config import GroupHistoryScope, SparkSettings
-from bot.errors import ConversationError, QuestionTooLong, SparkAPIError, SparkError
+from bot.errors import ConversationError, SparkAPIError, SparkError
 from bot.i18n import Language, language_of, text
 from bot.replies import describe_failure
 from bot.spark.client import SparkClient
@@ -38,10 +40,11 @@ from bot.spark.types import (
     Usage,
 )
 from bot.streaming import AnswerSink, Delivery
-from storage.context import ContextBuilder, PromptContext, load_context
+from storage.context import ContextBuilder, PromptContext
 from storage.database import Database
 from storage.dto import ChatInfo, ConversationInfo, MessageStatus
 from storage.repositories import Repositories
+from storage.repositories.turns import Calibration, LedgerEntry, PromptSettings
 
 log = logging.getLogger(__name__)
 
@@ -235,43 +238,45 @@ class ConversationService:
         A refused question is stored too, with a ``failed`` answer marker, so the record is
         complete; then the :class:`ConversationError` is raised for the front end to explain.
         """
-        refusal: ConversationError | None = None
-        ticket: AdmissionTicket | None = None
         async with self._db.repositories() as repos:
             chat = await self._upsert(repos, participant, place)
-            model = self._model_of(chat)
             conversation = await repos.conversations.current(
                 place.chat_id,
                 thread_id=place.thread_id,
                 user_id=participant.user_id,
                 scope=self._scope(place),
             )
-            try:
-                ContextBuilder(
-                    model,
-                    question,
-                    system_prompt=self._system_prompt_of(chat),
-                    max_tokens=self._max_tokens(model),
-                    ratio=chat.token_ratio,
-                )
-                ticket = await self._admit(participant, model)
-            except ConversationError as exc:
-                refusal = exc
-            stored = await repos.messages.add_user_message(
+        model = self._model_of(chat)
+        refusal: ConversationError | None = None
+        ticket: AdmissionTicket | None = None
+        try:
+            ContextBuilder(
+                model,
+                question,
+                system_prompt=self._system_prompt_of(chat),
+                max_tokens=self._max_tokens(model),
+                ratio=chat.token_ratio,
+            )
+            ticket = await self._admit(participant, model)
+        except ConversationError as exc:
+            refusal = exc
+        turns = self._db.turns
+        try:
+            stored = await turns.add_question(
                 conversation,
                 question,
                 user_id=participant.user_id,
                 telegram_message_id=telegram_message_id,
             )
-            if refusal is not None:
-                marker = await repos.messages.start_assistant_message(
-                    conversation,
-                    question_id=stored.id,
-                    model=model.name,
-                    user_id=participant.user_id,
-                )
-                await repos.messages.finish(marker.id, status=MessageStatus.FAILED, text="")
+        except BaseException:
+            if ticket is not None:  # the question never got in: give its reservation back
+                ticket.release()
+            raise
         if refusal is not None:
+            marker = await turns.start_answer(
+                conversation, question_id=stored.id, model=model.name, user_id=participant.user_id
+            )
+            await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="")
             log.info(
                 "chat %s user %s: question refused: %s",
                 place.chat_id,
@@ -338,38 +343,31 @@ class ConversationService:
     async def _answer(self, queued: QueuedQuestion, sink: AnswerSink) -> AnswerOutcome:
         language = queued.participant.language
         conversation = queued.conversation
-        refusal: QuestionTooLong | None = None
-        context: PromptContext | None = None
-        async with self._db.repositories() as repos:
-            chat = await repos.chats.get(conversation.chat_id)
-            model = self._model_of(chat)
-            try:
-                context = await load_context(
-                    repos.messages,
-                    conversation.id,
-                    model,
-                    queued.text,
-                    system_prompt=self._system_prompt_of(chat),
-                    max_tokens=self._max_tokens(model),
-                    ratio=chat.token_ratio if chat is not None else 1.0,
-                )
-            except QuestionTooLong as exc:  # the chat switched to a smaller model meanwhile
-                refusal = exc
-            answer_row = await repos.messages.start_assistant_message(
-                conversation,
-                question_id=queued.question_id,
-                model=model.name,
-                user_id=queued.participant.user_id,
-            )
-        if context is None:
-            assert refusal is not None
-            reason = describe_failure(refusal, language, model.title)
+        turns = self._db.turns
+        turn = await turns.prompt_context(
+            conversation.id, conversation.chat_id, queued.text, self._prompt_settings
+        )
+        model = turn.settings.model
+        answer_row = await turns.start_answer(
+            conversation,
+            question_id=queued.question_id,
+            model=model.name,
+            user_id=queued.participant.user_id,
+        )
+        if turn.prompt is None:  # the chat switched to a smaller model while this waited
+            assert turn.too_long is not None
+            reason = describe_failure(turn.too_long, language, model.title)
             await sink.start()
             delivery = await sink.finish("", footer=text(language, "footer_error", error=reason))
-            async with self._db.repositories() as repos:
-                await repos.messages.finish(answer_row.id, status=MessageStatus.FAILED, text="")
+            await turns.finish_answer(answer_row.id, status=MessageStatus.FAILED, text="")
             return AnswerOutcome(MessageStatus.FAILED, "", None, None, None, delivery)
-        return await self._stream(queued, sink, model, context, answer_row.id, language)
+        return await self._stream(queued, sink, model, turn.prompt, answer_row.id, language)
+
+    def _prompt_settings(self, chat: ChatInfo | None) -> PromptSettings:
+        """What the prompt is built for; a plain function of the chat (it may run on a
+        database reader thread)."""
+        model = self._model_of(chat)
+        return PromptSettings(model, self._system_prompt_of(chat), self._max_tokens(model))
 
     async def _stream(
         self,
@@ -438,31 +436,29 @@ class ConversationService:
             answer = _with_sources(answer, sources)
         delivery = await sink.finish(answer, footer=footer)
         finished = self._monotonic()
-        async with self._db.repositories() as repos:
-            await repos.messages.finish(
-                answer_id,
-                status=status,
-                text=answer,
-                sid=sid,
-                error_code=error.code if isinstance(error, SparkAPIError) else None,
-                telegram_message_ids=delivery.message_ids,
-            )
-            await repos.usage.record(
+        calibration = (
+            Calibration(place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens)
+            if usage is not None and usage.prompt_tokens
+            else None
+        )
+        await self._db.turns.finish_answer(
+            answer_id,
+            status=status,
+            text=answer,
+            sid=sid,
+            error_code=error.code if isinstance(error, SparkAPIError) else None,
+            telegram_message_ids=delivery.message_ids,
+            ledger=LedgerEntry(
                 model=model.name,
                 usage=usage,
                 user_id=queued.participant.user_id,
                 chat_id=place.chat_id,
-                conversation_id=queued.conversation.id,
-                message_id=answer_id,
                 first_token_ms=_ms(first_token_at - started) if first_token_at else None,
                 duration_ms=_ms(finished - started),
-                sid=sid,
                 error_code=_error_code(error),
-            )
-            if usage is not None and usage.prompt_tokens:
-                await repos.chats.update_calibration(
-                    place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens
-                )
+            ),
+            calibration=calibration,
+        )
         log.info(
             "chat %s: answer %s, %d chars, %s tokens, %.2f s (model=%s sid=%s)",
             place.chat_id,
@@ -500,8 +496,7 @@ class ConversationService:
         return MessageStatus.COMPLETE, None
 
     async def _checkpoint(self, answer_id: int, answer: str) -> None:
-        async with self._db.repositories() as repos:
-            await repos.messages.checkpoint(answer_id, answer)
+        await self._db.turns.checkpoint(answer_id, answer)
 
 
 def _reasoning_preview(reasoning: str) -> str:

@@ -248,11 +248,19 @@ async def test_second_question_is_queued_and_answered_after_the_first(
     await bot.fake.wait_for(lambda: "Second answer." in bot.fake.visible_texts(chat.id))
 
     assert bot.fake.visible_texts(chat.id) == [queued, "First answer.", "Second answer."]
-    assert [(m.role, m.content) for m in stored] == [
-        ("user", "[[slow-first:1]] [[answer:First answer.]] one"),
-        ("user", "[[answer:Second answer.]] two"),
-        ("assistant", "First answer."),
-        ("assistant", "Second answer."),
+    # Each answer is stored against its own question (rows interleave as they are written).
+    questions = {m.id: m.content for m in stored if m.role == "user"}
+    assert list(questions.values()) == [
+        "[[slow-first:1]] [[answer:First answer.]] one",
+        "[[answer:Second answer.]] two",
+    ]
+    assert [
+        (questions[m.reply_to_id], m.content, m.status)
+        for m in stored
+        if m.role == "assistant" and m.reply_to_id is not None
+    ] == [
+        ("[[slow-first:1]] [[answer:First answer.]] one", "First answer.", "complete"),
+        ("[[answer:Second answer.]] two", "Second answer.", "complete"),
     ]
     assert spark_messages(bot.spark.requests[1]) == [
         {"role": "user", "content": "[[slow-first:1]] [[answer:First answer.]] one"},
