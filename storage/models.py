@@ -194,6 +194,16 @@ class TelegramMessage(Base):
     )
 
 
+_LEDGER_FIGURES = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "error_code",
+    "first_token_ms",
+    "duration_ms",
+)
+
+
 class UsageRecord(Base):
     """The ledger: one row per Spark request, kept even when users or chats go away (so no
     foreign keys), read by time range for quotas and admin statistics."""
@@ -201,8 +211,21 @@ class UsageRecord(Base):
     __tablename__ = "usage_records"
     __table_args__ = (
         Index("ix_usage_records_created_at", "created_at"),
-        Index("ix_usage_records_user_id_created_at", "user_id", "created_at"),
-        Index("ix_usage_records_chat_id_created_at", "chat_id", "created_at"),
+        # Covering: one user's or chat's report reads only the index (migration 0003).
+        Index(
+            "ix_usage_records_user_id_created_at",
+            "user_id",
+            "created_at",
+            "chat_id",
+            *_LEDGER_FIGURES,
+        ),
+        Index(
+            "ix_usage_records_chat_id_created_at",
+            "chat_id",
+            "created_at",
+            "user_id",
+            *_LEDGER_FIGURES,
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -2,8 +2,8 @@
 
 Whole-bot figures come from the per-day rollups (``usage_daily*``, kept exact by a trigger on
 every ledger insert), so a report reads a few thousand rows however long the ledger grows; one
-user's or one chat's figures come from their own ledger rows through the ledger's
-``(user_id | chat_id, created_at)`` indexes. Both paths end in the same aggregates, so a
+user's or one chat's figures come from their own ledger rows, read from the ledger's covering
+``(user_id | chat_id, created_at, …)`` indexes. Both paths end in the same aggregates, so a
 report looks the same and means the same whichever path built it.
 
 Days are UTC. A window of N days is today and the N - 1 days before it. Percentiles are
@@ -392,9 +392,9 @@ class StatsRepository(Repository):
     ) -> _Aggregates:
         """One subject's figures from one pass over its ledger rows.
 
-        One pass, because the ledger's subject indexes do not cover the figures: each pass
-        is one random read per row (the cost that matters on SQLite for a busy user's
-        thousands of rows); the day is computed by the database, so no timestamp is parsed.
+        One pass over one range of the subject's covering index (migration 0003), so no row
+        of the ledger itself is read; the day is computed by the database, so no timestamp is
+        parsed.
         """
         since = day_start(window_start(today, DAYS))
         until = day_start(today + timedelta(days=1))
