@@ -191,7 +191,11 @@ class BotRuntime:
                 )
             log.info("taking updates by %s", "webhook" if telegram.webhook_url else "polling")
             await self._stop.wait()
-            log.info("shutting down: %d answers in flight", self.lanes.running_count())
+            log.info(
+                "shutting down: %d answers in flight, %d queued",
+                self.lanes.running_count(),
+                self.lanes.queued_count(),
+            )
             if application.updater is not None and application.updater.running:
                 await application.updater.stop()
             if self._web_runner is not None:

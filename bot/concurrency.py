@@ -8,7 +8,8 @@ Two layers, because ``/stop`` must be handled while an answer is still being wri
 - :class:`AnswerLanes` keeps one FIFO lane per conversation. A lane's worker writes one answer
   at a time; later questions wait their turn. Every worker task is owned here, and
   :meth:`AnswerLanes.shutdown` gives running answers a grace period, then cancels them so they
-  can finish with a visible "interrupted" note.
+  can finish with a visible "interrupted" note; questions still waiting get their ``on_drop``
+  (a note to the user) instead of silence.
 """
 
 from __future__ import annotations
@@ -73,9 +74,15 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         """Nothing to free."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    job: Job
+    on_drop: Job | None
+
+
 @dataclass(slots=True)
 class _Lane:
-    jobs: deque[Job] = field(default_factory=deque)
+    jobs: deque[_Queued] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
     running: asyncio.Task[None] | None = None
 
@@ -87,15 +94,17 @@ class AnswerLanes:
         self._lanes: dict[Hashable, _Lane] = {}
         self._closing = False
 
-    def submit(self, key: Hashable, job: Job) -> int:
-        """Queue ``job``; returns how many jobs are ahead of it (0 = starts now)."""
+    def submit(self, key: Hashable, job: Job, on_drop: Job | None = None) -> int:
+        """Queue ``job``; returns how many jobs are ahead of it (0 = starts now).
+
+        ``on_drop`` runs instead of ``job`` if shutdown comes before ``job`` started."""
         if self._closing:
             raise RuntimeError("shutting down: no new answers")
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
         ahead = len(lane.jobs) + (1 if lane.running is not None else 0)
-        lane.jobs.append(job)
+        lane.jobs.append(_Queued(job, on_drop))
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane-{key}")
         return ahead
@@ -115,11 +124,14 @@ class AnswerLanes:
     def running_count(self) -> int:
         return sum(1 for lane in self._lanes.values() if lane.running is not None)
 
+    def queued_count(self) -> int:
+        return sum(len(lane.jobs) for lane in self._lanes.values())
+
     async def _work(self, key: Hashable, lane: _Lane) -> None:
         try:
             while lane.jobs:
-                job = lane.jobs.popleft()
-                lane.running = asyncio.create_task(_run(job), name=f"answer-{key}")
+                queued = lane.jobs.popleft()
+                lane.running = asyncio.create_task(_run(queued.job), name=f"answer-{key}")
                 try:
                     # wait() returns when the job ends, cancelled by /stop or not, and does not
                     # cancel the job if this worker is cancelled: shutdown() owns that.
@@ -137,9 +149,15 @@ class AnswerLanes:
         A cancelled answer still delivers its "interrupted" note and stores its partial text;
         that may take up to ``note_timeout`` more seconds (a chat under a 429 deadline waits),
         after which it is cancelled again: its row stays "streaming" and the next start marks
-        it partial.
+        it partial. Dropped jobs' ``on_drop`` run at once, alongside, within the same bounds.
         """
         self._closing = True
+        drops = [
+            asyncio.create_task(_run(queued.on_drop), name="dropped-question")
+            for lane in self._lanes.values()
+            for queued in lane.jobs
+            if queued.on_drop is not None
+        ]
         for lane in self._lanes.values():
             lane.jobs.clear()
         running = [lane.running for lane in self._lanes.values() if lane.running is not None]
@@ -153,6 +171,12 @@ class AnswerLanes:
                     log.warning("an interrupted answer did not finish its note in time")
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
+        if drops:
+            _, stuck = await asyncio.wait(drops, timeout=note_timeout)
+            for task in stuck:
+                log.warning("a dropped question's note did not go out in time")
+                task.cancel()
+            await asyncio.gather(*drops, return_exceptions=True)
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         for worker in workers:
             worker.cancel()

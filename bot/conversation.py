@@ -326,6 +326,24 @@ class ConversationService:
             log.warning("marked %d answers interrupted by the last shutdown as partial", count)
         return count
 
+    async def abandon(self, queued: QueuedQuestion) -> None:
+        """A stored question that will not be answered (the bot is shutting down first): its
+        answer is stored as ``failed`` and its reservation returned, so nothing dangles."""
+        try:
+            settings = await self.chat_settings(queued.place)
+            turns = self._db.turns
+            marker = await turns.start_answer(
+                queued.conversation,
+                question_id=queued.question_id,
+                model=settings.model.name,
+                user_id=queued.participant.user_id,
+            )
+            await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="")
+            log.info("chat %s: queued question dropped at shutdown", queued.place.chat_id)
+        finally:
+            if queued.ticket is not None:
+                queued.ticket.release()
+
     def begin_shutdown(self) -> None:
         """From now on a cancelled answer was interrupted, not stopped by its user."""
         self._shutting_down = True

@@ -224,8 +224,13 @@ class TelegramHandlers:
                     return
             await self._service.answer(queued, sink_factory(incoming, context))
 
+        async def dropped() -> None:  # shutdown came first: say so, store it as unanswered
+            if question is not None:
+                await self._service.abandon(question)
+            await self._reply(incoming, text(incoming.language, "dropped_at_shutdown"))
+
         lane = self._service.lane_key(incoming.participant, incoming.place)
-        return self._lanes.submit(lane, job)
+        return self._lanes.submit(lane, job, on_drop=dropped)
 
     # -- handlers -----------------------------------------------------------------------------
 

@@ -87,19 +87,31 @@ async def test_sigterm_mid_stream_interrupts_the_answer_visibly_and_exits_cleanl
     chat = driver.private_chat(user)
     await driver.send_text(chat, user, "[[long:5000]] tell me everything")
     await fake.wait_for(lambda: len(max(fake.draft_history(chat.id), default="")) > 60)
+    await driver.send_text(chat, user, "and then?")  # waits behind the first answer
+    await fake.wait_for(lambda: any("Queued" in t for t in fake.visible_texts(chat.id)))
     process.signal(signal.SIGTERM)
     assert await process.wait(timeout=8) == 0
 
-    (shown,) = fake.visible_texts(chat.id)
-    assert shown.endswith(INTERRUPTED)
-    (answer,) = await _answers(database_url, chat.id)
+    # The dropped question's note and the interrupted answer go out concurrently.
+    queued_note, *rest = fake.visible_texts(chat.id)
+    assert queued_note.startswith("⏳ Queued")
+    (shown,) = [t for t in rest if t.endswith(INTERRUPTED)]
+    assert [t for t in rest if t != shown] == [
+        "⏹ The bot is restarting and did not get to this question. "
+        "Please send it again in a minute."
+    ]
+    answer, unanswered = await _answers(database_url, chat.id)
     assert answer.status == "partial"
     assert 60 < len(answer.content) < 5000
     assert simulator.requests[0].planned_answer.startswith(answer.content)
     assert shown.startswith(answer.content.strip()[:60])
-    assert answer.telegram_message_ids == (fake.visible_messages(chat.id)[0].message_id,)
+    (answer_message,) = [m for m in fake.visible_messages(chat.id) if m.text == shown]
+    assert answer.telegram_message_ids == (answer_message.message_id,)
+    assert (unanswered.status, unanswered.content) == ("failed", "")
+    assert len(simulator.requests) == 1  # the dropped question cost no Spark tokens
     log = process.stderr
-    assert "shutting down: 1 answers in flight" in log
+    assert "shutting down: 1 answers in flight, 1 queued" in log
+    assert "queued question dropped at shutdown" in log
     assert _leaks(log, _secrets(fake)) == []
 
 
