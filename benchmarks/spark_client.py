@@ -144,9 +144,9 @@ def _client(session: aiohttp.ClientSession, base_url: str) -> SparkClient:
     )
 
 
-async def _consume(client: SparkClient, question: str, counts: list[int]) -> None:
+async def _consume(client: SparkClient, question: str, counts: list[int], uid: str) -> None:
     """Stream one answer; counts += [text frames, characters]."""
-    async with aclosing(client.stream([ChatMessage("user", question)], "bench")) as events:
+    async with aclosing(client.stream([ChatMessage("user", question)], uid)) as events:
         async for event in events:
             if isinstance(event, TextDelta):
                 counts[0] += 1
@@ -162,17 +162,20 @@ async def bench_throughput(base_url: str, streams: int, chars: int) -> Throughpu
         wall = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for index in range(streams):
-                group.create_task(_consume(client, f"q{index} [[long:{chars}]]", counts))
+                group.create_task(
+                    _consume(client, f"q{index} [[long:{chars}]]", counts, f"bench{index}")
+                )
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
     return Throughput(streams, counts[0], counts[1], wall, cpu)
 
 
 async def _hold_open(
-    client: SparkClient, question: str, ready: asyncio.Event, frames: int
+    client: SparkClient, question: str, ready: asyncio.Event, frames: int, uid: str
 ) -> None:
+    # One uid per stream: Spark answers one question per uid at a time.
     seen = 0
-    async with aclosing(client.stream([ChatMessage("user", question)], "bench")) as events:
+    async with aclosing(client.stream([ChatMessage("user", question)], uid)) as events:
         async for event in events:
             if isinstance(event, TextDelta):
                 seen += 1
@@ -186,7 +189,7 @@ async def bench_memory(base_url: str, streams: int, frames: int) -> tuple[int, f
     async with aiohttp.ClientSession(connector=connector) as session:
         client = _client(session, base_url)
         # One stream first, so imports and lazily built machinery are not counted.
-        await _consume(client, "warm-up", [0, 0])
+        await _consume(client, "warm-up", [0, 0], "warm-up")
         gc.collect()
         baseline = _rss_bytes()
         readies = [asyncio.Event() for _ in range(streams)]
@@ -194,7 +197,11 @@ async def bench_memory(base_url: str, streams: int, frames: int) -> tuple[int, f
         tasks = [
             asyncio.create_task(
                 _hold_open(
-                    client, question.format(frames=frames, index=index), readies[index], frames
+                    client,
+                    question.format(frames=frames, index=index),
+                    readies[index],
+                    frames,
+                    f"bench{index}",
                 )
             )
             for index in range(streams)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 from bot.spark.simulator import SimulatorOptions
 from tests.support.bot_harness import BotFactory, RunningBot, spark_messages, spark_uid
@@ -205,6 +206,37 @@ async def test_user_scope_keeps_group_members_histories_apart(make_bot: BotFacto
     ]
     stored = await bot.stored(group.id)
     assert {m.user_id for m in stored if m.role == "user"} == {ann.id, bob.id}
+
+
+async def test_user_scope_members_are_answered_at_once_each_with_their_own_uid(
+    make_bot: BotFactory,
+) -> None:
+    # Spark answers one question per uid at a time (10007 otherwise), and members'
+    # conversations run in parallel: each member's conversation needs a uid of its own.
+    bot = await make_bot(telegram={"group_history_scope": "user"})
+    group = bot.driver.group("Study group", id=-1001234567890)
+    ann, bob = bot.driver.user(first_name="Ann"), bot.driver.user(first_name="Bob")
+    await bot.driver.send_command(group, ann, "/ask@spark_test_bot [[slow-first:1]] [[answer:A.]]")
+    await bot.driver.send_command(group, bob, "/ask@spark_test_bot [[slow-first:1]] [[answer:B.]]")
+    stored = await bot.wait_stored(group.id, 2)
+
+    assert sorted(m.content for m in stored if m.role == "assistant") == ["A.", "B."]
+    assert {m.status for m in stored if m.role == "assistant"} == {"complete"}
+    assert [r.error_code for r in bot.spark.requests] == [None, None]
+    uids = {spark_uid(record) for record in bot.spark.requests}
+    assert len(uids) == 2
+    for uid in uids:
+        assert re.fullmatch(r"[0-9a-f]{32}", uid)
+        assert str(ann.id) not in uid
+        assert str(bob.id) not in uid
+        assert str(abs(group.id)) not in uid
+    # Stable: Ann's next question goes out with the same uid.
+    (first_ann_uid,) = [
+        spark_uid(r) for r in bot.spark.requests if "[[answer:A.]]" in str(spark_messages(r))
+    ]
+    await bot.driver.send_command(group, ann, "/ask@spark_test_bot [[answer:Again.]] again")
+    await bot.wait_stored(group.id, 3)
+    assert spark_uid(bot.spark.requests[2]) == first_ann_uid
 
 
 async def test_long_group_answer_is_split_into_replies_never_truncated(

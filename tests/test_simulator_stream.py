@@ -504,6 +504,25 @@ async def test_max_concurrency(
     assert (await ask(http_session, simulator, "third")).text == answer_text("third", MAX)
 
 
+async def test_one_answer_per_uid_at_a_time(
+    make_spark_simulator: SimulatorFactory, http_session: aiohttp.ClientSession
+) -> None:
+    simulator = await make_spark_simulator()
+    async with http_session.ws_connect(signed_url(simulator, MAX)) as holder:
+        await holder.send_json(chat_request(simulator, MAX, "[[hang]]", uid="alice"))
+        await _until(lambda: simulator.requests[-1].hung)
+        refused = await ask(http_session, simulator, "me again", uid="alice")
+        header = refused.frames[0]["header"]
+        assert header["code"] == 10007
+        assert header["message"].startswith("UserFlowLimitError:")
+        assert header["sid"]
+        other = await ask(http_session, simulator, "someone else", uid="bob")
+        assert other.text == answer_text("someone else", MAX)
+    await _until(lambda: simulator.open_streams == 0)
+    after = await ask(http_session, simulator, "now", uid="alice")
+    assert after.text == answer_text("now", MAX)
+
+
 async def test_max_qps(
     make_spark_simulator: SimulatorFactory, http_session: aiohttp.ClientSession
 ) -> None:

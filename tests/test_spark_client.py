@@ -287,10 +287,11 @@ async def test_three_hundred_concurrent_streams_are_isolated(
         client = make_client(session, spark_simulator, model=MAX)
         questions = [f"question number {index}, answer it alone" for index in range(300)]
 
-        async def one(question: str) -> tuple[str, list[StreamEvent]]:
-            return question, await collect(client, ask(question), uid=f"u{len(question)}")
+        async def one(index: int, question: str) -> tuple[str, list[StreamEvent]]:
+            # One uid each: Spark answers one question per uid at a time.
+            return question, await collect(client, ask(question), uid=f"u{index}")
 
-        results = await asyncio.gather(*(one(question) for question in questions))
+        results = await asyncio.gather(*(one(n, question) for n, question in enumerate(questions)))
 
     sids = set()
     for question, events in results:

@@ -4,7 +4,9 @@ Tests, demos and load benchmarks talk to :class:`SparkSimulator` over real socke
 they would talk to ``wss://spark-api.xf-yun.com``; any Spark client works, the official SDK
 included (sign the ``ws://`` URL with the simulator's credentials). It serves every path in
 :data:`bot.spark.models.DOMAINS_BY_PATH`, verifies the signed handshake (§2), validates the
-request frame (§3) and streams a deterministic answer (§4): see :func:`answer_text`.
+request frame (§3) and streams a deterministic answer (§4): see :func:`answer_text`. Like
+Spark, it answers one question per ``header.uid`` at a time: a request for a uid that is still
+being answered gets error frame 10007.
 
 Question markers, anywhere in the last user message, script one request; they are removed from
 the question before it is answered. "Frames" counts every frame sent (plugins, reasoning and
@@ -125,6 +127,9 @@ class SimulatorOptions:
     date_window: float = 300.0  # allowed clock skew, seconds
     request_timeout: float = 60.0  # wait for the request frame, then close
     max_recorded: int | None = None  # keep only about this many RecordedRequests (long runs)
+    # Spark answers one question per uid at a time: another request for a uid still being
+    # answered gets error frame 10007 (UserFlowLimitError).
+    one_answer_per_uid: bool = True
 
 
 class SparkSimulator:
@@ -146,6 +151,7 @@ class SparkSimulator:
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepted: deque[float] = deque()
+        self._answering: dict[str, RecordedRequest] = {}  # uid -> the request answering it
         self._sid = SidFactory()
         self._runner: web.AppRunner | None = None
         self._host = "127.0.0.1"
@@ -350,6 +356,7 @@ class SparkSimulator:
                 record.client_closed_early = True
                 task.cancel()
             await asyncio.wait({task})
+            self._release_uid(record)
         if not task.cancelled() and (error := task.exception()) is not None:
             raise error
 
@@ -367,6 +374,8 @@ class SparkSimulator:
         text, script = parse_markers(valid.question)
         if injected is not None:
             script = script.merged(injected)
+        if not self._claim_uid(record):
+            return error_plan(10007, "the previous question of this uid is still being answered")
         limited = self._over_limits()
         if limited is not None:
             return error_plan(limited)
@@ -379,6 +388,24 @@ class SparkSimulator:
             chars_per_frame=self.options.chars_per_frame,
             first_frame_delay=self.options.first_frame_delay,
         )
+
+    def _claim_uid(self, record: RecordedRequest) -> bool:
+        """False when the request's uid is already being answered (see ``one_answer_per_uid``)."""
+        header = (record.request or {}).get("header") or {}
+        uid = header.get("uid")
+        if not self.options.one_answer_per_uid or not isinstance(uid, str):
+            return True
+        if uid in self._answering:
+            logger.info("request refused on %s: uid busy (10007)", record.path)
+            return False
+        self._answering[uid] = record
+        return True
+
+    def _release_uid(self, record: RecordedRequest) -> None:
+        header = (record.request or {}).get("header") or {}
+        uid = header.get("uid")
+        if isinstance(uid, str) and self._answering.get(uid) is record:
+            del self._answering[uid]
 
     def _over_limits(self) -> int | None:
         """11203 / 11202 when a licence limit is exceeded; counts the request otherwise."""

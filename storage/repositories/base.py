@@ -9,6 +9,7 @@ several times the database's own work.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,17 @@ from storage.models import SPARK_UID_LENGTH, Base
 def new_spark_uid() -> str:
     """A random uid for Spark's ``header.uid`` (≤ 32 characters); never a Telegram id."""
     return secrets.token_hex(SPARK_UID_LENGTH // 2)
+
+
+def member_spark_uid(chat_uid: str, user_id: int) -> str:
+    """The uid of one member's own conversation in a chat (group history scope ``user``).
+
+    Spark refuses a second request for a uid while one is being answered (10006 / 10007), and
+    members' conversations are answered in parallel, so each gets its own uid: stable, derived
+    from the chat's random uid, and no Telegram id in it.
+    """
+    digest = hashlib.sha256(f"{chat_uid}:{user_id}".encode()).hexdigest()
+    return digest[:SPARK_UID_LENGTH]
 
 
 def table(name: str) -> Table:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, select
 
 from storage.dto import ConversationInfo, HistoryScope
-from storage.repositories.base import Repository, insert_for, table
+from storage.repositories.base import Repository, insert_for, member_spark_uid, table
 from storage.repositories.chats import CHATS, TOPICS, ChatRepository
 
 CONVERSATIONS = table("conversations")
@@ -98,6 +98,8 @@ class ConversationRepository(Repository):
             uid = row.topic_uid or await ChatRepository(self.connection, self.clock).topic_uid(
                 row.chat_id, row.thread_id
             )
+        if row.scope_user_id:
+            uid = member_spark_uid(uid, row.scope_user_id)
         return ConversationInfo(
             id=row.id,
             chat_id=row.chat_id,

@@ -8,6 +8,7 @@ socket or task outlives its test. The helpers (:func:`ask`, :func:`exchange`,
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ class Exchange:
         return self.parsed[0].sid
 
 
+_UIDS = itertools.count(1)
+
+
 def signed_url(simulator: SparkSimulator, model: SparkModel, date: datetime | None = None) -> str:
     creds = simulator.credentials
     return sign_url(simulator.url_for(model), creds.api_key, creds.api_secret, date)
@@ -105,13 +109,15 @@ def chat_request(
     *,
     history: Sequence[ChatMessage] = (),
     options: GenerationOptions | None = None,
-    uid: str = "tester",
+    uid: str | None = None,
 ) -> dict[str, Any]:
+    """A request frame; each gets its own uid unless one is given (Spark answers one question
+    per uid at a time)."""
     messages = [*history, ChatMessage("user", question)]
     return build_request(
         model,
         app_id=simulator.credentials.app_id,
-        uid=uid,
+        uid=uid if uid is not None else f"tester{next(_UIDS)}",
         messages=messages,
         options=options or GenerationOptions(),
     )
