@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,24 +165,29 @@ class AnswerLanes:
             _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
                 task.cancel()
-            if pending:
-                _, stuck = await asyncio.wait(pending, timeout=note_timeout)
-                for task in stuck:
-                    log.warning("an interrupted answer did not finish its note in time")
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-        if drops:
-            _, stuck = await asyncio.wait(drops, timeout=note_timeout)
-            for task in stuck:
-                log.warning("a dropped question's note did not go out in time")
-                task.cancel()
-            await asyncio.gather(*drops, return_exceptions=True)
+            await _finish_within(
+                pending, note_timeout, "an interrupted answer did not finish its note in time"
+            )
+        await _finish_within(
+            drops, note_timeout, "a dropped question's note did not go out in time"
+        )
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         for worker in workers:
             worker.cancel()
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+
+
+async def _finish_within(tasks: Collection[asyncio.Task[None]], seconds: float, late: str) -> None:
+    """Wait up to ``seconds`` for ``tasks``; cancel (and log ``late`` for) any still running."""
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=seconds)
+    for task in stuck:
+        log.warning(late)
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _run(job: Job) -> None:
