@@ -38,6 +38,7 @@ from bot.concurrency import AnswerLanes, PerChatUpdateProcessor
 from bot.config import Settings
 from bot.conversation import ConversationService
 from bot.flood import FloodControl
+from bot.generation_stop import STOPPED_GENERATION
 from bot.handlers import TelegramHandlers
 from bot.limits import UsageLimits
 from bot.spark.client import SparkClient
@@ -60,6 +61,8 @@ Meanwhile you can talk to Spark in this terminal:
 """
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+# Every type ptb knows, plus the drafts' stop button, which ptb 22.8 does not.
+ALLOWED_UPDATES = [*Update.ALL_TYPES, STOPPED_GENERATION]
 
 
 class BotRuntime:
@@ -187,7 +190,7 @@ class BotRuntime:
             else:
                 assert application.updater is not None
                 await application.updater.start_polling(
-                    allowed_updates=Update.ALL_TYPES, poll_interval=0.0, timeout=10
+                    allowed_updates=ALLOWED_UPDATES, poll_interval=0.0, timeout=10
                 )
             log.info("taking updates by %s", "webhook" if telegram.webhook_url else "polling")
             await self._stop.wait()
@@ -220,7 +223,7 @@ class BotRuntime:
         await application.bot.set_webhook(
             telegram.webhook_url,
             secret_token=self.webhook_secret,
-            allowed_updates=Update.ALL_TYPES,
+            allowed_updates=ALLOWED_UPDATES,
         )
 
     def _webhook_handler(self, application: AnyApplication) -> Any:

@@ -24,6 +24,7 @@ from bot.config import TelegramSettings
 from bot.conversation import ConversationService, Participant, Place, QueuedQuestion
 from bot.errors import ConversationError
 from bot.flood import FloodControl
+from bot.generation_stop import GenerationStopped, GenerationStoppedHandler, StoppableAnswers
 from bot.i18n import COMMANDS, Language, language_of, text
 from bot.replies import describe_refusal
 from bot.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
@@ -68,6 +69,7 @@ class TelegramHandlers:
         self._access = access
         self._drafts = DraftSupport()
         self._draft_ids = itertools.count(1)
+        self._stoppable = StoppableAnswers()
 
     def register(self, application: AnyApplication) -> None:
         fresh = filters.UpdateType.MESSAGE  # edited messages are not answered again
@@ -85,6 +87,7 @@ class TelegramHandlers:
         application.add_handler(
             MessageHandler(fresh & (filters.TEXT | filters.CAPTION), self.question)
         )
+        application.add_handler(GenerationStoppedHandler(self.generation_stopped))
         application.add_handler(
             MessageHandler(
                 fresh
@@ -212,6 +215,7 @@ class TelegramHandlers:
     ) -> int:
         """Hand an answer to its conversation's lane; returns how many are ahead of it."""
         sink_factory = self._sink
+        lane = self._service.lane_key(incoming.participant, incoming.place)
 
         async def job() -> None:
             queued = question
@@ -222,14 +226,19 @@ class TelegramHandlers:
                 if queued is None:
                     await self._reply(incoming, text(incoming.language, "nothing_to_retry"))
                     return
-            await self._service.answer(queued, sink_factory(incoming, context))
+            sink = sink_factory(incoming, context)
+            chat_id = incoming.chat.id
+            self._stoppable.add(chat_id, sink.draft_id, lane)  # the draft's stop button
+            try:
+                await self._service.answer(queued, sink)
+            finally:
+                self._stoppable.discard(chat_id, sink.draft_id)
 
         async def dropped() -> None:  # shutdown came first: say so, store it as unanswered
             if question is not None:
                 await self._service.abandon(question)
             await self._reply(incoming, text(incoming.language, "dropped_at_shutdown"))
 
-        lane = self._service.lane_key(incoming.participant, incoming.place)
         return self._lanes.submit(lane, job, on_drop=dropped)
 
     # -- handlers -----------------------------------------------------------------------------
@@ -315,6 +324,14 @@ class TelegramHandlers:
         lane = self._service.lane_key(incoming.participant, incoming.place)
         if not self._lanes.cancel_current(lane):
             await self._reply(incoming, text(incoming.language, "nothing_to_stop"))
+
+    async def generation_stopped(self, stopped: GenerationStopped) -> None:
+        """The stop button on a draft: like /stop, for the answer writing that draft."""
+        lane = self._stoppable.lane_of(stopped)
+        if lane is None or not self._lanes.cancel_current(lane):
+            log.info("chat %s: stop pressed on a finished draft", stopped.chat_id)
+            return
+        log.info("chat %s: answer stopped from its draft", stopped.chat_id)
 
     async def model(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)

@@ -38,6 +38,7 @@ from telegram.error import (
 
 from bot.flood import FloodControl
 from bot.formatting import MessagePart, Rendered, render_message_parts
+from bot.generation_stop import DRAFT_STOP_OPTIONS
 from bot.textsplit import TELEGRAM_TEXT_LIMIT, is_blank, split_text, utf16_len
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,10 @@ class TelegramAnswer:
     @property
     def mode(self) -> StreamMode:
         return self._mode
+
+    @property
+    def draft_id(self) -> int:
+        return self._draft_id
 
     @property
     def message_ids(self) -> tuple[int, ...]:
@@ -332,6 +337,7 @@ class TelegramAnswer:
                     self._draft_id,
                     text=text,
                     message_thread_id=self._target.thread_id,
+                    api_kwargs=DRAFT_STOP_OPTIONS,
                 ),
                 final=False,
             )

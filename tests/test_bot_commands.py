@@ -141,6 +141,31 @@ async def test_stop_ends_a_slow_answer_and_keeps_what_was_written(make_bot: BotF
     assert answer.telegram_message_ids == (bot.fake.visible_messages(chat.id)[-1].message_id,)
 
 
+async def test_stop_button_on_the_draft_stops_like_the_command(make_bot: BotFactory) -> None:
+    bot = await make_bot(simulator_options=SLOW_ANSWER)
+    user, chat = await _private(bot)
+    await bot.driver.send_text(chat, user, "[[long:3000]] write an essay")
+    await bot.fake.wait_for(lambda: len(max(bot.fake.draft_history(chat.id), default="")) > 40)
+    drafts = bot.fake.drafts(chat.id)
+    assert all(d.can_stop and d.keep_on_stop for d in drafts)
+    await bot.driver.stop_generation(chat)
+
+    stored = await bot.wait_stored(chat.id, 1)
+    answer = stored[-1]
+    (request,) = bot.spark.requests
+    assert answer.status == "cancelled"
+    assert 40 < len(answer.content) < 3000
+    (shown,) = bot.fake.visible_texts(chat.id)
+    assert shown.endswith("⏹ Stopped.")
+    assert shown.startswith(answer.content.strip()[:40])
+    await bot.fake.wait_for(lambda: request.client_closed_early)
+    # Only a press on the draft being written counts: a late press changes nothing.
+    await bot.driver.stop_generation(chat)
+    await bot.driver.send_text(chat, user, "[[answer:Still here.]] next")
+    await bot.fake.wait_for(lambda: "Still here." in bot.fake.visible_texts(chat.id))
+    assert (await bot.wait_stored(chat.id, 2))[-1].status == "complete"
+
+
 async def test_stop_with_nothing_running_says_so(make_bot: BotFactory) -> None:
     bot = await make_bot()
     user, chat = await _private(bot)

@@ -100,7 +100,18 @@ def send_message_draft(call: ApiCall) -> bool:
     text, entities = call.formatted(allow_empty=True)
     thread_id = call.int_param("message_thread_id", required=False)
     call.charge(chat, "draft")
-    chat.drafts.append(DraftFrame(chat.id, draft_id, text, tuple(entities), thread_id, call.at))
+    chat.drafts.append(
+        DraftFrame(
+            chat.id,
+            draft_id,
+            text,
+            tuple(entities),
+            thread_id,
+            call.at,
+            can_stop=call.flag("can_stop"),
+            keep_on_stop=call.flag("keep_on_stop"),
+        )
+    )
     return True
 
 

@@ -114,6 +114,8 @@ class DraftFrame:
     entities: tuple[JsonDict, ...]
     message_thread_id: int | None
     at: float
+    can_stop: bool = False  # the user sees a stop button (Bot API 10.3)
+    keep_on_stop: bool = False
 
 
 @dataclass(slots=True)

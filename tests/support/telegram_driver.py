@@ -209,6 +209,19 @@ class TelegramDriver:
             raise ValueError(f"a command starts with '/': {text!r}")
         return await self.send_text(chat, user, text, reply_to=reply_to, thread_id=thread_id)
 
+    async def stop_generation(self, chat: TgChat) -> JsonDict:
+        """The user presses the stop button on the draft on screen (Bot API 10.3)."""
+        drafts = self.fake.drafts(chat.id)
+        if not drafts:
+            raise ValueError(f"no draft on screen in chat {chat.id}")
+        draft = drafts[-1]
+        if not draft.can_stop:
+            raise ValueError(f"draft {draft.draft_id} was sent without can_stop: no stop button")
+        payload: JsonDict = {"chat": chat.to_json(), "draft_id": draft.draft_id}
+        if draft.message_thread_id is not None:
+            payload["message_thread_id"] = draft.message_thread_id
+        return self.fake.push_update("stopped_message_generation", payload)
+
     async def send_mention(
         self,
         chat: TgChat,
