@@ -13,47 +13,46 @@ from storage.database import Database, create_database
 from storage.dto import MessageStatus
 from storage.migrate import upgrade
 from storage.models import Conversation, Message, UsageRecord
+from storage.repositories.turns import Calibration, LedgerEntry
 from tests.support.db_fixtures import sqlite_url
 
 TURNS = 320
 
 
 async def _turn_write(database: Database, chat_id: int) -> int:
-    """One turn as the conversation service writes it: the question and the streaming answer
-    row before Spark is called, a checkpoint, then the final answer and the ledger row."""
+    """One turn as the conversation service writes it: user, chat and open conversation
+    through the Core repositories, then the question, the streaming answer row, a checkpoint,
+    and the final answer with its ledger row and calibration through ``Database.turns``, the
+    two paths interleaving across chats as they do in the bot."""
     async with database.repositories() as repo:
         user = await repo.users.upsert(chat_id, first_name=f"user {chat_id}")
         chat = await repo.chats.upsert(chat_id, type="private")
         conversation = await repo.conversations.current(chat.id)
-        question = await repo.messages.add_user_message(
-            conversation, f"question {chat_id}", user_id=user.id, telegram_message_id=1
-        )
-        answer = await repo.messages.start_assistant_message(
-            conversation, question_id=question.id, model="lite", user_id=user.id
-        )
+    turns = database.turns
+    question = await turns.add_question(
+        conversation, f"question {chat_id}", user_id=user.id, telegram_message_id=1
+    )
+    answer = await turns.start_answer(
+        conversation, question_id=question.id, model="lite", user_id=user.id
+    )
     await asyncio.sleep(0)
-    async with database.repositories() as repo:
-        await repo.messages.checkpoint(answer.id, "answer so f")
-    async with database.repositories() as repo:
-        await repo.messages.finish(
-            answer.id,
-            status=MessageStatus.COMPLETE,
-            text=f"answer {chat_id}",
-            sid=f"sid{chat_id}",
-            telegram_message_ids=[2],
-        )
-        await repo.usage.record(
+    await turns.checkpoint(answer.id, "answer so f")
+    await turns.finish_answer(
+        answer.id,
+        status=MessageStatus.COMPLETE,
+        text=f"answer {chat_id}",
+        sid=f"sid{chat_id}",
+        telegram_message_ids=[2],
+        ledger=LedgerEntry(
             model="lite",
             usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
             user_id=user.id,
             chat_id=chat.id,
-            conversation_id=conversation.id,
-            message_id=answer.id,
             first_token_ms=100,
             duration_ms=900,
-            sid=f"sid{chat_id}",
-        )
-        await repo.chats.update_calibration(chat.id, 10, 12)
+        ),
+        calibration=Calibration(chat.id, 10, 12),
+    )
     return answer.id
 
 
