@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from telegram import BotCommandScopeChat, Chat, InputFile, Message, Update, User
+from telegram import Bot, BotCommandScopeChat, Chat, InputFile, Message, Update, User
 from telegram.constants import ChatType, ParseMode
 from telegram.error import RetryAfter, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, filters
@@ -46,6 +46,7 @@ EXPORT_PAGE = 5_000
 UPLOAD_LIMIT = 49 * 1024 * 1024
 QUOTA_OFF = ("off", "unlimited", "none", "不限")
 QUOTA_DEFAULT = ("default", "reset", "默认")
+ADMIN_MENU_GROUP = 1  # handler group of the admin menu's /start hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,11 @@ class AdminHandlers:
         application.add_handler(CommandHandler("stats", self.stats, filters=fresh))
         application.add_handler(CommandHandler("quota", self.quota, filters=fresh))
         application.add_handler(CommandHandler("usage", self.usage, filters=fresh))
+        # In a group of its own, so the usual /start greeting still answers.
+        application.add_handler(
+            CommandHandler("start", self.admin_started, filters=fresh & filters.ChatType.PRIVATE),
+            group=ADMIN_MENU_GROUP,
+        )
 
     async def publish_commands(
         self, application: AnyApplication, admin_user_ids: Iterable[int]
@@ -112,19 +118,28 @@ class AdminHandlers:
         """Each admin's private chat gets a menu with /stats and /quota too.
 
         Telegram refuses the scope of a user who never opened the bot ("chat not found"):
-        that admin keeps the common menu, the commands work anyway.
+        that admin gets the menu on their first /start instead; the commands work anyway.
         """
         for admin_id in admin_user_ids:
-            scope = BotCommandScopeChat(admin_id)
-            try:
-                for language, entries in COMMANDS.items():
-                    await application.bot.set_my_commands(
-                        entries + ADMIN_COMMANDS[language],
-                        scope=scope,
-                        language_code=None if language == "en" else language,
-                    )
-            except TelegramError as exc:
-                log.info("admin %s: command menu not set: %s", admin_id, exc)
+            await self._publish_admin_menu(application.bot, admin_id)
+
+    async def admin_started(self, update: Update, context: AnyContext) -> None:
+        """An admin opening the bot (perhaps for the first time) gets the admin menu."""
+        user = update.effective_user
+        if user is not None and self._access.is_admin(user.id):
+            await self._publish_admin_menu(context.bot, user.id)
+
+    async def _publish_admin_menu(self, bot: Bot, admin_id: int) -> None:
+        scope = BotCommandScopeChat(admin_id)
+        try:
+            for language, entries in COMMANDS.items():
+                await bot.set_my_commands(
+                    entries + ADMIN_COMMANDS[language],
+                    scope=scope,
+                    language_code=None if language == "en" else language,
+                )
+        except TelegramError as exc:
+            log.info("admin %s: command menu not set: %s", admin_id, exc)
 
     # -- handlers -----------------------------------------------------------------------------
 

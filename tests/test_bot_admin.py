@@ -229,11 +229,22 @@ async def test_admins_get_stats_and_quota_in_their_command_menu(
     everyone = [entry["command"] for entry in bot.fake.commands()]
     assert "usage" in everyone
     assert not {"stats", "quota"} & set(everyone)
-    # The bot is up: an admin who opened it later still gets /stats.
-    admin = bot.driver.user(id=HELPERS[0], first_name="Late")
-    chat = bot.driver.private_chat(admin)
-    await bot.driver.send_command(chat, admin, "/stats")
-    assert str((await bot.reply_to(chat.id, 1)).text).startswith("📊 Usage, whole bot\n")
+    # The bot is up: an admin who opens it later gets the greeting, then the menu too.
+    late = bot.driver.user(id=HELPERS[0], first_name="Late")
+    chat = bot.driver.private_chat(late)
+    await bot.driver.send_command(chat, late, "/start")
+    assert str((await bot.reply_to(chat.id, 1)).text).startswith("Hello!")
+    late_scope = {"type": "chat", "chat_id": HELPERS[0]}
+    await bot.fake.wait_for(lambda: bool(bot.fake.commands(late_scope, language_code="zh")))
+    assert [e["command"] for e in bot.fake.commands(late_scope)][-2:] == ["stats", "quota"]
+    await bot.driver.send_command(chat, late, "/stats")
+    assert str((await bot.reply_to(chat.id, 2)).text).startswith("📊 Usage, whole bot\n")
+    # Anyone else's /start changes no menu.
+    member = bot.driver.user(first_name="Member")
+    member_chat = bot.driver.private_chat(member)
+    await bot.driver.send_command(member_chat, member, "/start")
+    await bot.reply_to(member_chat.id, 1)
+    assert not bot.fake.commands({"type": "chat", "chat_id": member.id})
 
 
 async def test_stats_on_an_empty_ledger(make_admin_bot: BotMaker) -> None:
