@@ -15,7 +15,10 @@ when TEST_DATABASE_URL or --postgres-url names one) it
    turn its own task), each as the service makes them with ``Database.turns``: the question
    (with its Telegram link), the streaming answer row, then the final answer with its
    Telegram link, ledger row and calibration; prints the achieved rate and the latency of a
-   turn write;
+   turn write. With ``--turn service`` each turn also does what the service does around
+   those writes: the arrival (the chat and open conversation, read in one statement; written
+   through the Core repositories only when new or changed) and the prompt's history before
+   the answer row;
 4. drops everything it created.
 
 Usage: ``python benchmarks/storage.py`` (see ``--help``).
@@ -52,11 +55,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection  # noqa: E402
 from bot.spark.models import get_model  # noqa: E402
 from bot.spark.tokens import estimate_text_tokens  # noqa: E402
 from bot.spark.types import Usage  # noqa: E402
+from storage.arrival import arrive  # noqa: E402
 from storage.context import load_context  # noqa: E402
 from storage.database import Database, create_database, create_engine, normalise_url  # noqa: E402
 from storage.dto import ChatInfo, ConversationInfo, MessageStatus  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from storage.repositories.turns import Calibration, LedgerEntry, PromptSettings  # noqa: E402
+from storage.repositories.turns import (  # noqa: E402
+    Arrival,
+    Calibration,
+    LedgerEntry,
+    PromptSettings,
+)
 
 MODEL = get_model("lite")
 BATCH = 20_000
@@ -292,14 +301,34 @@ async def measure_core_context(
     return timings, statistics.mean(included)
 
 
-async def turn_write(database: Database, conversation: ConversationInfo, n: int) -> None:
+async def turn_write(
+    database: Database, conversation: ConversationInfo, n: int, *, service: bool = False
+) -> None:
     """A turn's writes as the conversation service makes them (three units of work: the
-    question when it arrives, the answer row when its turn comes, the answer when it ends)."""
+    question when it arrives, the answer row when its turn comes, the answer when it ends);
+    with ``service`` also the user / chat / conversation unit and the prompt read."""
     turns = database.turns
     user_id = conversation.chat_id
+    if service:
+        _, conversation = await arrive(
+            database,
+            Arrival(
+                user_id=user_id,
+                username=f"user{user_id}",
+                first_name=f"User {user_id}",
+                language_code="zh",
+                chat_id=conversation.chat_id,
+                chat_type="private",
+                title=None,
+                thread_id=0,
+                scope_user_id=0,
+            ),
+        )
     question = await turns.add_question(
         conversation, f"benchmark question {n}", user_id=user_id, telegram_message_id=10**7 + n
     )
+    if service:
+        await turns.prompt_context(conversation.id, conversation.chat_id, QUESTION, lite_settings)
     answer = await turns.start_answer(
         conversation, question_id=question.id, model=MODEL.name, user_id=user_id
     )
@@ -322,7 +351,7 @@ async def turn_write(database: Database, conversation: ConversationInfo, n: int)
 
 
 async def measure_writes(
-    database: Database, chats: int, rate: float, seconds: float
+    database: Database, chats: int, rate: float, seconds: float, *, service: bool = False
 ) -> tuple[float, list[float], int]:
     """Open loop: start a turn write every 1/rate s; returns (achieved/s, latencies, failures)."""
     async with database.repositories(readonly=True) as repo:
@@ -336,7 +365,7 @@ async def measure_writes(
         nonlocal failures
         started = time.perf_counter()
         try:
-            await turn_write(database, conversations[n % len(conversations)], n)
+            await turn_write(database, conversations[n % len(conversations)], n, service=service)
         except Exception as exc:  # counted and reported; the run goes on
             failures += 1
             if failures <= 3:
@@ -379,7 +408,7 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> Figur
             f"({core_pairs:.1f} pairs included on average)"
         )
         achieved, write_ms, failures = await measure_writes(
-            database, args.chats, args.rate, args.seconds
+            database, args.chats, args.rate, args.seconds, service=args.turn == "service"
         )
         print(
             f"[{backend}] turn writes: offered {args.rate:.0f}/s for {args.seconds:.0f} s, "
@@ -454,6 +483,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=1000, help="context builds to time")
     parser.add_argument("--rate", type=float, default=500.0, help="turn writes offered per s")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the write run")
+    parser.add_argument(
+        "--turn",
+        choices=["writes", "service"],
+        default="writes",
+        help="writes: the three turn units; service: also the user/chat unit and prompt read",
+    )
     parser.add_argument(
         "--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )

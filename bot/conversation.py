@@ -40,11 +40,12 @@ from bot.spark.types import (
     Usage,
 )
 from bot.streaming import AnswerSink, Delivery
+from storage.arrival import arrive
 from storage.context import ContextBuilder, PromptContext
 from storage.database import Database
 from storage.dto import ChatInfo, ConversationInfo, MessageStatus
 from storage.repositories import Repositories
-from storage.repositories.turns import Calibration, LedgerEntry, PromptSettings
+from storage.repositories.turns import Arrival, Calibration, LedgerEntry, PromptSettings
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +239,7 @@ class ConversationService:
         A refused question is stored too, with a ``failed`` answer marker, so the record is
         complete; then the :class:`ConversationError` is raised for the front end to explain.
         """
-        async with self._db.repositories() as repos:
-            chat = await self._upsert(repos, participant, place)
-            conversation = await repos.conversations.current(
-                place.chat_id,
-                thread_id=place.thread_id,
-                user_id=participant.user_id,
-                scope=self._scope(place),
-            )
+        chat, conversation = await self._arrive(participant, place)
         model = self._model_of(chat)
         refusal: ConversationError | None = None
         ticket: AdmissionTicket | None = None
@@ -285,6 +279,27 @@ class ConversationService:
             )
             raise refusal
         return QueuedQuestion(conversation, stored.id, question, participant, place, ticket)
+
+    async def _arrive(
+        self, participant: Participant, place: Place
+    ) -> tuple[ChatInfo, ConversationInfo]:
+        """The chat and its open conversation; stored or refreshed first only when something
+        is new or changed (most questions read one row and write nothing here)."""
+        scope = self._scope(place)
+        return await arrive(
+            self._db,
+            Arrival(
+                user_id=participant.user_id,
+                username=participant.username,
+                first_name=participant.first_name,
+                language_code=participant.language_code,
+                chat_id=place.chat_id,
+                chat_type=place.chat_type,
+                title=place.title,
+                thread_id=place.thread_id or 0,
+                scope_user_id=participant.user_id if scope == "user" else 0,
+            ),
+        )
 
     async def _admit(self, participant: Participant, model: SparkModel) -> AdmissionTicket | None:
         if self._admission is None:

@@ -16,10 +16,11 @@ from bot.errors import QuestionTooLong
 from bot.spark.models import get_model
 from bot.spark.tokens import estimate_text_tokens, update_ratio
 from bot.spark.types import Usage
+from storage.arrival import arrive
 from storage.context import load_context
 from storage.database import Database, create_database
 from storage.dto import ChatInfo, ConversationInfo, MessageStatus
-from storage.repositories.turns import Calibration, LedgerEntry, PromptSettings
+from storage.repositories.turns import Arrival, Calibration, LedgerEntry, PromptSettings
 
 CHAT_ID = -100777
 USER_ID = 5_000_000_001
@@ -317,3 +318,72 @@ async def test_the_hot_path_refuses_an_in_memory_sqlite_database() -> None:
             _ = database.turns
     finally:
         await database.dispose()
+
+
+def _arrival(**changes: object) -> Arrival:
+    base = Arrival(
+        user_id=USER_ID,
+        username="ann",
+        first_name="Ann",
+        language_code="zh-hans",
+        chat_id=CHAT_ID,
+        chat_type="supergroup",
+        title="Team",
+        thread_id=0,
+        scope_user_id=0,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {},
+        {"thread_id": 17},
+        {"scope_user_id": USER_ID},
+        {"thread_id": 17, "scope_user_id": USER_ID},
+    ],
+    ids=["chat", "topic", "member", "member-in-topic"],
+)
+async def test_arrival_reads_what_the_core_path_writes_and_writes_nothing_more(
+    database: Database, where: dict[str, int]
+) -> None:
+    arrival = _arrival(**where)
+    assert await database.turns.arrival(arrival) is None  # nothing stored yet
+    first_chat, first = await arrive(database, arrival)  # the Core path stores it
+    again = await database.turns.arrival(arrival)
+    assert again is not None
+    chat, conversation = again
+    assert (chat, conversation) == (first_chat, first)
+    async with database.repositories(readonly=True) as repo:
+        core = await repo.conversations.current(
+            CHAT_ID,
+            thread_id=arrival.thread_id or None,
+            user_id=USER_ID,
+            scope="user" if arrival.scope_user_id else "chat",
+        )
+        user = await repo.users.get(USER_ID)
+    assert conversation == core  # the same uid too: topic's, member's, or the chat's
+    assert user is not None
+    assert (user.username, user.first_name, user.language_code) == ("ann", "Ann", "zh-hans")
+
+
+async def test_arrival_sends_a_change_or_a_new_conversation_to_the_core_path(
+    database: Database,
+) -> None:
+    await arrive(database, _arrival())
+    assert await database.turns.arrival(_arrival()) is not None
+    assert await database.turns.arrival(_arrival(title="Team 2")) is None
+    assert await database.turns.arrival(_arrival(username="ann_new")) is None
+    assert await database.turns.arrival(_arrival(chat_type="group")) is None
+    assert await database.turns.arrival(_arrival(user_id=USER_ID + 1)) is None
+    _, renamed = await arrive(database, _arrival(title="Team 2"))
+    async with database.repositories() as repo:
+        chat = await repo.chats.get(CHAT_ID)
+        started = await repo.conversations.start_new(CHAT_ID)  # /new
+    assert chat is not None
+    assert chat.title == "Team 2"
+    # /new closed the conversation the hot path would have found: it finds the new one.
+    found = await database.turns.arrival(_arrival(title="Team 2"))
+    assert found is not None
+    assert found[1].id == started.id != renamed.id

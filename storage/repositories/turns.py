@@ -46,6 +46,7 @@ from storage.dto import (
     MessageStatus,
     StoredMessage,
 )
+from storage.repositories.base import member_spark_uid
 
 _TURN_OVERHEAD = 2 * MESSAGE_OVERHEAD_TOKENS
 
@@ -96,6 +97,63 @@ class TurnContext:
 
 
 Resolve = Callable[[ChatInfo | None], PromptSettings]
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """Who asked where, as Telegram describes them now (see :meth:`TurnRepository.arrival`)."""
+
+    user_id: int
+    username: str | None
+    first_name: str | None
+    language_code: str | None
+    chat_id: int
+    chat_type: str
+    title: str | None
+    thread_id: int  # 0 outside forum topics
+    scope_user_id: int  # 0 for a conversation the whole chat shares
+
+    def params(self) -> dict[str, object]:
+        return {
+            "chat": self.chat_id,
+            "user": self.user_id,
+            "thread": self.thread_id,
+            "scope": self.scope_user_id,
+        }
+
+    def settled(self, row: Sequence[Any] | None) -> tuple[ChatInfo, ConversationInfo] | None:
+        """The chat and open conversation from an :data:`~.turns_sql.ARRIVAL` row, or None
+        when something must be written first (a new user, chat, topic or conversation, or a
+        changed name or title)."""
+        if row is None:
+            return None
+        chat = chat_info(row[:8])
+        user_id, username, first_name, language_code, conversation_id, created_at, topic_uid = row[
+            8:
+        ]
+        if (
+            chat is None
+            or user_id is None
+            or (username, first_name, language_code)
+            != (self.username, self.first_name, self.language_code)
+            or (chat.type, chat.title) != (self.chat_type, self.title)
+            or conversation_id is None
+            or (self.thread_id and topic_uid is None)
+        ):
+            return None
+        uid = topic_uid if self.thread_id else chat.spark_uid
+        if self.scope_user_id:
+            uid = member_spark_uid(uid, self.scope_user_id)
+        conversation = ConversationInfo(
+            id=conversation_id,
+            chat_id=chat.id,
+            thread_id=self.thread_id,
+            scope_user_id=self.scope_user_id,
+            spark_uid=uid,
+            created_at=_utc(created_at),
+            closed_at=None,
+        )
+        return chat, conversation
 
 
 def sqlite_time(value: datetime) -> str:
@@ -332,6 +390,13 @@ class TurnRepository:
     async def close(self) -> None:
         """Release what the hot path holds (threads, connections); :meth:`Database.dispose`
         calls it."""
+        raise NotImplementedError
+
+    async def arrival(self, arrival: Arrival) -> tuple[ChatInfo, ConversationInfo] | None:
+        """The chat and its open conversation for a question, read in one statement; None
+        when the user, chat, topic or conversation is not stored yet or Telegram's profile of
+        them changed, i.e. when the Core repositories must write first (users.upsert,
+        chats.upsert, conversations.current). Most questions write nothing here."""
         raise NotImplementedError
 
     async def prompt_context(

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.spark.tokens import estimate_text_tokens
-from storage.dto import Clock, ConversationInfo, MessageStatus, StoredMessage
+from storage.dto import ChatInfo, Clock, ConversationInfo, MessageStatus, StoredMessage
 from storage.pg_lease import ConnectionLease
 from storage.repositories.turns import (
+    Arrival,
     Calibration,
     LedgerEntry,
     PromptAssembly,
@@ -138,6 +139,13 @@ class PostgresTurns(TurnRepository):
         if not rows:
             raise LookupError(f"message {message_id} is not stored")
         return stored_message(rows[0])
+
+    async def arrival(self, arrival: Arrival) -> tuple[ChatInfo, ConversationInfo] | None:
+        async with self._lease.driver() as driver:
+            row = await driver.fetchrow(
+                Postgres.ARRIVAL.text, *Postgres.ARRIVAL.args(arrival.params())
+            )
+        return arrival.settled(row)
 
     async def prompt_context(
         self, conversation_id: int, chat_id: int, question: str, resolve: Resolve

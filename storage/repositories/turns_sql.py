@@ -53,6 +53,21 @@ CHAT_COLUMNS = "id, type, title, model, system_prompt, token_ratio, spark_uid, c
 
 CHAT = f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = :chat"
 
+# Everything a question's arrival needs, read in one statement: the chat, the asker's stored
+# profile, the open conversation and the topic's uid. When all is there and unchanged, the
+# arrival writes nothing (see TurnRepository.arrival).
+ARRIVAL = f"""
+SELECT {", ".join("c." + column for column in CHAT_COLUMNS.split(", "))},
+       u.id, u.username, u.first_name, u.language_code,
+       v.id, v.created_at, t.spark_uid
+FROM chats c
+LEFT JOIN users u ON u.id = :user
+LEFT JOIN conversations v ON v.chat_id = c.id AND v.thread_id = :thread
+     AND v.scope_user_id = :scope AND v.closed_at IS NULL
+LEFT JOIN chat_topics t ON t.chat_id = c.id AND t.thread_id = :thread
+WHERE c.id = :chat
+"""
+
 # Turns that count as history, newest first, with the running total of their raw cost; only
 # those within :room leave the database, plus always the newest (so the count of all turns,
 # which the prompt reports as dropped, arrives even when none fits).
@@ -178,6 +193,7 @@ class Sqlite:
     )
     CHAT = CHAT
     HISTORY = HISTORY
+    ARRIVAL = ARRIVAL
 
 
 # Commit without waiting for the WAL flush, for this statement's transaction only: the promise
@@ -238,3 +254,4 @@ class Postgres:
     )
     CHAT = numbered(CHAT)
     HISTORY = numbered(HISTORY)
+    ARRIVAL = numbered(ARRIVAL)

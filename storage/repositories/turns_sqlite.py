@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.spark.tokens import estimate_text_tokens
-from storage.dto import Clock, ConversationInfo, MessageStatus, StoredMessage
+from storage.dto import ChatInfo, Clock, ConversationInfo, MessageStatus, StoredMessage
 from storage.repositories.turns import (
+    Arrival,
     Calibration,
     LedgerEntry,
     PromptAssembly,
@@ -172,6 +173,14 @@ class SqliteTurns(TurnRepository):
             return tuple(row)
 
         return stored_message(await self._worker.write(unit))
+
+    async def arrival(self, arrival: Arrival) -> tuple[ChatInfo, ConversationInfo] | None:
+        params = arrival.params()
+
+        def unit(connection: sqlite3.Connection) -> Any:
+            return connection.execute(Sqlite.ARRIVAL, params).fetchone()
+
+        return arrival.settled(await self._worker.read(unit))
 
     async def prompt_context(
         self, conversation_id: int, chat_id: int, question: str, resolve: Resolve
