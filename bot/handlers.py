@@ -231,6 +231,12 @@ class TelegramHandlers:
             self._stoppable.add(chat_id, sink.draft_id, lane)  # the draft's stop button
             try:
                 await self._service.answer(queued, sink)
+            except Exception:
+                # Spark's failures are answered inside; this is the rest (the database is
+                # down, say). The user hears of it unless part of an answer is on screen.
+                log.exception("chat %s: answer failed", chat_id)
+                if not sink.message_ids:
+                    await self._reply(incoming, text(incoming.language, "internal_error"))
             finally:
                 self._stoppable.discard(chat_id, sink.draft_id)
 

@@ -65,6 +65,10 @@ MESSAGES: dict[Language, dict[str, str]] = {
             "an admin, or turn privacy off with @BotFather (/setprivacy) and add me again."
         ),
         "queued": "⏳ Queued: I'll answer this after the current answer ({position} ahead).",
+        "internal_error": (
+            "⚠️ Something went wrong on my side and this message was not answered. "
+            "Please try again in a moment."
+        ),
         "dropped_at_shutdown": (
             "⏹ The bot is restarting and did not get to this question. "
             "Please send it again in a minute."
@@ -186,6 +190,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
             "或在 @BotFather 中用 /setprivacy 关闭隐私模式后重新把我加入群组。"
         ),
         "queued": "⏳ 已排队：当前回答结束后再回答这条（前面还有 {position} 条）。",
+        "internal_error": "⚠️ 我这边出了点问题，没能回答这条消息。请稍后再试。",
         "dropped_at_shutdown": "⏹ 机器人正在重启，没来得及回答这个问题。请稍后重新发送。",
         "text_only": "我只能读文字。请以文字或图片说明的形式发送问题。",
         "not_allowed": "抱歉，这是私人机器人，你无法使用。",

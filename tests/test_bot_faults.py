@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import sqlite3
 
 import pytest
 
@@ -196,3 +199,69 @@ async def test_blocked_bot_ends_the_stream_quietly(
     (usage,) = await bot.ledger()
     assert usage.message_id == answer.id
     _no_handler_failures(caplog)
+
+
+async def test_a_database_fault_gets_an_apology_and_a_log_line(
+    make_bot: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await make_bot()
+    user, chat = _private(bot)
+    await bot.driver.send_text(chat, user, "[[answer:First.]] hi")
+    await bot.wait_stored(chat.id, 1)
+    path = bot.settings.database.url.split("///", 1)[1]
+    # The messages table goes away under the running bot: storing the next question fails.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE messages RENAME TO messages_away")
+    try:
+        await bot.driver.send_text(chat, user, "[[answer:Second.]] again")
+        apology = await _shown(bot, chat, "went wrong")
+    finally:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("ALTER TABLE messages_away RENAME TO messages")
+    assert apology == (
+        "⚠️ Something went wrong on my side and this message was not answered. "
+        "Please try again in a moment."
+    )
+    logged = [r for r in caplog.records if r.getMessage() == f"handler failed for chat {chat.id}"]
+    assert logged
+    assert "no such table: messages" in str(logged[0].exc_info[1] if logged[0].exc_info else "")
+    assert len(bot.spark.requests) == 1  # the failed question cost no Spark tokens
+
+    # Once the database is back, the bot answers again.
+    await bot.driver.send_text(chat, user, "[[answer:Third.]] and now")
+    await _shown(bot, chat, "Third.")
+    assert [m.content for m in await bot.stored(chat.id) if m.role == "assistant"] == [
+        "First.",
+        "Third.",
+    ]
+
+
+async def test_a_database_fault_while_answering_is_logged_and_the_waiting_user_told(
+    make_bot: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await make_bot()
+    user, chat = _private(bot)
+    await bot.driver.send_text(chat, user, "[[slow-first:1]] [[answer:First.]] one")
+    await bot.driver.send_text(chat, user, "[[answer:Second.]] two")
+    await _shown(bot, chat, "Queued")
+
+    async def first_answer_started() -> bool:
+        return any(m.role == "assistant" for m in await bot.stored(chat.id))
+
+    while not await first_answer_started():  # noqa: ASYNC110 - polls the database
+        await asyncio.sleep(0.02)
+    path = bot.settings.database.url.split("///", 1)[1]
+    # Both questions are stored; the table goes away while the first answer is being written.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE messages RENAME TO messages_away")
+    try:
+        await _shown(bot, chat, "First.")  # delivered; only storing it fails
+        apology = await _shown(bot, chat, "went wrong")  # the second never started
+    finally:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("ALTER TABLE messages_away RENAME TO messages")
+    assert apology.startswith("⚠️ Something went wrong on my side")
+    assert bot.fake.visible_texts(chat.id)[1:] == ["First.", apology]
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().endswith("answer failed")]
+    assert failed == [f"chat {chat.id}: answer failed"] * 2
+    assert len(bot.spark.requests) == 1
