@@ -9,31 +9,43 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bot.spark.types import Usage
+from storage.arrival import arrive
 from storage.database import Database, create_database
 from storage.dto import MessageStatus
 from storage.migrate import upgrade
 from storage.models import Conversation, Message, UsageRecord
-from storage.repositories.turns import Calibration, LedgerEntry
+from storage.repositories.turns import Arrival, Calibration, LedgerEntry
 from tests.support.db_fixtures import sqlite_url
 
 TURNS = 320
 
 
 async def _turn_write(database: Database, chat_id: int) -> int:
-    """One turn as the conversation service writes it: user, chat and open conversation
-    through the Core repositories, then the question, the streaming answer row, a checkpoint,
+    """One turn as the conversation service writes it: the arrival (a new user and chat, so
+    through the Core repositories), then the question, the streaming answer row, a checkpoint,
     and the final answer with its ledger row and calibration through ``Database.turns``, the
     two paths interleaving across chats as they do in the bot."""
-    async with database.repositories() as repo:
-        user = await repo.users.upsert(chat_id, first_name=f"user {chat_id}")
-        chat = await repo.chats.upsert(chat_id, type="private")
-        conversation = await repo.conversations.current(chat.id)
+    chat, conversation = await arrive(
+        database,
+        Arrival(
+            user_id=chat_id,
+            username=None,
+            first_name=f"user {chat_id}",
+            language_code=None,
+            chat_id=chat_id,
+            chat_type="private",
+            title=None,
+            thread_id=0,
+            scope_user_id=0,
+        ),
+    )
+    user_id = chat_id
     turns = database.turns
     question = await turns.add_question(
-        conversation, f"question {chat_id}", user_id=user.id, telegram_message_id=1
+        conversation, f"question {chat_id}", user_id=user_id, telegram_message_id=1
     )
     answer = await turns.start_answer(
-        conversation, question_id=question.id, model="lite", user_id=user.id
+        conversation, question_id=question.id, model="lite", user_id=user_id
     )
     await asyncio.sleep(0)
     await turns.checkpoint(answer.id, "answer so f")
@@ -46,7 +58,7 @@ async def _turn_write(database: Database, chat_id: int) -> int:
         ledger=LedgerEntry(
             model="lite",
             usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
-            user_id=user.id,
+            user_id=user_id,
             chat_id=chat.id,
             first_token_ms=100,
             duration_ms=900,
