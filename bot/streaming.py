@@ -65,6 +65,9 @@ class ChatTarget:
 class StreamTuning:
     min_growth: int = 24  # characters before an intermediate update is worth sending
     typing_interval: float = 4.5  # Telegram shows "typing" for about 5 s per action
+    # A draft stays on screen for about 30 s without an update: re-send it before then while
+    # Spark is silent (a slow first frame), so "Thinking…" or the text so far does not vanish.
+    draft_refresh: float = 20.0
     final_attempts: int = 6  # network failures tolerated while delivering the final text
     network_retry_delay: float = 1.0
 
@@ -166,12 +169,16 @@ class TelegramAnswer:
         self._latest = ""
         self._shown_length = -1
         self._draft_key: tuple[object, ...] | None = None
+        self._draft_text: str | None = None  # the draft on screen (None: "Thinking…")
+        self._draft_sent_at: float | None = None
+        self._draft_lock = asyncio.Lock()  # a refresh never overtakes a newer draft
         self._messages: list[_Shown] = []
         self._changed = asyncio.Event()
         self._finishing = asyncio.Event()
         self._first_text = asyncio.Event()
         self._pump_task: asyncio.Task[None] | None = None
         self._typing_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
         self._gone = False
         self._finished = False
 
@@ -202,6 +209,8 @@ class TelegramAnswer:
                 pass
         if self._mode == "edit":
             self._typing_task = asyncio.create_task(self._keep_typing(), name="typing")
+        else:
+            self._refresh_task = asyncio.create_task(self._refresh_drafts(), name="draft-refresh")
         self._pump_task = asyncio.create_task(self._pump(), name="answer-pump")
 
     def push(self, text: str) -> None:
@@ -244,11 +253,12 @@ class TelegramAnswer:
     async def _stop_background(self) -> None:
         self._finishing.set()
         self._changed.set()
-        if self._typing_task is not None:
-            self._typing_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._typing_task
-            self._typing_task = None
+        for task in (self._typing_task, self._refresh_task):
+            if task is not None:
+                task.cancel()  # a cancelled draft or chat action leaves nothing behind
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._typing_task = self._refresh_task = None
         if self._pump_task is not None:
             # The pump finishes the request it is making: cancelling it mid-request could
             # leave a message we do not know about, which the final text would then repeat.
@@ -265,6 +275,29 @@ class TelegramAnswer:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._first_text.wait(), self._tuning.typing_interval)
+
+    async def _refresh_drafts(self) -> None:
+        interval = self._tuning.draft_refresh
+        loop = asyncio.get_running_loop()
+        while not self._finishing.is_set():
+            sent_at = self._draft_sent_at if self._draft_sent_at is not None else loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._finishing.wait(), max(0.0, sent_at + interval - loop.time())
+                )
+            if self._finishing.is_set() or self._mode != "draft" or self._gone:
+                return
+            if self._draft_sent_at is not None and loop.time() - self._draft_sent_at < interval:
+                continue  # the pump showed something newer meanwhile
+            try:
+                await self._send_draft(self._draft_text, refresh=True)
+            except (_Deferred, NetworkError):
+                await asyncio.sleep(min(1.0, interval))  # the next round tries again
+            except _DraftsRefused:
+                return  # the pump falls back to edits on its next update
+            except _Gone:
+                self._gone = True
+                return
 
     async def _pump(self) -> None:
         while not self._finishing.is_set():
@@ -326,25 +359,32 @@ class TelegramAnswer:
         self._drafts.mark_refused(self._target.chat_id)
         self._mode = "edit"
 
-    async def _send_draft(self, text: str | None) -> None:
+    async def _send_draft(self, text: str | None, *, refresh: bool = False) -> None:
+        """Show ``text`` as the draft (None: "Thinking…"); ``refresh`` re-sends the same one."""
         key = _key(text or "")
-        if key == self._draft_key:
-            return
-        try:
-            await self._call(
-                lambda: self._bot.send_message_draft(
-                    self._target.chat_id,
-                    self._draft_id,
-                    text=text,
-                    message_thread_id=self._target.thread_id,
-                    api_kwargs=DRAFT_STOP_OPTIONS,
-                ),
-                final=False,
-            )
-        except (BadRequest, InvalidToken) as exc:
-            # A Bot API server without drafts answers 404, which ptb raises as InvalidToken.
-            raise _DraftsRefused from exc
-        self._draft_key = key
+        async with self._draft_lock:
+            if refresh:
+                if text != self._draft_text:
+                    return  # a newer draft went out while this waited for the lock
+            elif key == self._draft_key:
+                return
+            try:
+                await self._call(
+                    lambda: self._bot.send_message_draft(
+                        self._target.chat_id,
+                        self._draft_id,
+                        text=text,
+                        message_thread_id=self._target.thread_id,
+                        api_kwargs=DRAFT_STOP_OPTIONS,
+                    ),
+                    final=False,
+                )
+            except (BadRequest, InvalidToken) as exc:
+                # A Bot API server without drafts answers 404, which ptb raises as InvalidToken.
+                raise _DraftsRefused from exc
+            self._draft_key = key
+            self._draft_text = text
+            self._draft_sent_at = asyncio.get_running_loop().time()
 
     # -- final --------------------------------------------------------------------------------
 
