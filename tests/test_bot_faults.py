@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
@@ -201,6 +202,19 @@ async def test_blocked_bot_ends_the_stream_quietly(
     _no_handler_failures(caplog)
 
 
+@contextlib.contextmanager
+def _messages_table_away(bot: RunningBot) -> Iterator[None]:
+    """The bot's SQLite file loses its messages table (renamed away) until the block ends."""
+    path = bot.settings.database.url.split("///", 1)[1]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE messages RENAME TO messages_away")
+    try:
+        yield
+    finally:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("ALTER TABLE messages_away RENAME TO messages")
+
+
 async def test_a_database_fault_gets_an_apology_and_a_log_line(
     make_bot: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -208,16 +222,9 @@ async def test_a_database_fault_gets_an_apology_and_a_log_line(
     user, chat = _private(bot)
     await bot.driver.send_text(chat, user, "[[answer:First.]] hi")
     await bot.wait_stored(chat.id, 1)
-    path = bot.settings.database.url.split("///", 1)[1]
-    # The messages table goes away under the running bot: storing the next question fails.
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("ALTER TABLE messages RENAME TO messages_away")
-    try:
+    with _messages_table_away(bot):  # storing the next question fails
         await bot.driver.send_text(chat, user, "[[answer:Second.]] again")
         apology = await _shown(bot, chat, "went wrong")
-    finally:
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            db.execute("ALTER TABLE messages_away RENAME TO messages")
     assert apology == (
         "⚠️ Something went wrong on my side and this message was not answered. "
         "Please try again in a moment."
@@ -250,16 +257,10 @@ async def test_a_database_fault_while_answering_is_logged_and_the_waiting_user_t
 
     while not await first_answer_started():  # noqa: ASYNC110 - polls the database
         await asyncio.sleep(0.02)
-    path = bot.settings.database.url.split("///", 1)[1]
     # Both questions are stored; the table goes away while the first answer is being written.
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("ALTER TABLE messages RENAME TO messages_away")
-    try:
+    with _messages_table_away(bot):
         await _shown(bot, chat, "First.")  # delivered; only storing it fails
         apology = await _shown(bot, chat, "went wrong")  # the second never started
-    finally:
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            db.execute("ALTER TABLE messages_away RENAME TO messages")
     assert apology.startswith("⚠️ Something went wrong on my side")
     assert bot.fake.visible_texts(chat.id)[1:] == ["First.", apology]
     failed = [r.getMessage() for r in caplog.records if r.getMessage().endswith("answer failed")]
