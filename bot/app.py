@@ -29,8 +29,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 from telegram import Update
-from telegram.constants import ChatType
-from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.access import AccessPolicy
@@ -42,7 +40,6 @@ from bot.conversation import ConversationService
 from bot.flood import FloodControl
 from bot.generation_stop import STOPPED_GENERATION
 from bot.handlers import TelegramHandlers
-from bot.i18n import language_of, text
 from bot.limits import UsageLimits
 from bot.spark.client import SparkClient
 from storage.database import Database, create_database
@@ -171,7 +168,7 @@ class BotRuntime:
         # Admin commands first: the generic handlers would otherwise take /stats as unknown.
         admin.register(application)
         handlers.register(application)
-        application.add_error_handler(_log_handler_error)
+        application.add_error_handler(handlers.handler_failed)
         await handlers.publish_commands(application)
         await admin.publish_commands(application, telegram.admin_user_ids)
         log.info("bot @%s ready (model %s)", identity.username, settings.spark.model)
@@ -245,28 +242,6 @@ class BotRuntime:
             return web.Response(text="ok")
 
         return receive
-
-
-async def _log_handler_error(update: object, context: Any) -> None:
-    """Last line of defence for a failing handler (the database is down, say): one log line
-    with the chat and no payload, and a short apology to the user who is waiting."""
-    chat_id = (
-        update.effective_chat.id if isinstance(update, Update) and update.effective_chat else None
-    )
-    log.error("handler failed for chat %s", chat_id, exc_info=context.error)
-    if not isinstance(update, Update) or update.message is None:
-        return  # nobody is waiting for an answer (edits, member updates, ...)
-    user = update.effective_user
-    if user is None or user.is_bot:
-        return
-    message = update.message
-    try:
-        await message.reply_text(
-            text(language_of(user.language_code), "internal_error"),
-            do_quote=message.chat.type != ChatType.PRIVATE,
-        )
-    except TelegramError as exc:
-        log.warning("chat %s: apology not sent: %s", chat_id, exc)
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -267,10 +267,7 @@ class ConversationService:
                 ticket.release()
             raise
         if refusal is not None:
-            marker = await turns.start_answer(
-                conversation, question_id=stored.id, model=model.name, user_id=participant.user_id
-            )
-            await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="")
+            await self._store_unanswered(conversation, stored.id, model, participant.user_id)
             log.info(
                 "chat %s user %s: question refused: %s",
                 place.chat_id,
@@ -346,18 +343,23 @@ class ConversationService:
         answer is stored as ``failed`` and its reservation returned, so nothing dangles."""
         try:
             settings = await self.chat_settings(queued.place)
-            turns = self._db.turns
-            marker = await turns.start_answer(
-                queued.conversation,
-                question_id=queued.question_id,
-                model=settings.model.name,
-                user_id=queued.participant.user_id,
+            await self._store_unanswered(
+                queued.conversation, queued.question_id, settings.model, queued.participant.user_id
             )
-            await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="")
             log.info("chat %s: queued question dropped at shutdown", queued.place.chat_id)
         finally:
             if queued.ticket is not None:
                 queued.ticket.release()
+
+    async def _store_unanswered(
+        self, conversation: ConversationInfo, question_id: int, model: SparkModel, user_id: int
+    ) -> None:
+        """The ``failed`` answer marker of a question that gets no answer from Spark."""
+        turns = self._db.turns
+        marker = await turns.start_answer(
+            conversation, question_id=question_id, model=model.name, user_id=user_id
+        )
+        await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="")
 
     def begin_shutdown(self) -> None:
         """From now on a cancelled answer was interrupted, not stopped by its user."""
@@ -381,19 +383,17 @@ class ConversationService:
             conversation.id, conversation.chat_id, queued.text, self._prompt_settings
         )
         model = turn.settings.model
-        answer_row = await turns.start_answer(
-            conversation,
-            question_id=queued.question_id,
-            model=model.name,
-            user_id=queued.participant.user_id,
-        )
+        user_id = queued.participant.user_id
         if turn.prompt is None:  # the chat switched to a smaller model while this waited
             assert turn.too_long is not None
             reason = describe_failure(turn.too_long, language, model.title)
             await sink.start()
             delivery = await sink.finish("", footer=text(language, "footer_error", error=reason))
-            await turns.finish_answer(answer_row.id, status=MessageStatus.FAILED, text="")
+            await self._store_unanswered(conversation, queued.question_id, model, user_id)
             return AnswerOutcome(MessageStatus.FAILED, "", None, None, None, delivery)
+        answer_row = await turns.start_answer(
+            conversation, question_id=queued.question_id, model=model.name, user_id=user_id
+        )
         return await self._stream(queued, sink, model, turn.prompt, answer_row.id, language)
 
     def _prompt_settings(self, chat: ChatInfo | None) -> PromptSettings:

@@ -32,7 +32,6 @@ DRAFT_STOP_OPTIONS = {"can_stop": True, "keep_on_stop": True}
 class GenerationStopped:
     chat_id: int
     draft_id: int
-    thread_id: int | None = None
 
 
 def generation_stopped(update: object) -> GenerationStopped | None:
@@ -45,10 +44,9 @@ def generation_stopped(update: object) -> GenerationStopped | None:
     chat = payload.get("chat")
     chat_id = chat.get("id") if isinstance(chat, dict) else None
     draft_id = payload.get("draft_id")
-    thread_id = payload.get("message_thread_id")
     if not isinstance(chat_id, int) or not isinstance(draft_id, int):
         return None
-    return GenerationStopped(chat_id, draft_id, thread_id if isinstance(thread_id, int) else None)
+    return GenerationStopped(chat_id, draft_id)
 
 
 class StoppableAnswers:

@@ -331,6 +331,17 @@ class TelegramHandlers:
         if not self._lanes.cancel_current(lane):
             await self._reply(incoming, text(incoming.language, "nothing_to_stop"))
 
+    async def handler_failed(self, update: object, context: AnyContext) -> None:
+        """Last line of defence for a failing handler (the database is down, say): one log line
+        with the chat and no payload, and a short apology to the user who is waiting."""
+        chat = update.effective_chat if isinstance(update, Update) else None
+        log.error("handler failed for chat %s", chat.id if chat else None, exc_info=context.error)
+        if not isinstance(update, Update) or update.message is None:
+            return  # nobody is waiting for an answer (edits, member updates, ...)
+        incoming = self._incoming(update)
+        if incoming is not None:
+            await self._reply(incoming, text(incoming.language, "internal_error"))
+
     async def generation_stopped(self, stopped: GenerationStopped) -> None:
         """The stop button on a draft: like /stop, for the answer writing that draft."""
         lane = self._stoppable.lane_of(stopped)

@@ -168,9 +168,8 @@ class TelegramAnswer:
         self._sleep = sleep
         self._latest = ""
         self._shown_length = -1
-        self._draft_key: tuple[object, ...] | None = None
         self._draft_text: str | None = None  # the draft on screen (None: "Thinking…")
-        self._draft_sent_at: float | None = None
+        self._draft_sent_at: float | None = None  # None until the first draft went out
         self._draft_lock = asyncio.Lock()  # a refresh never overtakes a newer draft
         self._messages: list[_Shown] = []
         self._changed = asyncio.Event()
@@ -361,12 +360,10 @@ class TelegramAnswer:
 
     async def _send_draft(self, text: str | None, *, refresh: bool = False) -> None:
         """Show ``text`` as the draft (None: "Thinking…"); ``refresh`` re-sends the same one."""
-        key = _key(text or "")
         async with self._draft_lock:
-            if refresh:
-                if text != self._draft_text:
-                    return  # a newer draft went out while this waited for the lock
-            elif key == self._draft_key:
+            on_screen = self._draft_sent_at is not None and text == self._draft_text
+            if on_screen != refresh:
+                # Unchanged, or (a refresh) a newer draft went out while this waited.
                 return
             try:
                 await self._call(
@@ -382,7 +379,6 @@ class TelegramAnswer:
             except (BadRequest, InvalidToken) as exc:
                 # A Bot API server without drafts answers 404, which ptb raises as InvalidToken.
                 raise _DraftsRefused from exc
-            self._draft_key = key
             self._draft_text = text
             self._draft_sent_at = asyncio.get_running_loop().time()
 

@@ -391,9 +391,8 @@ class SparkSimulator:
 
     def _claim_uid(self, record: RecordedRequest) -> bool:
         """False when the request's uid is already being answered (see ``one_answer_per_uid``)."""
-        header = (record.request or {}).get("header") or {}
-        uid = header.get("uid")
-        if not self.options.one_answer_per_uid or not isinstance(uid, str):
+        uid = _uid_of(record)
+        if not self.options.one_answer_per_uid or uid is None:
             return True
         if uid in self._answering:
             logger.info("request refused on %s: uid busy (10007)", record.path)
@@ -402,9 +401,8 @@ class SparkSimulator:
         return True
 
     def _release_uid(self, record: RecordedRequest) -> None:
-        header = (record.request or {}).get("header") or {}
-        uid = header.get("uid")
-        if isinstance(uid, str) and self._answering.get(uid) is record:
+        uid = _uid_of(record)
+        if uid is not None and self._answering.get(uid) is record:
             del self._answering[uid]
 
     def _over_limits(self) -> int | None:
@@ -420,6 +418,12 @@ class SparkSimulator:
             return 11202
         accepted.append(now)
         return None
+
+
+def _uid_of(record: RecordedRequest) -> str | None:
+    header = (record.request or {}).get("header") or {}
+    uid = header.get("uid")
+    return uid if isinstance(uid, str) else None
 
 
 async def serve_forever(host: str, port: int, credentials: Credentials) -> None:
