@@ -237,7 +237,8 @@ async def test_a_database_fault_gets_an_apology_and_a_log_line(
     # Once the database is back, the bot answers again.
     await bot.driver.send_text(chat, user, "[[answer:Third.]] and now")
     await _shown(bot, chat, "Third.")
-    assert [m.content for m in await bot.stored(chat.id) if m.role == "assistant"] == [
+    stored = await bot.wait_stored(chat.id, 2)  # the answer is stored just after it is shown
+    assert [m.content for m in stored if m.role == "assistant"] == [
         "First.",
         "Third.",
     ]
