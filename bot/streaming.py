@@ -206,6 +206,9 @@ class TelegramAnswer:
                 self._fall_back_to_edits()
             except (_Deferred, _Gone):
                 pass
+            except TelegramError as exc:
+                # A Bot API hiccup must not cost the answer: the refresh task tries again soon.
+                log.warning("chat %s: first draft failed: %s", self._target.chat_id, exc)
         if self._mode == "edit":
             self._typing_task = asyncio.create_task(self._keep_typing(), name="typing")
         else:
@@ -237,7 +240,7 @@ class TelegramAnswer:
         except _Gone:
             self._gone = True
             complete = False
-        except NetworkError as exc:
+        except TelegramError as exc:
             log.error("chat %s: final answer not delivered: %s", self._target.chat_id, exc)
             complete = False
         return Delivery(self.message_ids, gone=self._gone, formatted=formatted, complete=complete)
@@ -279,17 +282,20 @@ class TelegramAnswer:
         interval = self._tuning.draft_refresh
         loop = asyncio.get_running_loop()
         while not self._finishing.is_set():
-            sent_at = self._draft_sent_at if self._draft_sent_at is not None else loop.time()
+            # Nothing on screen yet (the first draft failed or was deferred): try again soon.
+            due = (
+                self._draft_sent_at + interval
+                if self._draft_sent_at is not None
+                else loop.time() + self._tuning.network_retry_delay
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._finishing.wait(), max(0.0, sent_at + interval - loop.time())
-                )
+                await asyncio.wait_for(self._finishing.wait(), max(0.0, due - loop.time()))
             if self._finishing.is_set() or self._mode != "draft" or self._gone:
                 return
             if self._draft_sent_at is not None and loop.time() - self._draft_sent_at < interval:
                 continue  # the pump showed something newer meanwhile
             try:
-                await self._send_draft(self._draft_text, refresh=True)
+                await self._send_draft(self._draft_text, refresh=self._draft_sent_at is not None)
             except (_Deferred, NetworkError):
                 await asyncio.sleep(min(1.0, interval))  # the next round tries again
             except _DraftsRefused:
@@ -323,7 +329,8 @@ class TelegramAnswer:
                 self._gone = True
                 log.info("chat %s: answer message gone; stream ends", self._target.chat_id)
                 return
-            except NetworkError as exc:
+            except TelegramError as exc:
+                # A preview is disposable: the next one (or the final text) carries it all.
                 log.warning("chat %s: preview update failed: %s", self._target.chat_id, exc)
 
     def _worth(self, text: str) -> int:
