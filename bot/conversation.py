@@ -40,16 +40,26 @@ from bot.spark.types import (
     Usage,
 )
 from bot.streaming import AnswerSink, Delivery
+from bot.textsplit import is_blank
 from storage.arrival import arrive
 from storage.context import ContextBuilder, PromptContext
 from storage.database import Database
-from storage.dto import ChatInfo, ConversationInfo, MessageStatus
+from storage.dto import (
+    LEDGER_NO_SPARK_CODE,
+    LEDGER_UNDELIVERED,
+    ChatInfo,
+    ConversationInfo,
+    MessageStatus,
+)
 from storage.repositories import Repositories
 from storage.repositories.turns import Arrival, Calibration, LedgerEntry, PromptSettings
 
 log = logging.getLogger(__name__)
 
 REASONING_PREVIEW_CHARS = 400
+# How long an answer interrupted by shutdown may spend delivering its final text and note;
+# part of the fixed margin the whole shutdown may take beyond SHUTDOWN_GRACE_SECONDS.
+SHUTDOWN_DELIVERY_TIMEOUT = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +156,7 @@ class ConversationService:
         group_scope: GroupHistoryScope = "chat",
         admission: Admission | None = None,
         checkpoint_interval: float = 3.0,
+        shutdown_delivery_timeout: float = SHUTDOWN_DELIVERY_TIMEOUT,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
@@ -154,6 +165,7 @@ class ConversationService:
         self._group_scope: GroupHistoryScope = group_scope
         self._admission = admission
         self._checkpoint_interval = checkpoint_interval
+        self._shutdown_delivery_timeout = shutdown_delivery_timeout
         self._monotonic = monotonic
         self._shutting_down = False
 
@@ -467,7 +479,14 @@ class ConversationService:
         status, footer = self._verdict(answer, error, cancelled, sink.gone, language, model)
         if sources and status is MessageStatus.COMPLETE:
             answer = _with_sources(answer, sources)
-        delivery = await sink.finish(answer, footer=footer)
+        try:
+            delivery = await self._deliver(sink, answer, footer)
+        except asyncio.CancelledError as exc:  # shutdown or /stop came while it was delivered
+            cancelled = cancelled or exc
+            delivery = Delivery(message_ids=(), complete=False)
+            await sink.aclose()
+        if status is MessageStatus.COMPLETE and not delivery.complete:
+            status = MessageStatus.UNDELIVERED  # what the user saw, not what Spark wrote
         finished = self._monotonic()
         calibration = (
             Calibration(place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens)
@@ -488,7 +507,11 @@ class ConversationService:
                 chat_id=place.chat_id,
                 first_token_ms=_ms(first_token_at - started) if first_token_at else None,
                 duration_ms=_ms(finished - started),
-                error_code=_error_code(error),
+                error_code=(
+                    LEDGER_UNDELIVERED
+                    if status is MessageStatus.UNDELIVERED
+                    else _error_code(error)
+                ),
             ),
             calibration=calibration,
         )
@@ -526,7 +549,22 @@ class ConversationService:
                 language, "footer_error", error=describe_failure(error, language, model.title)
             )
             return (MessageStatus.PARTIAL if answer else MessageStatus.FAILED), footer
+        if is_blank(answer):  # Telegram shows nothing for it: say so instead of silence
+            return MessageStatus.COMPLETE, text(language, "empty_answer")
         return MessageStatus.COMPLETE, None
+
+    async def _deliver(self, sink: AnswerSink, answer: str, footer: str | None) -> Delivery:
+        """The final text; during shutdown bounded, so a chat under a long 429 deadline cannot
+        hold the process past its grace (the answer is stored either way)."""
+        if not self._shutting_down:
+            return await sink.finish(answer, footer=footer)
+        try:
+            return await asyncio.wait_for(
+                sink.finish(answer, footer=footer), self._shutdown_delivery_timeout
+            )
+        except TimeoutError:
+            log.warning("final text not delivered before shutdown")
+            return Delivery(message_ids=(), complete=False)
 
     async def _checkpoint(self, answer_id: int, answer: str) -> None:
         await self._db.turns.checkpoint(answer_id, answer)
@@ -551,4 +589,4 @@ def _error_code(error: SparkError | None) -> int | None:
         return None
     if isinstance(error, SparkAPIError):
         return error.code
-    return -1  # transport, timeout, handshake: no Spark code
+    return LEDGER_NO_SPARK_CODE

@@ -92,6 +92,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "system_cleared": "✅ System prompt cleared.",
         "system_unsupported": "{model} does not support a system prompt.",
         "footer_stopped": "⏹ Stopped.",
+        "empty_answer": "(empty answer: Spark returned no text. Try /retry or rephrase.)",
         "footer_interrupted": "⏹ Interrupted: the bot was restarting. Send /retry to continue.",
         "footer_error": "⚠️ {error}",
         "error_question_too_long": (
@@ -138,6 +139,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "stats_time_p95": "time p95",
         "stats_errors": "Failed, by Spark code",
         "stats_no_code": "no code",
+        "stats_undelivered": "undelivered",
         "stats_daily": "Tokens per day",
         "stats_daily_axis": "{days} d ago",
         "stats_top_users": "Top users, {days} d",
@@ -209,6 +211,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "system_cleared": "✅ 系统提示已清除。",
         "system_unsupported": "{model} 不支持系统提示。",
         "footer_stopped": "⏹ 已停止。",
+        "empty_answer": "（空回答：星火没有返回文字。可以 /retry 或换个说法。）",
         "footer_interrupted": "⏹ 已中断：机器人正在重启。发送 /retry 继续。",
         "footer_error": "⚠️ {error}",
         "error_question_too_long": (
@@ -245,6 +248,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "stats_time_p95": "耗时p95",
         "stats_errors": "失败（按星火错误码）",
         "stats_no_code": "无错误码",
+        "stats_undelivered": "未送达",
         "stats_daily": "每日 token",
         "stats_daily_axis": "{days}天前",
         "stats_top_users": "用户排行（{days}天）",

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from bot.i18n import Language, text
 from bot.limits import QuotaState
+from storage.dto import LEDGER_NO_SPARK_CODE, LEDGER_UNDELIVERED
 from storage.stats import Ranked, UsageReport, WindowStats
 
 WIDTH = 32
@@ -22,7 +23,8 @@ LABEL = 10  # label column; three value columns of 7 follow
 KEY = 11  # label column of "label value" lines, a space included
 COLUMN = 7
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
-NO_CODE = -1
+# The ledger's codes of its own, named in the error table (Spark's codes show as numbers).
+_CODE_LABELS = {LEDGER_NO_SPARK_CODE: "stats_no_code", LEDGER_UNDELIVERED: "stats_undelivered"}
 
 
 def display_width(value: str) -> int:
@@ -142,7 +144,8 @@ def _error_table(language: Language, windows: Sequence[WindowStats]) -> list[str
         return []
     lines = ["", text(language, "stats_errors")]
     for code in codes:
-        label = text(language, "stats_no_code") if code == NO_CODE else str(code)
+        label = _CODE_LABELS.get(code)
+        label = text(language, label) if label else str(code)
         counts = [dict(w.errors).get(code, 0) for w in windows]
         lines.append(row(label, (compact(n) for n in counts)))
     return lines

@@ -29,9 +29,15 @@ class MessageStatus(StrEnum):
     CANCELLED = "cancelled"
     # An answer replaced by /retry.
     SUPERSEDED = "superseded"
+    # Written in full by Spark, but its final message never reached the user.
+    UNDELIVERED = "undelivered"
 
 
 FINAL_STATUSES = frozenset(MessageStatus) - {MessageStatus.STREAMING}
+
+# Ledger error codes of our own, beside Spark's (which are positive).
+LEDGER_NO_SPARK_CODE = -1  # transport, timeout, refused handshake: Spark gave no code
+LEDGER_UNDELIVERED = -2  # Spark answered, but the answer never reached the user
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,8 @@ class Message(Base):
     __table_args__ = (
         CheckConstraint("role IN ('user', 'assistant')", name="role"),
         CheckConstraint(
-            "status IN ('streaming', 'complete', 'partial', 'failed', 'cancelled', 'superseded')",
+            "status IN ('streaming', 'complete', 'partial', 'failed', 'cancelled', 'superseded', "
+            "'undelivered')",
             name="status",
         ),
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
