@@ -23,10 +23,11 @@ from typing import IO, Any
 
 from telegram import Bot, BotCommandScopeChat, Chat, InputFile, Message, Update, User
 from telegram.constants import ChatType, ParseMode
-from telegram.error import RetryAfter, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, filters
 
 from bot.access import AccessPolicy
+from bot.budgeted_reply import send_budgeted
 from bot.flood import FloodControl
 from bot.i18n import ADMIN_COMMANDS, COMMANDS, Language, language_of, text
 from bot.limits import UsageLimits
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 AnyContext = ContextTypes.DEFAULT_TYPE
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 
-REPLY_MAX_WAIT = 5.0
 EXPORT_PAGE = 5_000
 # Telegram takes uploads up to 50 MB; a larger CSV goes out gzip-compressed.
 UPLOAD_LIMIT = 49 * 1024 * 1024
@@ -328,27 +328,16 @@ class AdminHandlers:
         return asker
 
     async def _reply(self, asker: _Asker, body: str, *, html: bool = False) -> None:
-        """A reply within the chat's send budget (waits a little, else dropped and logged)."""
-        chat_id = asker.chat.id
+        """A short reply inside the chat's send budget (:mod:`bot.budgeted_reply`)."""
         is_group = asker.chat.type != ChatType.PRIVATE
-        delay = self._flood.delay(chat_id, is_group=is_group)
-        if delay > REPLY_MAX_WAIT:
-            log.warning("chat %s: reply dropped under flood control", chat_id)
-            return
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self._flood.record_send(chat_id, is_group=is_group)
-        try:
-            await asker.message.reply_text(
-                body,
-                parse_mode=ParseMode.HTML if html else None,
-                do_quote=is_group,
-            )
-        except RetryAfter as exc:
-            self._flood.record_retry_after(chat_id, exc.retry_after)
-            log.warning("chat %s: reply refused by flood control", chat_id)
-        except TelegramError as exc:
-            log.warning("chat %s: reply failed: %s", chat_id, exc)
+        await send_budgeted(
+            self._flood,
+            asker.chat.id,
+            lambda: asker.message.reply_text(
+                body, parse_mode=ParseMode.HTML if html else None, do_quote=is_group
+            ),
+            is_group=is_group,
+        )
 
 
 def _asker(update: Update) -> _Asker | None:

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 
+# What shutdown allows beyond its grace for interrupted answers to store their text and send
+# their note (bot.conversation.SHUTDOWN_DELIVERY_TIMEOUT of it is for the note).
+SHUTDOWN_NOTE_TIMEOUT = 3.0
+
 
 def update_chat_key(update: object) -> Hashable | None:
     """The chat an update belongs to, or None for chat-less updates."""
@@ -143,13 +147,14 @@ class AnswerLanes:
             if not lane.jobs and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def shutdown(self, grace: float, note_timeout: float = 10.0) -> None:
+    async def shutdown(self, grace: float, note_timeout: float = SHUTDOWN_NOTE_TIMEOUT) -> None:
         """Let running answers finish within ``grace`` seconds, cancel the rest, drop queues.
 
-        A cancelled answer still delivers its "interrupted" note and stores its partial text;
-        that may take up to ``note_timeout`` more seconds (a chat under a 429 deadline waits),
-        after which it is cancelled again: its row stays "streaming" and the next start marks
-        it partial. Dropped jobs' ``on_drop`` run at once, alongside, within the same bounds.
+        A cancelled answer still stores its partial text and tries to deliver its
+        "interrupted" note; dropped jobs' ``on_drop`` (a note, a stored marker) run at once,
+        alongside. All of that shares one ``note_timeout`` after the grace, so the whole
+        shutdown takes at most ``grace + note_timeout``; whatever is still running then is
+        cancelled (a chat under a long 429 deadline gets no note: Telegram would refuse it).
         """
         self._closing = True
         drops = [
@@ -161,15 +166,15 @@ class AnswerLanes:
         for lane in self._lanes.values():
             lane.jobs.clear()
         running = [lane.running for lane in self._lanes.values() if lane.running is not None]
+        pending: set[asyncio.Task[None]] = set()
         if running:
             _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:
                 task.cancel()
-            await _finish_within(
-                pending, note_timeout, "an interrupted answer did not finish its note in time"
-            )
         await _finish_within(
-            drops, note_timeout, "a dropped question's note did not go out in time"
+            [*pending, *drops],
+            note_timeout,
+            "an interrupted answer or a dropped question did not finish its note in time",
         )
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         for worker in workers:

@@ -6,7 +6,6 @@ writes answers one at a time per conversation, so ``/stop`` is handled while an 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
@@ -14,11 +13,12 @@ from typing import Any
 
 from telegram import Chat, Message, Update, User
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import RetryAfter, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.access import AccessPolicy
 from bot.addressing import BotIdentity, addressed_question
+from bot.budgeted_reply import send_budgeted
 from bot.concurrency import AnswerLanes
 from bot.config import TelegramSettings
 from bot.conversation import ConversationService, Participant, Place, QueuedQuestion
@@ -30,9 +30,6 @@ from bot.replies import describe_refusal
 from bot.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
 
 log = logging.getLogger(__name__)
-
-# How long a command reply may wait for the chat's send budget before it is dropped.
-REPLY_MAX_WAIT = 5.0
 
 AnyContext = ContextTypes.DEFAULT_TYPE
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
@@ -157,27 +154,15 @@ class TelegramHandlers:
         return False
 
     async def _reply(self, incoming: _Incoming, body: str) -> None:
-        """A short reply that respects the chat's budget: it waits a little for its turn, and
-        is dropped (logged) rather than break a 429 deadline far in the future."""
-        is_group = self._is_group(incoming.chat)
-        delay = self._flood.delay(incoming.chat.id, is_group=is_group)
-        if delay > REPLY_MAX_WAIT:
-            log.warning("chat %s: reply dropped under flood control", incoming.chat.id)
-            return
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self._flood.record_send(incoming.chat.id, is_group=is_group)
-        try:
-            await incoming.message.reply_text(
-                body,
-                do_quote=incoming.chat.type != ChatType.PRIVATE,
-                reply_parameters=None,
-            )
-        except RetryAfter as exc:
-            self._flood.record_retry_after(incoming.chat.id, exc.retry_after)
-            log.warning("chat %s: reply refused by flood control", incoming.chat.id)
-        except TelegramError as exc:
-            log.warning("chat %s: reply failed: %s", incoming.chat.id, exc)
+        """A short reply inside the chat's send budget (:mod:`bot.budgeted_reply`)."""
+        await send_budgeted(
+            self._flood,
+            incoming.chat.id,
+            lambda: incoming.message.reply_text(
+                body, do_quote=incoming.chat.type != ChatType.PRIVATE, reply_parameters=None
+            ),
+            is_group=self._is_group(incoming.chat),
+        )
 
     def _is_group(self, chat: Chat) -> bool:
         return chat.type != ChatType.PRIVATE
