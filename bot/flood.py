@@ -26,6 +26,10 @@ class FloodPolicy:
     group_interval: float = 3.0
     group_per_minute: int = 20
     global_per_second: int = 28
+    # A chat quiet this long has nothing left to remember; its budget is dropped so the table
+    # holds only the chats of the last hour, not every chat the bot ever answered.
+    idle_after: float = 3600.0
+    sweep_every: float = 300.0
 
 
 @dataclass(slots=True)
@@ -50,6 +54,7 @@ class FloodControl:
         self._clock = clock
         self._chats: dict[int, _ChatBudget] = {}
         self._global: deque[float] = deque()
+        self._next_sweep = clock() + self.policy.sweep_every
 
     def now(self) -> float:
         return self._clock()
@@ -86,6 +91,14 @@ class FloodControl:
         if is_group:
             budget.recent.append(now)
         self._global.append(now)
+        if now >= self._next_sweep:
+            # Amortised here rather than on a timer: a bot that sends nothing grows nothing.
+            self._next_sweep = now + self.policy.sweep_every
+            self.forget_idle()
+
+    def tracked_chats(self) -> int:
+        """How many chats have a budget in memory (for tests and metrics)."""
+        return len(self._chats)
 
     def record_retry_after(self, chat_id: int, retry_after: int | float | timedelta) -> float:
         """Telegram said 429: nothing goes to this chat before the returned deadline."""
@@ -94,9 +107,10 @@ class FloodControl:
         budget.not_before = max(budget.not_before, deadline)
         return budget.not_before
 
-    def forget_idle(self, older_than: float = 3600.0) -> int:
-        """Drop budgets of chats quiet for ``older_than`` seconds; returns how many."""
-        cutoff = self._clock() - older_than
+    def forget_idle(self, older_than: float | None = None) -> int:
+        """Drop budgets of chats quiet for ``older_than`` seconds (default: the policy's
+        ``idle_after``); a chat under a 429 deadline is kept until it has passed."""
+        cutoff = self._clock() - (self.policy.idle_after if older_than is None else older_than)
         idle = [
             chat_id
             for chat_id, budget in self._chats.items()
