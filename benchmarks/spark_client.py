@@ -37,7 +37,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.spark.client import SparkClient, SparkTimeouts
+from bot.spark.client import SparkClient, SparkOptions, SparkTimeouts
 from bot.spark.models import get_model
 from bot.spark.protocol import parse_frame
 from bot.spark.retry import RetryPolicy
@@ -132,16 +132,16 @@ class Throughput:
 
 def _client(session: aiohttp.ClientSession, base_url: str) -> SparkClient:
     credentials = Credentials.demo()
-    return SparkClient(
-        session,
+    options = SparkOptions(
         app_id=credentials.app_id,
         api_key=credentials.api_key,
         api_secret=credentials.api_secret,
         model=MODEL,
-        url_override=base_url,
+        url=base_url,
         timeouts=SparkTimeouts(connect=60, first_frame=60, idle=60, total=600),
         retry=RetryPolicy(max_attempts=1),
     )
+    return SparkClient(session, options)
 
 
 async def _consume(client: SparkClient, question: str, counts: list[int], uid: str) -> None:

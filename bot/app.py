@@ -117,7 +117,7 @@ class BotRuntime:
         database = create_database(settings.database.url)
         self._stack.push_async_callback(database.dispose)
         self.database = database
-        spark = SparkClient.from_settings(session, settings.spark)
+        spark = SparkClient(session, settings.spark.client_options())
         telegram = settings.telegram
         limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
         service = ConversationService(

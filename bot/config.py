@@ -24,6 +24,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 from bot.spark.models import MODEL_NAMES, SparkModel, find_model, get_model
+from bot.spark.options import SparkOptions
+from bot.spark.retry import RetryPolicy, SparkTimeouts
+from bot.spark.types import GenerationOptions
 
 StreamTransport = Literal["auto", "draft", "edit"]
 GroupHistoryScope = Literal["chat", "user"]
@@ -122,6 +125,29 @@ class SparkSettings(_Group):
     @property
     def model_info(self) -> SparkModel:
         return get_model(self.model)
+
+    def client_options(self) -> SparkOptions:
+        """The Spark client's options for SPARK_MODEL with the operator's credentials, URL,
+        timeouts, retries (SPARK_MAX_RETRIES retries = that many + 1 attempts) and generation
+        defaults; a ConfigError names missing credentials."""
+        app_id, api_key, api_secret = self.require_credentials()
+        return SparkOptions(
+            app_id=app_id,
+            api_key=api_key,
+            api_secret=api_secret,
+            model=self.model_info,
+            url=self.url,
+            timeouts=SparkTimeouts(
+                connect=self.connect_timeout,
+                first_frame=self.first_frame_timeout,
+                idle=self.idle_timeout,
+                total=self.total_timeout,
+            ),
+            retry=RetryPolicy(max_attempts=self.max_retries + 1),
+            defaults=GenerationOptions(
+                temperature=self.temperature, max_tokens=self.max_tokens, top_k=self.top_k
+            ),
+        )
 
     @property
     def enabled_models(self) -> tuple[str, ...]:

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.config import GroupHistoryScope, SparkSettings
-from bot.errors import ConversationError, SparkAPIError, SparkError
+from bot.errors import ConversationError
 from bot.i18n import Language, language_of, text
 from bot.replies import describe_failure
 from bot.spark.client import SparkClient
+from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
 from bot.spark.types import (
     Finished,

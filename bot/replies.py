@@ -12,6 +12,9 @@ from bot.errors import (
     QuestionTooLong,
     QuotaExhausted,
     RateLimitExceeded,
+)
+from bot.i18n import Language, text
+from bot.spark.errors import (
     SparkAPIError,
     SparkAuthError,
     SparkContentBlocked,
@@ -23,7 +26,6 @@ from bot.errors import (
     SparkTimeout,
     SparkTransportError,
 )
-from bot.i18n import Language, text
 
 _OUTPUT_AUDIT_CODES = frozenset({10014, 10019})
 

@@ -26,9 +26,10 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.conversation import ConversationService, Participant, Place
-from bot.errors import BotError, ConversationError, SparkError
+from bot.errors import BotError, ConversationError
 from bot.replies import describe_failure, describe_refusal
 from bot.spark.client import SparkClient
+from bot.spark.errors import SparkError
 from bot.spark.types import ChatMessage, TextDelta
 from bot.streaming import Delivery
 from storage.database import create_database
@@ -110,7 +111,7 @@ async def chat(settings: Settings, *, simulate: bool = False) -> int:
         stack.push_async_callback(database.dispose)
         service = ConversationService(
             database=database,
-            spark=SparkClient.from_settings(session, effective.spark),
+            spark=SparkClient(session, effective.spark.client_options()),
             spark_settings=effective.spark,
         )
         await service.recover_interrupted()
@@ -168,7 +169,7 @@ async def ask(settings: Settings, question: str, *, simulate: bool = False) -> i
         _spark_settings(settings, simulate) as effective,
         aiohttp.ClientSession() as session,
     ):
-        client = SparkClient.from_settings(session, effective.spark)
+        client = SparkClient(session, effective.spark.client_options())
         model = effective.spark.model_info
         messages = [ChatMessage("user", question)]
         if effective.spark.system_prompt and model.supports_system:

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from bot.errors import SparkError
 from bot.logs import MASK, RedactingFilter, configure_logging
 from bot.spark.auth import sign_url
 from bot.spark.client import SparkClient
+from bot.spark.errors import SparkError
 from bot.spark.retry import RetryPolicy, SparkTimeouts
 from bot.spark.simulator import Credentials, SparkSimulator
 from bot.spark.types import GenerationOptions, TextDelta

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.errors import SparkProtocolError
+from bot.spark.errors import SparkProtocolError
 from bot.spark.models import get_model
 from bot.spark.protocol import STATUS_LAST, build_request, parse_frame
 from bot.spark.types import (

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 
 from bot.config import load_settings
-from bot.errors import SparkRequestInvalid
-from bot.spark.client import LOCAL_VALIDATION_CODE, SparkClient
+from bot.spark.client import LOCAL_VALIDATION_CODE, SparkClient, SparkOptions
+from bot.spark.errors import SparkRequestInvalid
 from bot.spark.models import MODELS, SparkModel, get_model, model_for_domain
 from bot.spark.retry import RetryPolicy, SparkTimeouts
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator, answer_text
@@ -67,18 +67,16 @@ def make_client(
     if url_override is None:
         assert simulator is not None
         url_override = simulator.base_url
-    return SparkClient(
-        session,
+    options = SparkOptions(
         app_id=credentials.app_id,
         api_key=credentials.api_key,
         api_secret=credentials.api_secret,
         model=model,
-        url_override=url_override,
-        timeouts=timeouts,
+        url=url_override,
+        timeouts=timeouts or SparkTimeouts(),
         retry=retry or RetryPolicy(max_attempts=1),
-        sleep=sleep or RecordingSleep(),
-        rng=random.Random(seed),
     )
+    return SparkClient(session, options, sleep=sleep or RecordingSleep(), rng=random.Random(seed))
 
 
 def ask(question: str, history: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
@@ -425,7 +423,7 @@ async def test_x1_accepts_its_wider_temperature_range(
     assert record.request["parameter"]["chat"]["temperature"] == 1.8
 
 
-async def test_from_settings_uses_the_operators_configuration(
+async def test_client_options_carry_the_operators_configuration(
     spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     demo = Credentials.demo()
@@ -444,7 +442,7 @@ async def test_from_settings_uses_the_operators_configuration(
             "idle_timeout": 7,
         },
     ).spark
-    client = SparkClient.from_settings(http_session, settings)
+    client = SparkClient(http_session, settings.client_options())
     assert client.model == MAX
     assert client.retry_policy.max_attempts == 5
     assert client.timeouts.idle == 7

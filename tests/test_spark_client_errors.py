@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.errors import (
+from bot.spark.client import SparkClient
+from bot.spark.errors import (
     SparkAPIError,
     SparkAuthError,
     SparkContentBlocked,
@@ -32,7 +33,6 @@ from bot.errors import (
     SparkTimeout,
     SparkTransportError,
 )
-from bot.spark.client import SparkClient
 from bot.spark.retry import RetryPolicy, SparkTimeouts
 from bot.spark.simulator import Credentials, SparkSimulator, answer_text
 from bot.spark.types import StreamEvent, TextDelta
@@ -662,3 +662,17 @@ async def test_tls_certificates_are_verified(
     assert not caught.value.retryable
     assert sleep.delays == []
     assert server.requests == []
+
+
+async def test_a_timeout_is_a_timeout_error_with_its_context(
+    spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
+) -> None:
+    """Code that knows nothing of Spark handles its timeouts with ``except TimeoutError``."""
+    client = make_client(http_session, spark_simulator, timeouts=SparkTimeouts(first_frame=0.2))
+    spark_simulator.inject("hang")
+    with pytest.raises(TimeoutError) as caught:
+        await client.complete(ask("are you there?"), "u")
+    error = caught.value
+    assert isinstance(error, SparkTimeout)
+    assert (error.phase, error.seconds, error.model) == ("first_frame", 0.2, LITE.name)
+    assert str(error) == "Spark timed out (first_frame, 0.2 s)"

@@ -9,7 +9,7 @@ session's connector limit bounds how many answers stream at once; create it with
 aiohttp's default of 100, because time spent waiting for a free connection counts against the
 connect timeout.
 
-Failures are translated into the tree in :mod:`bot.errors` at this boundary:
+Failures are translated into the tree in :mod:`bot.spark.errors` at this boundary:
 
 - HTTP 401/403 at the handshake -> :class:`SparkAuthError` with the gateway's JSON ``message``
   (aiohttp drops a refused handshake's body, so the refusal is read back with one plain GET of
@@ -46,8 +46,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from bot.config import SparkSettings
-from bot.errors import (
+from bot.spark.auth import redact_url, sign_url
+from bot.spark.errors import (
     SparkAuthError,
     SparkError,
     SparkProtocolError,
@@ -55,8 +55,8 @@ from bot.errors import (
     SparkTransportError,
     spark_api_error,
 )
-from bot.spark.auth import redact_url, sign_url
 from bot.spark.models import SparkModel
+from bot.spark.options import SparkOptions
 from bot.spark.protocol import STATUS_LAST, build_request, parse_frame
 from bot.spark.retry import RetryPolicy, SparkTimeouts
 from bot.spark.types import (
@@ -80,6 +80,7 @@ __all__ = [
     "LOCAL_VALIDATION_CODE",
     "RetryPolicy",
     "SparkClient",
+    "SparkOptions",
     "SparkTimeouts",
 ]
 
@@ -96,71 +97,31 @@ class SparkClient:
     def __init__(
         self,
         session: aiohttp.ClientSession,
+        options: SparkOptions,
         *,
-        app_id: str,
-        api_key: str,
-        api_secret: str,
-        model: SparkModel,
-        url_override: str | None = None,
-        timeouts: SparkTimeouts | None = None,
-        retry: RetryPolicy | None = None,
-        defaults: GenerationOptions | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        """``url_override`` (SPARK_URL) with a path is used verbatim for every request; without
-        one (``ws://host:port``) it replaces scheme and host of each model's URL, so a local
-        simulator can serve every model. ``defaults`` are the options used when a call passes
-        none (SPARK_TEMPERATURE and friends), fitted to each model's range. ``sleep`` and
-        ``rng`` drive the retry back-off (tests inject them)."""
+        """``options`` say whom to sign as, where to connect and how long to wait;
+        ``sleep`` and ``rng`` drive the retry back-off (tests inject them)."""
         self._session = session
-        self._app_id = app_id
-        self._api_key = api_key
-        self._api_secret = api_secret
-        self.model = model
-        self._url_override = url_override
-        self._timeouts = timeouts or SparkTimeouts()
-        self._retry = retry or RetryPolicy()
-        self._defaults = defaults or GenerationOptions()
+        self._options = options
+        self._app_id = options.app_id
+        self._api_key = options.api_key
+        self._api_secret = options.api_secret
+        self.model = options.model
+        self._url_override = options.url
+        self._timeouts = options.timeouts
+        self._retry = options.retry
+        self._defaults = options.defaults
         self._sleep = sleep
         self._rng = rng or random.Random()
         # Receive timeouts are enforced per phase by the client itself, not by aiohttp.
         self._ws_timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._timeouts.close)
 
-    @classmethod
-    def from_settings(
-        cls,
-        session: aiohttp.ClientSession,
-        settings: SparkSettings,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-    ) -> SparkClient:
-        """A client for SPARK_MODEL with the operator's credentials, URL, timeouts, retries
-        (SPARK_MAX_RETRIES retries = that many + 1 attempts) and generation defaults."""
-        app_id, api_key, api_secret = settings.require_credentials()
-        return cls(
-            session,
-            app_id=app_id,
-            api_key=api_key,
-            api_secret=api_secret,
-            model=settings.model_info,
-            url_override=settings.url,
-            timeouts=SparkTimeouts(
-                connect=settings.connect_timeout,
-                first_frame=settings.first_frame_timeout,
-                idle=settings.idle_timeout,
-                total=settings.total_timeout,
-            ),
-            retry=RetryPolicy(max_attempts=settings.max_retries + 1),
-            defaults=GenerationOptions(
-                temperature=settings.temperature,
-                max_tokens=settings.max_tokens,
-                top_k=settings.top_k,
-            ),
-            sleep=sleep,
-            rng=rng,
-        )
+    @property
+    def options(self) -> SparkOptions:
+        return self._options
 
     @property
     def timeouts(self) -> SparkTimeouts:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from bot.errors import SparkProtocolError
+from bot.spark.errors import SparkProtocolError
 from bot.spark.models import SparkModel
 from bot.spark.types import (
     ChatMessage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.errors import SparkRequestInvalid
+from bot.spark.errors import SparkRequestInvalid
 from bot.spark.models import SparkModel
 from bot.spark.protocol import UID_MAX_LENGTH
 from bot.spark.types import ChatMessage, GenerationOptions
