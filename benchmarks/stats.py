@@ -39,7 +39,7 @@ from urllib.parse import quote  # noqa: E402
 
 from sqlalchemy import text  # noqa: E402
 
-from bot.stats_format import render_report  # noqa: E402
+from bot.telegram.stats_format import render_report  # noqa: E402
 from storage.database import Database, create_database, create_engine, normalise_url  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
 from storage.repositories.base import table  # noqa: E402

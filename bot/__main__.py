@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.terminal import ask
 
             return asyncio.run(ask(settings, args.question, simulate=args.simulate))
-        from bot.app import run
+        from bot.telegram.app import run
 
         return asyncio.run(run(settings))
     except ConfigError as exc:

@@ -1,10 +1,10 @@
 """Spark in a terminal: ``python -m bot chat`` and ``python -m bot ask "question"``.
 
-``chat`` is multi-turn through the same :class:`~bot.conversation.ConversationService` as the
-Telegram bot (history stored in DATABASE_URL, trimmed to the model's budget); only the sink
+``chat`` is multi-turn through the same :class:`~bot.service.conversation.ConversationService` as
+the Telegram bot (history stored in DATABASE_URL, trimmed to the model's budget); only the sink
 differs: it prints text as it streams. Ctrl-C stops the answer being written; Ctrl-D or /exit
-leaves. ``--simulate`` starts a local Spark simulator and uses a throw-away database, so anyone
-can try it with no credentials.
+leaves. ``--simulate`` starts a local Spark simulator and uses a throw-away database, so anyone can
+try it with no credentials.
 
 ``ask`` prints one streamed answer to stdout and exits non-zero with the error on stderr.
 """
@@ -25,13 +25,13 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.conversation import ConversationService, Participant, Place
 from bot.errors import BotError, ConversationError
-from bot.replies import describe_failure, describe_refusal
+from bot.service.conversation import ConversationService, Participant, Place
+from bot.service.replies import describe_failure, describe_refusal
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkError
 from bot.spark.types import ChatMessage, TextDelta
-from bot.streaming import Delivery
+from bot.telegram.streaming import Delivery
 from storage.database import create_database
 from storage.migrate import upgrade
 

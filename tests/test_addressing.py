@@ -7,16 +7,13 @@ from typing import Any
 import pytest
 from telegram import Message
 
-from bot.addressing import BotIdentity, addressed_question, utf16_slice
+from bot.telegram.addressing import BotIdentity, addressed_question, utf16_slice
+from bot.telegram.textsplit import utf16_len
 
 BOT = BotIdentity(user_id=4242, username="spark_test_bot")
 USER = {"id": 7, "is_bot": False, "first_name": "Ann"}
 GROUP = {"id": -100123, "type": "supergroup", "title": "Team"}
 PRIVATE = {"id": 7, "type": "private", "first_name": "Ann"}
-
-
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
 
 
 def message(text: str, *, chat: dict[str, Any] = GROUP, **extra: Any) -> Message:

@@ -1,7 +1,7 @@
 """End to end: /stats, /quota, /usage and the limits, through the Bot API fake.
 
-The bot runs as :class:`~bot.app.BotRuntime`, the production composition root, against the Bot
-API fake, the Spark simulator and a SQLite file.
+The bot runs as :class:`~bot.telegram.app.BotRuntime`, the production composition root,
+against the Bot API fake, the Spark simulator and a SQLite file.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.app import BotRuntime
 from bot.config import Settings, load_settings
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.spark.types import Usage
-from bot.stats_format import WIDTH, display_width
+from bot.telegram.app import BotRuntime
+from bot.telegram.stats_format import WIDTH, display_width
 from storage.database import Database, create_database
 from storage.models import UsageRecord
 from storage.repositories import UsageRepository

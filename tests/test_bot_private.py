@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bot.formatting import render_markdown
 from bot.spark.simulator import SimulatorOptions
+from bot.telegram.formatting import render_markdown
 from tests.support.bot_harness import BotFactory
 from tests.support.fake_telegram import BotApiError
 

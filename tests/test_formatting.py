@@ -8,7 +8,8 @@ import random
 import pytest
 from telegram import MessageEntity
 
-from bot.formatting import (
+from bot.service.visible_text import is_blank
+from bot.telegram.formatting import (
     TELEGRAM_TEXT_LIMIT,
     Rendered,
     plain_parts,
@@ -17,7 +18,7 @@ from bot.formatting import (
     render_message_parts,
     render_parts,
 )
-from bot.textsplit import is_blank, split_text, utf16_len
+from bot.telegram.textsplit import split_text, utf16_len
 
 
 def covered(rendered: Rendered, entity: MessageEntity) -> str:

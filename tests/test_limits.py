@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.config import LimitSettings
-from bot.conversation import AdmissionTicket, Participant
 from bot.errors import QuotaExhausted, RateLimitExceeded
-from bot.limits import QuotaState, UsageLimits
+from bot.service.conversation import AdmissionTicket, Participant
+from bot.service.limits import QuotaState, UsageLimits
 from bot.spark.models import get_model
 from bot.spark.types import Usage
 from storage.database import Database

@@ -8,8 +8,8 @@ import itertools
 
 from telegram import Bot
 
-from bot.flood import FloodControl
-from bot.streaming import ChatTarget, DraftSupport, StreamTuning, TelegramAnswer
+from bot.telegram.flood import FloodControl
+from bot.telegram.streaming import ChatTarget, DraftSupport, StreamTuning, TelegramAnswer
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.telegram_driver import TelegramDriver
 

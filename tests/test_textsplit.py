@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from bot.textsplit import (
+from bot.service.visible_text import is_blank
+from bot.telegram.textsplit import (
     MIN_SPLIT_LIMIT,
     TELEGRAM_TEXT_LIMIT,
-    is_blank,
     rejoin,
     split_text,
     utf16_len,

@@ -1,8 +1,8 @@
 """The whole bot, running for real against the Bot API fake, the Spark simulator and SQLite.
 
 ``make_bot(...)`` builds settings that point the production composition root
-(:class:`bot.app.BotRuntime`) at the fakes, runs it in the background, and stops it gracefully
-at teardown. Tests talk to it as users (``bot.driver``) and assert on what users see
+(:class:`bot.telegram.app.BotRuntime`) at the fakes, runs it in the background, and stops it
+gracefully at teardown. Tests talk to it as users (``bot.driver``) and assert on what users see
 (``bot.fake``), what Spark was asked (``bot.spark.requests``) and what was stored
 (``await bot.stored(chat_id)``).
 """
@@ -23,9 +23,9 @@ from typing import IO, Any, Protocol
 import pytest
 from sqlalchemy import select
 
-from bot.app import BotRuntime
 from bot.config import Settings, load_settings
 from bot.spark.simulator import Credentials, RecordedRequest, SimulatorOptions, SparkSimulator
+from bot.telegram.app import BotRuntime
 from storage.database import Database, create_database
 from storage.dto import StoredMessage
 from storage.models import Conversation, UsageRecord

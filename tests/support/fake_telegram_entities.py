@@ -44,6 +44,8 @@ UserLookup = Callable[[int], JsonDict | None]
 
 
 def utf16_len(text: str) -> int:
+    # Written apart from the bot's own on purpose: the fake checks the bot, so it must not
+    # share the bot's arithmetic (a shared bug would pass unseen).
     return len(text.encode("utf-16-le")) // 2
 
 

@@ -1,9 +1,9 @@
 """Short replies (command answers, queue notes, apologies) inside Telegram's send budgets.
 
-A reply asks :class:`~bot.flood.FloodControl` for its turn like an answer does, and asks again
-after every wait: a streaming answer may have taken the slot meanwhile, and a reply sent on a
-stale answer meets a 429. A 429 is recorded and waited out; a network failure is tried again.
-A reply gives up only when the chat is held longer than ``max_wait``, and says so in the log.
+A reply asks :class:`~bot.telegram.flood.FloodControl` for its turn like an answer does, and asks
+again after every wait: a streaming answer may have taken the slot meanwhile, and a reply sent on a
+stale answer meets a 429. A 429 is recorded and waited out; a network failure is tried again. A
+reply gives up only when the chat is held longer than ``max_wait``, and says so in the log.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from telegram.error import NetworkError, RetryAfter, TelegramError
 
-from bot.flood import FloodControl
+from bot.telegram.flood import FloodControl
 
 log = logging.getLogger(__name__)
 

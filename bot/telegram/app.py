@@ -31,17 +31,19 @@ from aiohttp import web
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
-from bot.access import AccessPolicy
-from bot.addressing import BotIdentity
-from bot.admin import AdminHandlers
-from bot.concurrency import AnswerLanes, PerChatUpdateProcessor
 from bot.config import Settings
-from bot.conversation import ConversationService
-from bot.flood import FloodControl
-from bot.generation_stop import STOPPED_GENERATION
-from bot.handlers import TelegramHandlers
-from bot.limits import UsageLimits
+from bot.service.conversation import ConversationService
+from bot.service.lanes import AnswerLanes
+from bot.service.limits import UsageLimits
 from bot.spark.client import SparkClient
+from bot.telegram.access import AccessPolicy
+from bot.telegram.addressing import BotIdentity
+from bot.telegram.admin import AdminHandlers
+from bot.telegram.flood import FloodControl
+from bot.telegram.generation_stop import STOPPED_GENERATION
+from bot.telegram.handlers import TelegramHandlers
+from bot.telegram.ptb_types import AnyApplication
+from bot.telegram.update_order import PerChatUpdateProcessor
 from storage.database import Database, create_database
 from storage.migrate import upgrade
 
@@ -60,7 +62,6 @@ Meanwhile you can talk to Spark in this terminal:
                                       SPARK_API_SECRET)
 """
 
-AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 # Every type ptb knows, plus the drafts' stop button, which ptb 22.8 does not.
 ALLOWED_UPDATES = [*Update.ALL_TYPES, STOPPED_GENERATION]
 

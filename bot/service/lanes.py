@@ -1,12 +1,10 @@
-"""Ordering: updates in order within a chat, answers one at a time per conversation.
+"""Answers one at a time per conversation, in the order they were asked.
 
-Two layers, because ``/stop`` must be handled while an answer is still being written:
-
-- :class:`PerChatUpdateProcessor` plugs into python-telegram-bot and runs update handlers
-  concurrently across chats but strictly in arrival order within a chat. Handlers are quick:
-  they store the question and hand the answer to a lane.
-- :class:`AnswerLanes` keeps one FIFO lane per conversation. A lane's worker writes one answer
-  at a time; later questions wait their turn. Every worker task is owned here, and
+Front ends store a question quickly and hand its answer to a lane, so a ``/stop`` can be
+handled while an answer is still being written (the Telegram front end also keeps updates in
+order within a chat: :mod:`bot.telegram.update_order`). :class:`AnswerLanes` keeps one FIFO
+lane per conversation. A lane's worker writes one answer at a time; later questions wait their
+turn. Every worker task is owned here, and
   :meth:`AnswerLanes.shutdown` gives running answers a grace period, then cancels them so they
   can finish with a visible "interrupted" note; questions still waiting get their ``on_drop``
   (a note to the user) instead of silence.
@@ -20,62 +18,14 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass, field
-from typing import Any
-
-from telegram import Update
-from telegram.ext import BaseUpdateProcessor
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
 
 # What shutdown allows beyond its grace for interrupted answers to store their text and send
-# their note (bot.conversation.SHUTDOWN_DELIVERY_TIMEOUT of it is for the note).
+# their note (bot.service.conversation.SHUTDOWN_DELIVERY_TIMEOUT of it is for the note).
 SHUTDOWN_NOTE_TIMEOUT = 3.0
-
-
-def update_chat_key(update: object) -> Hashable | None:
-    """The chat an update belongs to, or None for chat-less updates."""
-    if isinstance(update, Update):
-        chat = update.effective_chat
-        if chat is not None:
-            return chat.id
-        user = update.effective_user
-        if user is not None:
-            return ("user", user.id)
-    return None
-
-
-class PerChatUpdateProcessor(BaseUpdateProcessor):
-    """Concurrent across chats, ordered within a chat."""
-
-    def __init__(self, max_concurrent_updates: int = 256) -> None:
-        super().__init__(max_concurrent_updates)
-        self._locks: dict[Hashable, asyncio.Lock] = {}
-        self._waiting: dict[Hashable, int] = {}
-
-    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        key = update_chat_key(update)
-        if key is None:
-            await coroutine
-            return
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                # Nobody else holds or waits for it: forget the lock so idle chats cost nothing.
-                del self._waiting[key]
-                del self._locks[key]
-
-    async def initialize(self) -> None:
-        """Nothing to allocate."""
-
-    async def shutdown(self) -> None:
-        """Nothing to free."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,30 +9,31 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from telegram import Chat, Message, Update, User
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import CommandHandler, MessageHandler, filters
 
-from bot.access import AccessPolicy
-from bot.addressing import BotIdentity, addressed_question
-from bot.budgeted_reply import send_budgeted
-from bot.concurrency import AnswerLanes
 from bot.config import TelegramSettings
-from bot.conversation import ConversationService, Participant, Place, QueuedQuestion
 from bot.errors import ConversationError
-from bot.flood import FloodControl
-from bot.generation_stop import GenerationStopped, GenerationStoppedHandler, StoppableAnswers
-from bot.i18n import COMMANDS, Language, language_of, text
-from bot.replies import describe_refusal
-from bot.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
+from bot.service.conversation import ConversationService, Participant, Place, QueuedQuestion
+from bot.service.i18n import COMMANDS, Language, language_of, text
+from bot.service.lanes import AnswerLanes
+from bot.service.replies import describe_refusal
+from bot.telegram.access import AccessPolicy
+from bot.telegram.addressing import BotIdentity, addressed_question
+from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.flood import FloodControl
+from bot.telegram.generation_stop import (
+    GenerationStopped,
+    GenerationStoppedHandler,
+    StoppableAnswers,
+)
+from bot.telegram.ptb_types import AnyApplication, AnyContext
+from bot.telegram.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
 
 log = logging.getLogger(__name__)
-
-AnyContext = ContextTypes.DEFAULT_TYPE
-AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class TelegramHandlers:
         return False
 
     async def _reply(self, incoming: _Incoming, body: str) -> None:
-        """A short reply inside the chat's send budget (:mod:`bot.budgeted_reply`)."""
+        """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
         await send_budgeted(
             self._flood,
             incoming.chat.id,

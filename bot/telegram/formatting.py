@@ -30,7 +30,7 @@ from telegram import MessageEntity
 from telegramify_markdown.config import RenderConfig
 from telegramify_markdown.converter import STANDARD_OPTIONS
 
-from bot.textsplit import MIN_SPLIT_LIMIT, TELEGRAM_TEXT_LIMIT, split_text, utf16_len
+from bot.telegram.textsplit import MIN_SPLIT_LIMIT, TELEGRAM_TEXT_LIMIT, split_text, utf16_len
 
 __all__ = [
     "TELEGRAM_TEXT_LIMIT",

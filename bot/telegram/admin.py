@@ -19,27 +19,26 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO
 
 from telegram import Bot, BotCommandScopeChat, Chat, InputFile, Message, Update, User
 from telegram.constants import ChatType, ParseMode
 from telegram.error import TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, filters
+from telegram.ext import CommandHandler, filters
 
-from bot.access import AccessPolicy
-from bot.budgeted_reply import send_budgeted
-from bot.flood import FloodControl
-from bot.i18n import ADMIN_COMMANDS, COMMANDS, Language, language_of, text
-from bot.limits import UsageLimits
-from bot.stats_format import compact, render_quota, render_report, render_usage
+from bot.service.i18n import ADMIN_COMMANDS, COMMANDS, Language, language_of, text
+from bot.service.limits import UsageLimits
+from bot.telegram.access import AccessPolicy
+from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.flood import FloodControl
+from bot.telegram.ptb_types import AnyApplication, AnyContext
+from bot.telegram.stats_format import compact, render_quota, render_report, render_usage
 from storage.database import Database
 from storage.dto import Clock, UserInfo, utc_now
 from storage.stats import DAYS, EXPORT_COLUMNS, StatsRepository, day_start, window_start
 
 log = logging.getLogger(__name__)
 
-AnyContext = ContextTypes.DEFAULT_TYPE
-AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 
 EXPORT_PAGE = 5_000
 # Telegram takes uploads up to 50 MB; a larger CSV goes out gzip-compressed.
@@ -328,7 +327,7 @@ class AdminHandlers:
         return asker
 
     async def _reply(self, asker: _Asker, body: str, *, html: bool = False) -> None:
-        """A short reply inside the chat's send budget (:mod:`bot.budgeted_reply`)."""
+        """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
         is_group = asker.chat.type != ChatType.PRIVATE
         await send_budgeted(
             self._flood,

@@ -1,6 +1,6 @@
 """Per-user abuse limits: the daily token quota and the question rate limit.
 
-:class:`UsageLimits` is the conversation service's :class:`~bot.conversation.Admission`. A
+:class:`UsageLimits` is the conversation service's :class:`~bot.service.conversation.Admission`. A
 question is admitted when the user has tokens left today, counting both the ledger since UTC
 midnight and the tokens reserved by their questions still being answered; admitting it reserves
 ``reserve_tokens`` (the answer's ``max_tokens``) until its ticket is released, which happens
@@ -25,8 +25,8 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from bot.config import LimitSettings
-from bot.conversation import AdmissionTicket, Participant
 from bot.errors import QuotaExhausted, RateLimitExceeded
+from bot.service.conversation import AdmissionTicket, Participant
 from bot.spark.models import SparkModel
 from storage.database import Database
 from storage.dto import Clock, utc_now

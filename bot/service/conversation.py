@@ -1,13 +1,13 @@
 """The use case: a question in, an answer streamed out, both stored.
 
-``record_question`` runs in update order: it stores the user and chat, checks the question
-against the model's budget and the user's limits, and commits the question before Spark is
-called. ``answer`` runs later in the conversation's lane: it builds the context from stored
-history, streams Spark into an :class:`~bot.streaming.AnswerSink` (Telegram, a terminal, an HTTP
-client), checkpoints the partial text while it streams, and stores the answer, its usage row
-and the chat's token calibration as one unit of work. Each step of a turn goes through
-:attr:`storage.database.Database.turns`, the storage hot path; no database session is held
-open while an answer streams.
+``record_question`` runs in update order: it stores the user and chat, checks the question against
+the model's budget and the user's limits, and commits the question before Spark is called.
+``answer`` runs later in the conversation's lane: it builds the context from stored history,
+streams Spark into an :class:`~bot.service.events.AnswerSink` (Telegram, a terminal, an HTTP
+client), checkpoints the partial text while it streams, and stores the answer, its usage row and
+the chat's token calibration as one unit of work. Each step of a turn goes through
+:attr:`storage.database.Database.turns`, the storage hot path; no database session is held open
+while an answer streams.
 
 Whatever happens, nothing is lost: a stopped answer is stored as ``cancelled``, a failed one as
 ``failed`` or ``partial`` with Spark's error code and sid, one interrupted by shutdown as
@@ -27,8 +27,9 @@ from typing import Protocol
 
 from bot.config import GroupHistoryScope, SparkSettings
 from bot.errors import ConversationError
-from bot.i18n import Language, language_of, text
-from bot.replies import describe_failure
+from bot.service.i18n import Language, language_of, text
+from bot.service.replies import describe_failure
+from bot.service.visible_text import is_blank
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
@@ -40,8 +41,7 @@ from bot.spark.types import (
     TextDelta,
     Usage,
 )
-from bot.streaming import AnswerSink, Delivery
-from bot.textsplit import is_blank
+from bot.telegram.streaming import AnswerSink, Delivery
 from storage.arrival import arrive
 from storage.context import ContextBuilder, PromptContext
 from storage.database import Database

@@ -2,8 +2,8 @@
 
 The Spark read loop calls :meth:`TelegramAnswer.push` with the newest full text; that only stores
 the text and wakes a pump task, so Spark is never held up by Telegram. The pump shows the newest
-text when the chat's budget allows (:mod:`bot.flood`) and it has grown enough to be worth an
-update; intermediate texts in between are simply skipped. :meth:`TelegramAnswer.finish` renders
+text when the chat's budget allows (:mod:`bot.telegram.flood`) and it has grown enough to be worth
+an update; intermediate texts in between are simply skipped. :meth:`TelegramAnswer.finish` renders
 the final Markdown into entities and always lands, waiting out any 429 deadline first.
 
 Two ways to show a growing answer:
@@ -12,8 +12,9 @@ Two ways to show a growing answer:
   chat refuses drafts, the stream switches to ``edit`` and the chat is remembered.
 - ``edit`` (groups, topics, fallback): a reply message edited in place.
 
-Long answers are split into parts of at most 4096 UTF-16 units (:func:`bot.textsplit.split_text`);
-every part but the last is a complete message of its own, the last one is the live preview.
+Long answers are split into parts of at most 4096 UTF-16 units
+(:func:`bot.telegram.textsplit.split_text`); every part but the last is a complete message of its
+own, the last one is the live preview.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from telegram.error import (
     TelegramError,
 )
 
-from bot.flood import FloodControl
-from bot.formatting import MessagePart, Rendered, render_message_parts
-from bot.generation_stop import DRAFT_STOP_OPTIONS
-from bot.textsplit import TELEGRAM_TEXT_LIMIT, is_blank, split_text, utf16_len
+from bot.service.visible_text import is_blank
+from bot.telegram.flood import FloodControl
+from bot.telegram.formatting import MessagePart, Rendered, render_message_parts
+from bot.telegram.generation_stop import DRAFT_STOP_OPTIONS
+from bot.telegram.textsplit import TELEGRAM_TEXT_LIMIT, split_text, utf16_len
 
 log = logging.getLogger(__name__)
 

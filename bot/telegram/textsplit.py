@@ -22,15 +22,16 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from bot.service.visible_text import is_blank
+
 TELEGRAM_TEXT_LIMIT = 4096
 # Below this a part could not carry a re-opened fence plus some code.
 MIN_SPLIT_LIMIT = 200
 # Longer "fence" lines are read as text: a re-opened fence must stay small next to the limit.
 _MAX_FENCE_LINE = 48
 
-# Characters Telegram treats as empty besides Unicode whitespace (zero-width, direction marks,
-# braille blank, object replacement): a part made only of these is rejected as empty.
-_INVISIBLE = frozenset("\u180e\u200b\u200c\u200d\u200e\u200f\u202e\u2060\u2800\ufeff\ufffc")
+# Characters Telegram treats as empty besides Unicode whitespace (bot.service.visible_text):
+# a part made only of these is rejected as empty.
 _BLANK_CHARS = r"\s\u180e\u200b-\u200f\u202e\u2060\u2800\ufeff\ufffc"
 _VISIBLE = re.compile(rf"[^{_BLANK_CHARS}]")
 _AFTER_BLANK_LINE = re.compile(rf"^(?:(?!\n)[{_BLANK_CHARS}])*\n", re.MULTILINE)
@@ -51,11 +52,6 @@ def utf16_len(text: str) -> int:
     if text.isascii():
         return len(text)
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def is_blank(text: str) -> bool:
-    """True when Telegram would find no text in `text` (it strips these characters)."""
-    return all(ch.isspace() or ch in _INVISIBLE for ch in text)
 
 
 @dataclass(frozen=True, slots=True)

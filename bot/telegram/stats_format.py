@@ -13,8 +13,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from bot.i18n import Language, text
-from bot.limits import QuotaState
+from bot.service.i18n import Language, text
+from bot.service.limits import QuotaState
 from storage.dto import LEDGER_NO_SPARK_CODE, LEDGER_UNDELIVERED
 from storage.stats import Ranked, UsageReport, WindowStats
 

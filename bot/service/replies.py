@@ -13,7 +13,7 @@ from bot.errors import (
     QuotaExhausted,
     RateLimitExceeded,
 )
-from bot.i18n import Language, text
+from bot.service.i18n import Language, text
 from bot.spark.errors import (
     SparkAPIError,
     SparkAuthError,
