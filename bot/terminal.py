@@ -26,12 +26,20 @@ from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.errors import BotError, ConversationError
-from bot.service.conversation import ConversationService, Participant, Place
+from bot.service.conversation import ConversationService, Participant, Place, with_sources
+from bot.service.events import (
+    Delivery,
+    Ending,
+    Finished,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+)
 from bot.service.replies import describe_failure, describe_refusal
+from bot.spark import types as spark_types
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkError
-from bot.spark.types import ChatMessage, TextDelta
-from bot.telegram.streaming import Delivery
+from bot.spark.types import ChatMessage
 from storage.database import create_database
 from storage.migrate import upgrade
 
@@ -41,38 +49,47 @@ TERMINAL_PLACE = Place(chat_id=TERMINAL_CHAT_ID, chat_type="terminal", title="te
 
 
 class TerminalSink:
-    """Prints an answer as it grows."""
+    """Prints an answer as it grows: reasoning first (marked 💭), then the answer."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
-        self._printed = ""
+        self._answer = ""
+        self._reasoning = False
 
     @property
     def gone(self) -> bool:
         return False
 
     async def start(self) -> None:
-        self._out.write("spark> ")
-        self._out.flush()
+        self._write("spark> ")
 
-    def push(self, text: str) -> None:
-        if text.startswith(self._printed):
-            self._out.write(text[len(self._printed) :])
-        else:  # the reasoning preview gave way to the answer
-            self._out.write("\n" + text)
-        self._printed = text
-        self._out.flush()
+    def event(self, event: StreamEvent) -> None:
+        if isinstance(event, ReasoningDelta) and not self._answer:
+            self._write(event.text if self._reasoning else "💭 " + event.text)
+            self._reasoning = True
+        elif isinstance(event, TextDelta):
+            if self._reasoning and not self._answer:
+                self._write("\n\n")
+            self._answer += event.text
+            self._write(event.text)
 
-    async def finish(self, text: str, *, footer: str | None = None) -> Delivery:
-        self.push(text)
-        if footer:
-            self._out.write(("\n" if text else "") + footer)
-        self._out.write("\n\n")
-        self._out.flush()
-        return Delivery(message_ids=())
+    async def finish(self, ending: Ending) -> Delivery:
+        text = ending.text
+        if isinstance(ending, Finished) and ending.complete and ending.sources:
+            text = with_sources(text, ending.sources)
+        if text.startswith(self._answer):
+            self._write(text[len(self._answer) :])
+        if ending.note:
+            self._write(("\n" if text else "") + ending.note)
+        self._write("\n\n")
+        return Delivery()
 
     async def aclose(self) -> None:
         """Nothing runs in the background."""
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
 
 
 @asynccontextmanager
@@ -178,7 +195,7 @@ async def ask(settings: Settings, question: str, *, simulate: bool = False) -> i
         try:
             async with aclosing(client.stream(messages, "terminal")) as events:
                 async for event in events:
-                    if isinstance(event, TextDelta):
+                    if isinstance(event, spark_types.TextDelta):
                         sys.stdout.write(event.text)
                         sys.stdout.flush()
                         wrote = True

@@ -160,7 +160,9 @@ async def test_a_burst_in_one_chat_gets_every_queued_note_and_every_answer(
     user, chat = _private(bot)
     count = 8
     for n in range(count):
-        await bot.driver.send_text(chat, user, f"[[answer:Answer {n}.]] question {n}")
+        # The first answer is slow to start, so every later question surely waits behind it.
+        slow = "[[slow-first:4]]" if n == 0 else ""
+        await bot.driver.send_text(chat, user, f"{slow}[[answer:Answer {n}.]] question {n}")
     await bot.wait_stored(chat.id, count, timeout=40)
     await bot.fake.wait_for(
         lambda: sum(t.startswith("Answer ") for t in bot.fake.visible_texts(chat.id)) == count,

@@ -8,8 +8,10 @@ import itertools
 
 from telegram import Bot
 
+from bot.service.events import Finished, TextDelta
 from bot.telegram.flood import FloodControl
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamTuning, TelegramAnswer
+from storage.dto import MessageStatus
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.telegram_driver import TelegramDriver
 
@@ -36,13 +38,15 @@ async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(thinking)]
     assert all(REFRESH - 0.05 < gap < REFRESH * 1.5 for gap in gaps), gaps  # due, never early
 
-    answer.push("The first words")
+    answer.event(TextDelta("The first words"))
     await fake_telegram.wait_for(lambda: fake_telegram.current_draft(chat.id) == "The first words")
     await asyncio.sleep(REFRESH + 0.75)  # silent again: the text so far is re-sent, not lost
     texts = [d.text for d in fake_telegram.drafts(chat.id)]
     assert texts[3:] == ["The first words", "The first words"]
 
-    delivery = await answer.finish("The first words, and the rest.")
+    delivery = await answer.finish(
+        Finished("The first words, and the rest.", MessageStatus.COMPLETE)
+    )
     assert delivery.complete
     assert fake_telegram.visible_texts(chat.id) == ["The first words, and the rest."]
     assert fake_telegram.current_draft(chat.id) is None

@@ -27,21 +27,25 @@ from typing import Protocol
 
 from bot.config import GroupHistoryScope, SparkSettings
 from bot.errors import ConversationError
+from bot.service.events import (
+    AnswerSink,
+    Delivery,
+    Ending,
+    Failed,
+    Finished,
+    FunctionCalled,
+    ReasoningDelta,
+    SourcesFound,
+    TextDelta,
+)
 from bot.service.i18n import Language, language_of, text
 from bot.service.replies import describe_failure
 from bot.service.visible_text import is_blank
+from bot.spark import types as spark_events
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
-from bot.spark.types import (
-    Finished,
-    ReasoningDelta,
-    SearchSource,
-    SearchSourcesDelta,
-    TextDelta,
-    Usage,
-)
-from bot.telegram.streaming import AnswerSink, Delivery
+from bot.spark.types import SearchSource, Usage
 from storage.arrival import arrive
 from storage.context import ContextBuilder, PromptContext
 from storage.database import Database
@@ -57,7 +61,6 @@ from storage.repositories.turns import Arrival, Calibration, LedgerEntry, Prompt
 
 log = logging.getLogger(__name__)
 
-REASONING_PREVIEW_CHARS = 400
 # How long an answer interrupted by shutdown may spend delivering its final text and note;
 # part of the fixed margin the whole shutdown may take beyond SHUTDOWN_GRACE_SECONDS.
 SHUTDOWN_DELIVERY_TIMEOUT = 1.5
@@ -401,7 +404,8 @@ class ConversationService:
             assert turn.too_long is not None
             reason = describe_failure(turn.too_long, language, model.title)
             await sink.start()
-            delivery = await sink.finish("", footer=text(language, "footer_error", error=reason))
+            note = text(language, "footer_error", error=reason)
+            delivery = await sink.finish(Failed("", turn.too_long, note))
             await self._store_unanswered(conversation, queued.question_id, model, user_id)
             return AnswerOutcome(MessageStatus.FAILED, "", None, None, None, delivery)
         answer_row = await turns.start_answer(
@@ -429,7 +433,6 @@ class ConversationService:
         first_token_at: float | None = None
         last_checkpoint = started
         answer = ""
-        reasoning = ""
         sources: tuple[SearchSource, ...] = ()
         usage: Usage | None = None
         sid: str | None = None
@@ -442,20 +445,21 @@ class ConversationService:
             )
             async with aclosing(stream) as events:
                 async for event in events:
-                    if isinstance(event, TextDelta):
+                    if isinstance(event, spark_events.TextDelta):
                         answer += event.text
                         if first_token_at is None:
                             first_token_at = self._monotonic()
-                        sink.push(answer)
-                    elif isinstance(event, ReasoningDelta):
-                        reasoning += event.text
+                        sink.event(TextDelta(event.text))
+                    elif isinstance(event, spark_events.ReasoningDelta):
                         if first_token_at is None:
                             first_token_at = self._monotonic()
-                        if not answer:
-                            sink.push(_reasoning_preview(reasoning))
-                    elif isinstance(event, SearchSourcesDelta):
+                        sink.event(ReasoningDelta(event.text))
+                    elif isinstance(event, spark_events.SearchSourcesDelta):
                         sources += event.sources
-                    elif isinstance(event, Finished):
+                        sink.event(SourcesFound(event.sources))
+                    elif isinstance(event, spark_events.FunctionCallDelta):
+                        sink.event(FunctionCalled(event.call))
+                    else:
                         usage, sid = event.usage, event.sid
                     if sink.gone:
                         break
@@ -478,10 +482,15 @@ class ConversationService:
             )
 
         status, footer = self._verdict(answer, error, cancelled, sink.gone, language, model)
+        ending: Ending = (
+            Failed(answer, error, footer or "")
+            if error is not None
+            else Finished(answer, status, footer, sources, usage, sid)
+        )
         if sources and status is MessageStatus.COMPLETE:
-            answer = _with_sources(answer, sources)
+            answer = with_sources(answer, sources)  # stored as the reader saw it
         try:
-            delivery = await self._deliver(sink, answer, footer)
+            delivery = await self._deliver(sink, ending)
         except asyncio.CancelledError as exc:  # shutdown or /stop came while it was delivered
             cancelled = cancelled or exc
             delivery = Delivery(message_ids=(), complete=False)
@@ -554,15 +563,13 @@ class ConversationService:
             return MessageStatus.COMPLETE, text(language, "empty_answer")
         return MessageStatus.COMPLETE, None
 
-    async def _deliver(self, sink: AnswerSink, answer: str, footer: str | None) -> Delivery:
-        """The final text; during shutdown bounded, so a chat under a long 429 deadline cannot
+    async def _deliver(self, sink: AnswerSink, ending: Ending) -> Delivery:
+        """The ending; during shutdown bounded, so a chat under a long 429 deadline cannot
         hold the process past its grace (the answer is stored either way)."""
         if not self._shutting_down:
-            return await sink.finish(answer, footer=footer)
+            return await sink.finish(ending)
         try:
-            return await asyncio.wait_for(
-                sink.finish(answer, footer=footer), self._shutdown_delivery_timeout
-            )
+            return await asyncio.wait_for(sink.finish(ending), self._shutdown_delivery_timeout)
         except TimeoutError:
             log.warning("final text not delivered before shutdown")
             return Delivery(message_ids=(), complete=False)
@@ -571,12 +578,8 @@ class ConversationService:
         await self._db.turns.checkpoint(answer_id, answer)
 
 
-def _reasoning_preview(reasoning: str) -> str:
-    tail = reasoning[-REASONING_PREVIEW_CHARS:]
-    return "💭 " + ("…" + tail if len(reasoning) > len(tail) else tail)
-
-
-def _with_sources(answer: str, sources: tuple[SearchSource, ...]) -> str:
+def with_sources(answer: str, sources: tuple[SearchSource, ...]) -> str:
+    """The answer followed by its numbered search sources as Markdown links."""
     lines = [f"{source.index}. [{source.title or source.url}]({source.url})" for source in sources]
     return answer.rstrip() + "\n\n" + "\n".join(lines)
 

@@ -1,10 +1,12 @@
 """Shows an answer in Telegram while Spark writes it, then makes it permanent.
 
-The Spark read loop calls :meth:`TelegramAnswer.push` with the newest full text; that only stores
-the text and wakes a pump task, so Spark is never held up by Telegram. The pump shows the newest
-text when the chat's budget allows (:mod:`bot.telegram.flood`) and it has grown enough to be worth
-an update; intermediate texts in between are simply skipped. :meth:`TelegramAnswer.finish` renders
-the final Markdown into entities and always lands, waiting out any 429 deadline first.
+The service hands :meth:`TelegramAnswer.event` each piece of the answer
+(:mod:`bot.service.events`); that only records the newest text and wakes a pump task, so Spark is
+never held up by Telegram. Reasoning is previewed (its tail, marked 💭) until the answer itself
+begins. The pump shows the newest text when the chat's budget allows (:mod:`bot.telegram.flood`)
+and it has grown enough to be worth an update; intermediate texts in between are simply skipped.
+:meth:`TelegramAnswer.finish` renders the final Markdown into entities and always lands, waiting
+out any 429 deadline first.
 
 Two ways to show a growing answer:
 - ``draft`` (private chats): ``sendMessageDraft`` animates a preview, starting empty so the
@@ -24,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from telegram import Bot, LinkPreviewOptions, Message, MessageEntity, ReplyParameters
 from telegram.constants import ChatAction
@@ -37,6 +39,17 @@ from telegram.error import (
     TelegramError,
 )
 
+from bot.service.conversation import with_sources
+from bot.service.events import (
+    Delivery,
+    Ending,
+    Finished,
+    FunctionCalled,
+    ReasoningDelta,
+    SourcesFound,
+    StreamEvent,
+    TextDelta,
+)
 from bot.service.visible_text import is_blank
 from bot.telegram.flood import FloodControl
 from bot.telegram.formatting import MessagePart, Rendered, render_message_parts
@@ -51,6 +64,7 @@ Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
 
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+REASONING_PREVIEW_CHARS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,31 +86,6 @@ class StreamTuning:
     draft_refresh: float = 20.0
     final_attempts: int = 6  # network failures tolerated while delivering the final text
     network_retry_delay: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What became of an answer in Telegram."""
-
-    message_ids: tuple[int, ...]
-    gone: bool = False  # the user deleted the message or blocked the bot
-    formatted: bool = True  # False when Telegram refused the entities and plain text was sent
-    complete: bool = True  # False when the final text could not be delivered in full
-
-
-class AnswerSink(Protocol):
-    """What the conversation service streams into: Telegram, a terminal, an HTTP client."""
-
-    @property
-    def gone(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    def push(self, text: str) -> None: ...
-
-    async def finish(self, text: str, *, footer: str | None = None) -> Delivery: ...
-
-    async def aclose(self) -> None: ...
 
 
 class DraftSupport:
@@ -168,6 +157,8 @@ class TelegramAnswer:
         self._draft_id = draft_id
         self._tuning = tuning or StreamTuning()
         self._sleep = sleep
+        self._answer = ""
+        self._reasoning = ""
         self._latest = ""
         self._shown_length = -1
         self._draft_text: str | None = None  # the draft on screen (None: "Thinking…")
@@ -217,15 +208,33 @@ class TelegramAnswer:
             self._refresh_task = asyncio.create_task(self._refresh_drafts(), name="draft-refresh")
         self._pump_task = asyncio.create_task(self._pump(), name="answer-pump")
 
-    def push(self, text: str) -> None:
-        """Record the newest full text; never blocks."""
+    def event(self, event: StreamEvent) -> None:
+        """Take the next piece of the answer; never blocks."""
+        if isinstance(event, TextDelta):
+            self._answer += event.text
+            self._show(self._answer)
+        elif isinstance(event, ReasoningDelta):
+            self._reasoning += event.text
+            if not self._answer:
+                self._show(_reasoning_preview(self._reasoning))
+        elif isinstance(event, SourcesFound | FunctionCalled):
+            pass  # sources are listed under the final text; the bot declares no functions
+
+    def _show(self, text: str) -> None:
+        """Record the newest full text for the pump."""
         if self._finished or self._gone:
             return
         self._latest = text
         self._changed.set()
 
-    async def finish(self, text: str, *, footer: str | None = None) -> Delivery:
-        """Stop previews and deliver the final text (rendered), waiting out any 429."""
+    async def finish(self, ending: Ending) -> Delivery:
+        """Stop previews and deliver the ending (rendered), waiting out any 429."""
+        text, footer = ending.text, ending.note
+        if isinstance(ending, Finished) and ending.complete and ending.sources:
+            text = with_sources(text, ending.sources)
+        return await self._deliver(text, footer)
+
+    async def _deliver(self, text: str, footer: str | None) -> Delivery:
         self._finished = True
         await self._stop_background()
         if self._gone:
@@ -494,6 +503,11 @@ class TelegramAnswer:
                 if not final or failures >= self._tuning.final_attempts:
                     raise
                 await self._sleep(self._tuning.network_retry_delay * failures)
+
+
+def _reasoning_preview(reasoning: str) -> str:
+    tail = reasoning[-REASONING_PREVIEW_CHARS:]
+    return "💭 " + ("…" + tail if len(reasoning) > len(tail) else tail)
 
 
 def _final_parts(text: str, footer: str | None) -> list[MessagePart]:
