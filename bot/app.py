@@ -37,6 +37,7 @@ from bot.admin import AdminHandlers
 from bot.concurrency import AnswerLanes, PerChatUpdateProcessor
 from bot.config import Settings
 from bot.conversation import ConversationService
+from bot.dedup import UpdateDeduplicator
 from bot.flood import FloodControl
 from bot.generation_stop import STOPPED_GENERATION
 from bot.handlers import TelegramHandlers
@@ -165,6 +166,8 @@ class BotRuntime:
             access=access,
         )
         admin = AdminHandlers(database=database, limits=limits, access=access, flood=self.flood)
+        # A re-delivered update stops in its own group, before any handler sees it.
+        UpdateDeduplicator(database, application.bot.id).register(application)
         # Admin commands first: the generic handlers would otherwise take /stats as unknown.
         admin.register(application)
         handlers.register(application)
