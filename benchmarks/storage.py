@@ -18,8 +18,18 @@ when TEST_DATABASE_URL or --postgres-url names one) it
    turn write. With ``--turn service`` each turn also does what the service does around
    those writes: the arrival (the chat and open conversation, read in one statement; written
    through the Core repositories only when new or changed) and the prompt's history before
-   the answer row;
-4. drops everything it created.
+   the answer row; with ``--turn update`` also the claim on the update's id first, i.e. all
+   the storage work of one Telegram update that asks a question;
+4. claims update ids (``Database.turns.claim_update``, what every Telegram update costs before
+   any handler runs) with ``--claim-workers`` concurrent claimers for ``--claim-seconds``, on
+   a table preloaded with ``--claim-rows`` claims spread over the last 25 hours, every tenth
+   claim a re-delivery of an id already claimed (which must lose); after one prune of the
+   claims older than a day, as the bot makes once a minute; prints claims/s, the latency of
+   a claim and the prune's time;
+5. drops everything it created.
+
+``--phases claims`` runs only the claims (no seeding of messages: a claim touches nothing
+else).
 
 Usage: ``python benchmarks/storage.py`` (see ``--help``).
 """
@@ -44,9 +54,9 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
 from urllib.parse import quote  # noqa: E402
 
 from sqlalchemy import text  # noqa: E402
@@ -69,6 +79,10 @@ from storage.repositories.turns import (  # noqa: E402
 
 MODEL = get_model("lite")
 BATCH = 20_000
+BOT_ID = 7_000_000_001
+# The bot forgets claims older than this (bot.telegram.dedup.RETENTION).
+CLAIM_RETENTION = timedelta(hours=24)
+T = TypeVar("T")
 MESSAGE_COLUMNS = (
     "id",
     "conversation_id",
@@ -128,6 +142,20 @@ class Figures:
     offered_rate: float
     achieved_rate: float
     write_ms: list[float]
+    failures: int
+
+
+@dataclass(frozen=True)
+class ClaimFigures:
+    backend: str
+    preloaded: int
+    prune_ms: float
+    pruned: int
+    workers: int
+    claims_per_s: float
+    claim_ms: list[float]
+    redelivered: int
+    wrongly_won: int
     failures: int
 
 
@@ -302,13 +330,21 @@ async def measure_core_context(
 
 
 async def turn_write(
-    database: Database, conversation: ConversationInfo, n: int, *, service: bool = False
+    database: Database,
+    conversation: ConversationInfo,
+    n: int,
+    *,
+    service: bool = False,
+    claim: bool = False,
 ) -> None:
     """A turn's writes as the conversation service makes them (three units of work: the
     question when it arrives, the answer row when its turn comes, the answer when it ends);
-    with ``service`` also the user / chat / conversation unit and the prompt read."""
+    with ``service`` also the user / chat / conversation unit and the prompt read; with
+    ``claim`` first the claim on the update's id, as the bot makes before any handler."""
     turns = database.turns
     user_id = conversation.chat_id
+    if claim and not await turns.claim_update(BOT_ID, 10**9 + n):
+        raise RuntimeError(f"update {10**9 + n} claimed twice")
     if service:
         _, conversation = await arrive(
             database,
@@ -351,7 +387,13 @@ async def turn_write(
 
 
 async def measure_writes(
-    database: Database, chats: int, rate: float, seconds: float, *, service: bool = False
+    database: Database,
+    chats: int,
+    rate: float,
+    seconds: float,
+    *,
+    service: bool = False,
+    claim: bool = False,
 ) -> tuple[float, list[float], int]:
     """Open loop: start a turn write every 1/rate s; returns (achieved/s, latencies, failures)."""
     async with database.repositories(readonly=True) as repo:
@@ -365,7 +407,9 @@ async def measure_writes(
         nonlocal failures
         started = time.perf_counter()
         try:
-            await turn_write(database, conversations[n % len(conversations)], n, service=service)
+            await turn_write(
+                database, conversations[n % len(conversations)], n, service=service, claim=claim
+            )
         except Exception as exc:  # counted and reported; the run goes on
             failures += 1
             if failures <= 3:
@@ -386,53 +430,158 @@ async def measure_writes(
     return len(latencies) / elapsed, latencies, failures
 
 
-async def run_backend(backend: str, url: str, args: argparse.Namespace) -> Figures:
+async def seed_claims(database: Database, rows: int, now: datetime) -> None:
+    """``rows`` claims of ids 1..rows, spread evenly over the 25 hours before ``now``."""
+    step = timedelta(hours=25) / max(rows, 1)
+    async with database.engine.begin() as connection:
+        for first in range(0, rows, BATCH):
+            batch = [
+                (BOT_ID, n + 1, now - timedelta(hours=25) + n * step)
+                for n in range(first, min(first + BATCH, rows))
+            ]
+            await bulk(
+                connection, "processed_updates", ("bot_id", "update_id", "received_at"), batch
+            )
+    async with database.engine.begin() as connection:
+        await connection.execute(text("ANALYZE"))
+
+
+async def measure_claims(
+    database: Database, first_id: int, workers: int, seconds: float
+) -> tuple[float, list[float], int, int, int]:
+    """Closed loop: ``workers`` claimers, each claiming a new id as soon as its last claim
+    returned; every tenth claim repeats the claimer's previous id (a re-delivery). Returns
+    (claims/s, latencies, re-deliveries, re-deliveries that won, failures)."""
+    turns = database.turns
+    ids = iter(range(first_id, first_id + 10**9))
+    latencies: list[float] = []
+    redelivered = wrongly_won = failures = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
+    async def claimer() -> None:
+        nonlocal redelivered, wrongly_won, failures
+        count, previous = 0, None
+        while loop.time() < deadline:
+            count += 1
+            again = count % 10 == 0 and previous is not None
+            update_id = previous if again and previous is not None else next(ids)
+            started = time.perf_counter()
+            try:
+                won = await turns.claim_update(BOT_ID, update_id)
+            except Exception as exc:  # counted and reported; the run goes on
+                failures += 1
+                if failures <= 3:
+                    print(f"  claim failed: {exc!r}", file=sys.stderr)
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            redelivered += again
+            wrongly_won += again and won
+            previous = update_id
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(workers):
+            group.create_task(claimer())
+    elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, latencies, redelivered, wrongly_won, failures
+
+
+async def run_claims(backend: str, database: Database, args: argparse.Namespace) -> ClaimFigures:
+    now = datetime.now(UTC)
+    await seed_claims(database, args.claim_rows, now)
+    await database.turns.claim_update(BOT_ID, 0)  # open the hot path's connections first
+    started = time.perf_counter()
+    pruned = await database.turns.forget_updates(now - CLAIM_RETENTION)
+    prune_ms = (time.perf_counter() - started) * 1000
+    rate, claim_ms, redelivered, wrongly_won, failures = await measure_claims(
+        database, args.claim_rows + 1, args.claim_workers, args.claim_seconds
+    )
+    print(
+        f"[{backend}] claims: {args.claim_workers} claimers for {args.claim_seconds:.0f} s "
+        f"on {args.claim_rows:,} stored claims: {rate:.0f} claims/s, latency p50 "
+        f"{percentile(claim_ms, 50):.2f} ms, p95 {percentile(claim_ms, 95):.2f} ms, "
+        f"p99 {percentile(claim_ms, 99):.2f} ms, max {max(claim_ms):.1f} ms, "
+        f"{redelivered} re-deliveries ({wrongly_won} won: must be 0), failures {failures}; "
+        f"prune of {pruned:,} claims older than a day {prune_ms:.0f} ms"
+    )
+    return ClaimFigures(
+        backend,
+        args.claim_rows,
+        prune_ms,
+        pruned,
+        args.claim_workers,
+        rate,
+        claim_ms,
+        redelivered,
+        wrongly_won,
+        failures,
+    )
+
+
+async def run_backend(
+    backend: str, url: str, args: argparse.Namespace
+) -> list[Figures | ClaimFigures]:
     await upgrade(url)
     database = create_database(url, pool_size=20, max_overflow=30)
+    results: list[Figures | ClaimFigures] = []
     try:
-        seconds, stored = await seed(database, args.chats, args.messages)
-        print(
-            f"[{backend}] seeded {stored:,} messages in {args.chats:,} chats "
-            f"(+{stored // 2:,} ledger rows) in {seconds:.1f} s"
-        )
-        context_ms, pairs = await measure_context(database, args.chats, args.samples)
-        print(
-            f"[{backend}] context build: p50 {percentile(context_ms, 50):.2f} ms, "
-            f"p95 {percentile(context_ms, 95):.2f} ms, max {max(context_ms):.2f} ms "
-            f"({len(context_ms)} turns, {pairs:.1f} pairs included on average)"
-        )
-        core_ms, core_pairs = await measure_core_context(database, args.chats, args.samples)
-        print(
-            f"[{backend}] context build, Core repositories: p50 {percentile(core_ms, 50):.2f} "
-            f"ms, p95 {percentile(core_ms, 95):.2f} ms, max {max(core_ms):.2f} ms "
-            f"({core_pairs:.1f} pairs included on average)"
-        )
-        achieved, write_ms, failures = await measure_writes(
-            database, args.chats, args.rate, args.seconds, service=args.turn == "service"
-        )
-        print(
-            f"[{backend}] turn writes: offered {args.rate:.0f}/s for {args.seconds:.0f} s, "
-            f"achieved {achieved:.0f}/s, latency p50 {percentile(write_ms, 50):.1f} ms, "
-            f"p95 {percentile(write_ms, 95):.1f} ms, failures {failures}"
-        )
-        return Figures(
-            backend,
-            seconds,
-            stored,
-            args.chats,
-            context_ms,
-            pairs,
-            core_ms,
-            args.rate,
-            achieved,
-            write_ms,
-            failures,
-        )
+        if "turns" in args.phases:
+            results.append(await run_turns(backend, database, args))
+        if "claims" in args.phases:
+            results.append(await run_claims(backend, database, args))
+        return results
     finally:
         await database.dispose()
 
 
-async def with_schema(base_url: str, use: Callable[[str], Awaitable[Figures]]) -> Figures:
+async def run_turns(backend: str, database: Database, args: argparse.Namespace) -> Figures:
+    seconds, stored = await seed(database, args.chats, args.messages)
+    print(
+        f"[{backend}] seeded {stored:,} messages in {args.chats:,} chats "
+        f"(+{stored // 2:,} ledger rows) in {seconds:.1f} s"
+    )
+    context_ms, pairs = await measure_context(database, args.chats, args.samples)
+    print(
+        f"[{backend}] context build: p50 {percentile(context_ms, 50):.2f} ms, "
+        f"p95 {percentile(context_ms, 95):.2f} ms, max {max(context_ms):.2f} ms "
+        f"({len(context_ms)} turns, {pairs:.1f} pairs included on average)"
+    )
+    core_ms, core_pairs = await measure_core_context(database, args.chats, args.samples)
+    print(
+        f"[{backend}] context build, Core repositories: p50 {percentile(core_ms, 50):.2f} "
+        f"ms, p95 {percentile(core_ms, 95):.2f} ms, max {max(core_ms):.2f} ms "
+        f"({core_pairs:.1f} pairs included on average)"
+    )
+    achieved, write_ms, failures = await measure_writes(
+        database,
+        args.chats,
+        args.rate,
+        args.seconds,
+        service=args.turn in ("service", "update"),
+        claim=args.turn == "update",
+    )
+    print(
+        f"[{backend}] turn writes: offered {args.rate:.0f}/s for {args.seconds:.0f} s, "
+        f"achieved {achieved:.0f}/s, latency p50 {percentile(write_ms, 50):.1f} ms, "
+        f"p95 {percentile(write_ms, 95):.1f} ms, failures {failures}"
+    )
+    return Figures(
+        backend,
+        seconds,
+        stored,
+        args.chats,
+        context_ms,
+        pairs,
+        core_ms,
+        args.rate,
+        achieved,
+        write_ms,
+        failures,
+    )
+
+
+async def with_schema(base_url: str, use: Callable[[str], Awaitable[T]]) -> T:
     schema = f"bench_{secrets.token_hex(4)}"
     engine = create_engine(base_url)
     try:
@@ -447,28 +596,28 @@ async def with_schema(base_url: str, use: Callable[[str], Awaitable[Figures]]) -
 
 
 async def main(args: argparse.Namespace) -> int:
-    results: list[Figures] = []
+    results: list[Figures | ClaimFigures] = []
     started = time.perf_counter()
     if "sqlite" in args.backends:
         with tempfile.TemporaryDirectory(prefix="storage-bench-") as directory:
             url = f"sqlite+aiosqlite:///{Path(directory) / 'bench.sqlite3'}"
-            results.append(await run_backend("sqlite", url, args))
+            results += await run_backend("sqlite", url, args)
     if "postgresql" in args.backends:
         pg = args.postgres_url or os.environ.get("TEST_DATABASE_URL")
         if not pg:
             print("[postgresql] skipped: set TEST_DATABASE_URL or pass --postgres-url")
         else:
             base = normalise_url(pg)
-            results.append(
-                await with_schema(base, lambda url: run_backend("postgresql", url, args))
-            )
+            results += await with_schema(base, lambda url: run_backend("postgresql", url, args))
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     if args.json:
         print(
             json.dumps(
                 [
-                    figures.__dict__
-                    | {"context_ms": None, "core_context_ms": None, "write_ms": None}
+                    {
+                        name: None if isinstance(value, list) else value
+                        for name, value in asdict(figures).items()
+                    }
                     for figures in results
                 ]
             )
@@ -485,10 +634,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the write run")
     parser.add_argument(
         "--turn",
-        choices=["writes", "service"],
+        choices=["writes", "service", "update"],
         default="writes",
-        help="writes: the three turn units; service: also the user/chat unit and prompt read",
+        help="writes: the three turn units; service: also the user/chat unit and prompt read; "
+        "update: also the claim on the update's id",
     )
+    parser.add_argument(
+        "--phases", nargs="+", default=["turns", "claims"], choices=["turns", "claims"]
+    )
+    parser.add_argument("--claim-rows", type=int, default=1_000_000, help="claims preloaded")
+    parser.add_argument("--claim-workers", type=int, default=64, help="concurrent claimers")
+    parser.add_argument("--claim-seconds", type=float, default=5.0, help="length of the claims")
     parser.add_argument(
         "--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )

@@ -347,3 +347,18 @@ class UsageDailyLatency(Base):
     metric: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     requests: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class ProcessedUpdate(Base):
+    """A Telegram update the bot has taken on, so that a re-delivery of it (Telegram sends an
+    update again after a failed or slow webhook answer, or an unconfirmed poll) is not answered
+    a second time, across restarts too. Rows older than a day are pruned: Telegram gives up on
+    an update after 24 hours."""
+
+    __tablename__ = "processed_updates"
+    __table_args__ = (Index("ix_processed_updates_received_at", "received_at"),)
+
+    # Update ids are counted per bot; the bot's id (the token's prefix) survives a new token.
+    bot_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    update_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime]

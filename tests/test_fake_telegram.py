@@ -399,6 +399,31 @@ async def test_group_privacy_mode_withholds_plain_messages(
     assert reply["reply_to_message"]["from"]["id"] == fake_telegram.bot_id
 
 
+async def test_an_update_is_delivered_again_whatever_the_offset(
+    fake_telegram: FakeTelegram,
+    telegram_driver: TelegramDriver,
+    alice_chat: TgChat,
+    alice: TgUser,
+    ptb_bot: Bot,
+) -> None:
+    await telegram_driver.send_text(alice_chat, alice, "first")
+    await telegram_driver.send_text(alice_chat, alice, "second")
+    (first, second) = await ptb_bot.get_updates(timeout=0)
+    assert await ptb_bot.get_updates(offset=second.update_id + 1, timeout=0) == ()
+
+    fake_telegram.redeliver(first.update_id)
+    await telegram_driver.send_text(alice_chat, alice, "third")
+    again = await ptb_bot.get_updates(offset=second.update_id + 1, timeout=0)
+    assert [(u.update_id, u.effective_message.text) for u in again if u.effective_message] == [
+        (first.update_id, "first"),
+        (second.update_id + 1, "third"),
+    ]
+    # Delivered once more, not for good.
+    assert await ptb_bot.get_updates(offset=second.update_id + 2, timeout=0) == ()
+    with pytest.raises(KeyError):
+        fake_telegram.redeliver(999)
+
+
 async def test_driver_entities_use_utf16_offsets(
     fake_telegram: FakeTelegram, telegram_driver: TelegramDriver, alice: TgUser, ptb_bot: Bot
 ) -> None:

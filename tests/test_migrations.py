@@ -27,6 +27,7 @@ TABLES = {
     "chats",
     "conversations",
     "messages",
+    "processed_updates",
     "telegram_messages",
     "usage_daily",
     "usage_daily_chats",

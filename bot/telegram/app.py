@@ -39,6 +39,7 @@ from bot.spark.client import SparkClient
 from bot.telegram.access import AccessPolicy
 from bot.telegram.addressing import BotIdentity
 from bot.telegram.admin import AdminHandlers
+from bot.telegram.dedup import UpdateDeduplicator
 from bot.telegram.flood import FloodControl
 from bot.telegram.generation_stop import STOPPED_GENERATION
 from bot.telegram.handlers import TelegramHandlers
@@ -166,6 +167,8 @@ class BotRuntime:
             access=access,
         )
         admin = AdminHandlers(database=database, limits=limits, access=access, flood=self.flood)
+        # A re-delivered update stops in its own group, before any handler sees it.
+        UpdateDeduplicator(database, application.bot.id).register(application)
         # Admin commands first: the generic handlers would otherwise take /stats as unknown.
         admin.register(application)
         handlers.register(application)

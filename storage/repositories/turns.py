@@ -1,6 +1,6 @@
-"""The turn hot path: question, answer row, checkpoints, finished answer with its ledger row and
-calibration, and the prompt's history, each one unit of work in as few statements as the
-backend allows.
+"""The turn hot path: the claim on an arriving update's id, question, answer row, checkpoints,
+finished answer with its ledger row and calibration, and the prompt's history, each one unit of
+work in as few statements as the backend allows.
 
 The Core repositories cost about 0.3 ms of Python per statement plus, on SQLite, several hops
 to aiosqlite's thread per statement, all while holding the write lock. A turn through them is
@@ -397,6 +397,16 @@ class TurnRepository:
         when the user, chat, topic or conversation is not stored yet or Telegram's profile of
         them changed, i.e. when the Core repositories must write first (users.upsert,
         chats.upsert, conversations.current). Most questions write nothing here."""
+        raise NotImplementedError
+
+    async def claim_update(self, bot_id: int, update_id: int) -> bool:
+        """Record that ``bot_id`` takes on Telegram update ``update_id`` (committed on return):
+        True the first time, False when it was claimed before (a re-delivery). One insert that
+        ignores a conflict, so of two concurrent claims of one id exactly one wins."""
+        raise NotImplementedError
+
+    async def forget_updates(self, before: datetime) -> int:
+        """Forget the claims received before ``before`` (pruning); returns how many."""
         raise NotImplementedError
 
     async def prompt_context(

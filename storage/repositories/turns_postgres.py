@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from bot.spark.tokens import estimate_text_tokens
@@ -146,6 +147,15 @@ class PostgresTurns(TurnRepository):
                 Postgres.ARRIVAL.text, *Postgres.ARRIVAL.args(arrival.params())
             )
         return arrival.settled(row)
+
+    async def claim_update(self, bot_id: int, update_id: int) -> bool:
+        params: dict[str, object] = {"bot": bot_id, "update": update_id, "now": self.clock()}
+        return bool(await self._fetch(Postgres.CLAIM, params))
+
+    async def forget_updates(self, before: datetime) -> int:
+        async with self._lease.driver() as driver:
+            gone: int = await driver.fetchval(Postgres.FORGET.text, before)
+        return gone
 
     async def prompt_context(
         self, conversation_id: int, chat_id: int, question: str, resolve: Resolve

@@ -156,6 +156,14 @@ def _ledger_values(conversation: str, message: str, *, cast: bool) -> str:
     )
 
 
+# An update's first arrival records it; a re-delivery conflicts and records nothing.
+_CLAIM = (
+    "INSERT INTO processed_updates (bot_id, update_id, received_at) "
+    "VALUES (:bot, :update, :now) ON CONFLICT (bot_id, update_id) DO NOTHING"
+)
+_FORGET = "DELETE FROM processed_updates WHERE received_at < :before"
+
+
 class Sqlite:
     """Statements for :mod:`sqlite3` (named parameters, run in the writer thread)."""
 
@@ -194,6 +202,8 @@ class Sqlite:
     CHAT = CHAT
     HISTORY = HISTORY
     ARRIVAL = ARRIVAL
+    CLAIM = _CLAIM
+    FORGET = _FORGET
 
 
 # Commit without waiting for the WAL flush, for this statement's transaction only: the promise
@@ -255,3 +265,5 @@ class Postgres:
     CHAT = numbered(CHAT)
     HISTORY = numbered(HISTORY)
     ARRIVAL = numbered(ARRIVAL)
+    CLAIM = numbered(f"{_CLAIM} RETURNING update_id, {ASYNC_COMMIT}")
+    FORGET = numbered(f"WITH gone AS ({_FORGET} RETURNING 1) SELECT count(*) FROM gone")

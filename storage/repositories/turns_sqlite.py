@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from bot.spark.tokens import estimate_text_tokens
@@ -181,6 +182,22 @@ class SqliteTurns(TurnRepository):
             return connection.execute(Sqlite.ARRIVAL, params).fetchone()
 
         return arrival.settled(await self._worker.read(unit))
+
+    async def claim_update(self, bot_id: int, update_id: int) -> bool:
+        params = {"bot": bot_id, "update": update_id, "now": sqlite_time(self.clock())}
+
+        def unit(connection: sqlite3.Connection) -> bool:
+            return connection.execute(Sqlite.CLAIM, params).rowcount > 0
+
+        return await self._worker.write(unit)
+
+    async def forget_updates(self, before: datetime) -> int:
+        params = {"before": sqlite_time(before)}
+
+        def unit(connection: sqlite3.Connection) -> int:
+            return connection.execute(Sqlite.FORGET, params).rowcount
+
+        return await self._worker.write(unit)
 
     async def prompt_context(
         self, conversation_id: int, chat_id: int, question: str, resolve: Resolve

@@ -123,8 +123,9 @@ class RunningBot:
         return [record.question for record in self.spark.requests]
 
     def update_json(self, message: JsonDict) -> JsonDict:
-        """The update that carried ``message`` (what a webhook would receive)."""
-        for update in self.fake.state.updates:
+        """The update that carried ``message`` (what a webhook would receive), delivered or
+        not."""
+        for update in self.fake.state.sent_updates.values():
             if update.get("message") is message or update.get("message") == message:
                 return dict(update)
         raise KeyError(f"no queued update for message {message.get('message_id')}")

@@ -276,13 +276,25 @@ class FakeTelegram:
 
     def push_update(self, kind: str, payload: JsonDict) -> JsonDict:
         """Queue an update for getUpdates, unless Telegram would withhold it from this bot."""
-        update = {"update_id": self.state.next_update_id(), kind: payload}
+        update_id = self.state.next_update_id()
+        update = {"update_id": update_id, kind: payload}
+        self.state.sent_updates[update_id] = update
         if kind in ("message", "edited_message") and not self.state.delivered(
             payload, privacy_mode=self.privacy_mode
         ):
             self.state.withheld_updates.append(update)
         else:
             self.state.updates.append(update)
+        self._notify()
+        return update
+
+    def redeliver(self, update_id: int) -> JsonDict:
+        """Deliver update `update_id` once more, with the next getUpdates whatever its offset,
+        as Telegram does when it never learnt that the bot got it."""
+        update = self.state.sent_updates.get(update_id)
+        if update is None:
+            raise KeyError(f"no update {update_id} was ever queued")
+        self.state.redeliveries.append(dict(update))
         self._notify()
         return update
 
@@ -424,7 +436,7 @@ class FakeTelegram:
                         "terminated by other getUpdates request; make sure that only one bot "
                         "instance is running"
                     )
-                pending = self.state.pending_updates(max(offset, 0), limit)
+                pending = self.state.updates_to_deliver(max(offset, 0), limit)
                 if pending or loop.time() >= deadline:
                     return pending
                 await self._changed_within(deadline - loop.time())

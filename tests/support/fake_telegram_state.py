@@ -206,6 +206,9 @@ class FakeState:
         self.files: dict[str, FileRecord] = {}
         self.updates: list[JsonDict] = []
         self.withheld_updates: list[JsonDict] = []
+        # Every update ever queued, by id, and those to deliver again (see FakeTelegram.redeliver).
+        self.sent_updates: dict[int, JsonDict] = {}
+        self.redeliveries: list[JsonDict] = []
         self.callback_queries: dict[str, JsonDict] = {}
         self.callback_answers: dict[str, JsonDict] = {}
         self.commands: dict[tuple[str, str], list[JsonDict]] = {}
@@ -273,9 +276,21 @@ class FakeState:
     def next_callback_id(self) -> str:
         return f"cbq-{next(self._callback_ids)}"
 
-    def pending_updates(self, offset: int, limit: int) -> list[JsonDict]:
+    def updates_to_deliver(self, offset: int, limit: int) -> list[JsonDict]:
+        """The next getUpdates answer: updates from `offset` on, and the re-deliveries (handed
+        out once, whatever their id), in id order, since the client confirms up to the last
+        id it got."""
+        redelivered, self.redeliveries = self.redeliveries[:limit], self.redeliveries[limit:]
+        return sorted(
+            [*redelivered, *self._queued_updates(offset, limit - len(redelivered))],
+            key=lambda update: int(update["update_id"]),
+        )
+
+    def _queued_updates(self, offset: int, limit: int) -> list[JsonDict]:
         allowed = self.allowed_updates
-        result = []
+        result: list[JsonDict] = []
+        if limit <= 0:
+            return result
         for update in self.updates:
             if update["update_id"] < offset:
                 continue
