@@ -122,3 +122,26 @@ def _is_topic_root_reply(message: Message) -> bool:
         and replied is not None
         and replied.message_id == message.message_thread_id
     )
+
+
+def speaks_to_bot(message: Message, bot: BotIdentity) -> bool:
+    """Whether ``message`` is meant for the bot at all: anything in a private chat; in a group
+    a command not aimed at another bot, a mention of the bot, or a reply to one of its
+    messages (media included). What a refused user may be told "not allowed" about."""
+    if message.chat.type == "private":
+        return True
+    text = message.text if message.text is not None else message.caption
+    entities = tuple(message.entities or message.caption_entities or ())
+    if text is not None and entities:
+        first = entities[0]
+        if first.type == MessageEntity.BOT_COMMAND and first.offset == 0:
+            return not is_command_for_other_bot(text, entities, bot)
+        if any(_mentions_bot(e, text, bot) for e in entities):
+            return True
+    replied = message.reply_to_message
+    return (
+        replied is not None
+        and replied.from_user is not None
+        and replied.from_user.id == bot.user_id
+        and not _is_topic_root_reply(message)
+    )

@@ -191,11 +191,6 @@ class AdminHandlers:
         asker = _asker(update)
         if asker is None:
             return
-        verdict = self._access.check(asker.user.id, asker.chat.id, asker.chat.type)
-        if not verdict.allowed:
-            if verdict.notify:
-                await self._reply(asker, text(asker.language, "not_allowed"))
-            return
         state = await self._limits.quota_state(asker.user.id)
         month = await self._limits.tokens_since(asker.user.id, self._clock().date().replace(day=1))
         body = render_usage(asker.language, today=state.used_today, month=month, quota=state)

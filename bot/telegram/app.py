@@ -37,6 +37,7 @@ from bot.service.lanes import AnswerLanes
 from bot.service.limits import UsageLimits
 from bot.spark.client import SparkClient
 from bot.telegram.access import AccessPolicy
+from bot.telegram.access_gate import AccessGate
 from bot.telegram.addressing import BotIdentity
 from bot.telegram.admin import AdminHandlers
 from bot.telegram.dedup import UpdateDeduplicator
@@ -164,12 +165,13 @@ class BotRuntime:
             flood=self.flood,
             settings=telegram,
             identity=identity,
-            access=access,
         )
         admin = AdminHandlers(database=database, limits=limits, access=access, flood=self.flood)
-        # A re-delivered update stops in its own group, before any handler sees it.
+        # Access first, for every update (group -100); then a re-delivered update stops in its
+        # own group, before any handler sees it; then admin commands, which the generic
+        # handlers would otherwise take as unknown.
+        AccessGate(access, identity, self.flood).register(application)
         UpdateDeduplicator(database, application.bot.id).register(application)
-        # Admin commands first: the generic handlers would otherwise take /stats as unknown.
         admin.register(application)
         handlers.register(application)
         application.add_error_handler(handlers.handler_failed)

@@ -1,4 +1,6 @@
-"""Thin Telegram callbacks: read the update, check access, call the conversation service.
+"""Thin Telegram callbacks: read the update, call the conversation service.
+
+Access is checked once for every update before these run (:mod:`bot.telegram.access_gate`).
 
 Handlers return quickly: a question is stored, then handed to an :class:`AnswerLanes` lane that
 writes answers one at a time per conversation, so ``/stop`` is handled while an answer streams.
@@ -21,7 +23,6 @@ from bot.service.conversation import ConversationService, Participant, Place, Qu
 from bot.service.i18n import COMMANDS, Language, language_of, text
 from bot.service.lanes import AnswerLanes
 from bot.service.replies import describe_refusal
-from bot.telegram.access import AccessPolicy
 from bot.telegram.addressing import BotIdentity, addressed_question
 from bot.telegram.budgeted_reply import send_budgeted
 from bot.telegram.flood import FloodControl
@@ -57,14 +58,12 @@ class TelegramHandlers:
         flood: FloodControl,
         settings: TelegramSettings,
         identity: BotIdentity,
-        access: AccessPolicy,
     ) -> None:
         self._service = service
         self._lanes = lanes
         self._flood = flood
         self._settings = settings
         self._identity = identity
-        self._access = access
         self._drafts = DraftSupport()
         self._draft_ids = itertools.count(1)
         self._stoppable = StoppableAnswers()
@@ -140,19 +139,6 @@ class TelegramHandlers:
                 language_code=user.language_code,
             ),
         )
-
-    async def _admitted(self, incoming: _Incoming, context: AnyContext) -> bool:
-        verdict = self._access.check(incoming.user.id, incoming.chat.id, incoming.chat.type)
-        if verdict.allowed:
-            return True
-        if verdict.leave_chat:
-            try:
-                await context.bot.leave_chat(incoming.chat.id)
-            except TelegramError as exc:
-                log.warning("could not leave chat %s: %s", incoming.chat.id, exc)
-        elif verdict.notify:
-            await self._reply(incoming, text(incoming.language, "not_allowed"))
-        return False
 
     async def _reply(self, incoming: _Incoming, body: str) -> None:
         """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
@@ -242,8 +228,6 @@ class TelegramHandlers:
         addressed = addressed_question(incoming.message, self._identity)
         if addressed is None:
             return
-        if not await self._admitted(incoming, context):
-            return
         if not addressed.question:
             key = "ask_usage" if addressed.trigger == "command" else "help"
             await self._reply(incoming, text(incoming.language, key))
@@ -278,32 +262,31 @@ class TelegramHandlers:
         )
         if self._is_group(incoming.chat) and not to_bot:
             return
-        if await self._admitted(incoming, context):
-            await self._reply(incoming, text(incoming.language, "text_only"))
+        await self._reply(incoming, text(incoming.language, "text_only"))
 
     async def start(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         settings = await self._service.chat_settings(incoming.place)
         await self._reply(incoming, text(incoming.language, "start", model=settings.model_title))
 
     async def help(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         await self._reply(incoming, text(incoming.language, "help"))
 
     async def new(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         await self._service.start_new_conversation(incoming.participant, incoming.place)
         await self._reply(incoming, text(incoming.language, "new_conversation"))
 
     async def retry(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         ahead = self._enqueue(incoming, context, None)
         if ahead:
@@ -311,7 +294,7 @@ class TelegramHandlers:
 
     async def stop(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         lane = self._service.lane_key(incoming.participant, incoming.place)
         if not self._lanes.cancel_current(lane):
@@ -338,7 +321,7 @@ class TelegramHandlers:
 
     async def model(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         choices = self._service.available_models()
         listing = ", ".join(choices)
@@ -365,7 +348,7 @@ class TelegramHandlers:
 
     async def system(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
-        if incoming is None or not await self._admitted(incoming, context):
+        if incoming is None:
             return
         message_text = incoming.message.text or ""
         argument = message_text.partition(" ")[2].strip()
