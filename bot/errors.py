@@ -6,7 +6,8 @@ translated only at the boundary where they occur and chained (``raise X from exc
     BotError
     ├── ConfigError                    settings missing or invalid (names every variable)
     └── ConversationError              refused before Spark is called
-        ├── QuestionTooLong            the question alone exceeds the model's budget
+        ├── QuestionTooLong            the question (with the system prompt) exceeds the budget
+        ├── SystemPromptTooLong        a system prompt over its share of the model's budget
         ├── QuotaExhausted             the user's daily token quota is spent
         └── RateLimitExceeded          the user asks faster than USER_RATE_LIMIT
 """
@@ -29,14 +30,34 @@ class ConversationError(BotError):
 
 
 class QuestionTooLong(ConversationError):
-    """The question alone does not fit the model's context budget."""
+    """The question, with the system prompt sent before it, does not fit the model's context
+    budget; ``system_tokens`` is the system prompt's part (0 when there is none)."""
 
-    def __init__(self, estimated_tokens: int, budget_tokens: int) -> None:
-        super().__init__(
+    def __init__(self, estimated_tokens: int, budget_tokens: int, system_tokens: int = 0) -> None:
+        message = (
             f"question needs about {estimated_tokens} tokens, the model allows {budget_tokens}"
         )
+        if system_tokens:
+            message += f" ({system_tokens} of them the system prompt)"
+        super().__init__(message)
         self.estimated_tokens = estimated_tokens
         self.budget_tokens = budget_tokens
+        self.system_tokens = system_tokens
+
+
+class SystemPromptTooLong(ConversationError):
+    """A system prompt would take more than its share of a model's prompt budget: about
+    ``tokens`` where ``limit_tokens`` are allowed (roughly ``limit_words`` English words or
+    ``limit_chars`` Chinese characters)."""
+
+    def __init__(
+        self, tokens: int, limit_tokens: int, *, limit_words: int, limit_chars: int
+    ) -> None:
+        super().__init__(f"system prompt needs about {tokens} tokens, {limit_tokens} allowed")
+        self.tokens = tokens
+        self.limit_tokens = limit_tokens
+        self.limit_words = limit_words
+        self.limit_chars = limit_chars
 
 
 class QuotaExhausted(ConversationError):

@@ -4,7 +4,12 @@ Budget: the model's context minus the ``max_tokens`` reserved for the answer. Es
 from :mod:`bot.spark.tokens`, scaled by the chat's calibration ratio. The most recent turns are
 taken while they fit; a turn (question + answer) is never split, and the first turn that does
 not fit ends the history so no gap appears in what Spark sees. A question that does not fit on
-its own is refused with :class:`~bot.errors.QuestionTooLong` before anything is sent.
+its own is refused with :class:`~bot.errors.QuestionTooLong` before anything is sent; the
+error names the system prompt's part, since that may be what makes a short question too long.
+
+A system prompt may take at most :data:`SYSTEM_PROMPT_SHARE` of the prompt budget
+(:func:`check_system_prompt`, when it is set and when the chat switches model), so a question
+and some history always fit beside it.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bot.errors import QuestionTooLong
+from bot.errors import QuestionTooLong, SystemPromptTooLong
 from bot.spark.models import SparkModel
 from bot.spark.tokens import (
+    CJK_CHARS_PER_TOKEN,
     DEFAULT_RATIO,
     MESSAGE_OVERHEAD_TOKENS,
     PROMPT_OVERHEAD_TOKENS,
     SAFETY_MARGIN,
+    WORDS_PER_TOKEN,
     calibrated_tokens,
     clamp_ratio,
     estimate_message_tokens,
@@ -30,6 +37,9 @@ from storage.dto import HistoryTurn
 from storage.repositories.messages import MessageRepository
 
 HISTORY_PAGE = 32
+# The most of the prompt budget a system prompt may take; the rest is for the question and
+# history.
+SYSTEM_PROMPT_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,43 @@ class PromptContext:
 def prompt_budget(model: SparkModel, max_tokens: int | None = None) -> int:
     """Tokens left for the prompt once the answer's ``max_tokens`` is reserved."""
     return model.prompt_budget(max_tokens)
+
+
+def system_prompt_limit(model: SparkModel, max_tokens: int | None = None) -> int:
+    """The most tokens (calibrated, as budgets are checked) a system prompt may take."""
+    return math.floor(max(prompt_budget(model, max_tokens), 0) * SYSTEM_PROMPT_SHARE)
+
+
+def system_prompt_tokens(prompt: str, ratio: float = DEFAULT_RATIO) -> int:
+    """What ``prompt`` costs as the system message, calibrated like every budget check."""
+    return calibrated_tokens(estimate_message_tokens(ChatMessage("system", prompt)), ratio)
+
+
+def check_system_prompt(
+    model: SparkModel,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    ratio: float = DEFAULT_RATIO,
+) -> None:
+    """Raise :class:`~bot.errors.SystemPromptTooLong` if ``prompt`` takes more than its share
+    of ``model``'s budget. A model without system prompts never sends it, so anything fits."""
+    if not model.supports_system:
+        return
+    tokens = system_prompt_tokens(prompt, ratio)
+    limit = system_prompt_limit(model, max_tokens)
+    if tokens <= limit:
+        return
+    # The limit in plain words, for the user: raw tokens of text the limit leaves room for.
+    raw = max(
+        0, math.floor(limit / (clamp_ratio(ratio) * SAFETY_MARGIN)) - MESSAGE_OVERHEAD_TOKENS
+    )
+    raise SystemPromptTooLong(
+        tokens,
+        limit,
+        limit_words=math.floor(raw * WORDS_PER_TOKEN),
+        limit_chars=math.floor(raw * CJK_CHARS_PER_TOKEN),
+    )
 
 
 class ContextBuilder:
@@ -72,11 +119,12 @@ class ContextBuilder:
         )
         self._question = ChatMessage("user", question)
         self._raw = PROMPT_OVERHEAD_TOKENS + estimate_message_tokens(self._question)
-        if self._system is not None:
-            self._raw += estimate_message_tokens(self._system)
+        system_raw = 0 if self._system is None else estimate_message_tokens(self._system)
+        self._raw += system_raw
         needed = calibrated_tokens(self._raw, ratio)
         if needed > self.budget:
-            raise QuestionTooLong(needed, max(self.budget, 0))
+            system = calibrated_tokens(system_raw, ratio) if system_raw else 0
+            raise QuestionTooLong(needed, max(self.budget, 0), system_tokens=system)
         self._turns: list[HistoryTurn] = []
         self.full = False
 

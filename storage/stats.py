@@ -13,6 +13,7 @@ histograms (:func:`latency_bucket`: exact below 100 ms, within 5 % above).
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ CHATS_SEEN = table("usage_chats_seen")
 DAILY_LATENCY = table("usage_daily_latency")
 USERS = table("users")
 CHATS = table("chats")
+_ID = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 
 EXPORT_COLUMNS = (
     "id",
@@ -260,12 +262,21 @@ class StatsRepository(Repository):
         data = await self._subject(USAGE.c.chat_id == chat_id, USAGE.c.user_id, today, "chat")
         return await self._report("chat", chat_id, today, data)
 
-    async def find_user(self, reference: str) -> UserInfo | None:
-        """A known user by numeric id or ``@username`` (case-insensitive)."""
-        reference = reference.strip()
+    async def find_user(self, reference: int | str) -> UserInfo | None:
+        """A known user by numeric id or ``@username`` (case-insensitive).
+
+        Only ASCII digits within signed 64 bits make an id: anything else ("²", a 25-digit
+        number) is simply nobody, never a database error.
+        """
         where: ColumnElement[bool]
-        if reference.lstrip("-").isdigit():
-            where = USERS.c.id == int(reference)
+        if isinstance(reference, str):
+            reference = reference.strip()
+            if _ID.fullmatch(reference):
+                reference = int(reference)
+        if isinstance(reference, int):
+            if not -(2**63) <= reference < 2**63:
+                return None
+            where = USERS.c.id == reference
         elif reference.startswith("@") and len(reference) > 1:
             where = func.lower(USERS.c.username) == reference[1:].lower()
         else:

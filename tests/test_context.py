@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import QuestionTooLong
+from bot.errors import QuestionTooLong, SystemPromptTooLong
 from bot.spark.models import get_model
 from bot.spark.tokens import calibrated_tokens, estimate_messages_tokens
 from bot.spark.types import ChatMessage
-from storage.context import HISTORY_PAGE, build_context, load_context, prompt_budget
+from storage.context import (
+    HISTORY_PAGE,
+    build_context,
+    check_system_prompt,
+    load_context,
+    prompt_budget,
+    system_prompt_limit,
+    system_prompt_tokens,
+)
 from storage.database import Database
 from storage.dto import HistoryTurn, MessageStatus
 
@@ -100,8 +108,29 @@ def test_question_alone_over_budget_is_refused_before_anything_is_sent() -> None
 
 
 def test_system_prompt_counts_towards_the_question_budget() -> None:
-    with pytest.raises(QuestionTooLong):
+    with pytest.raises(QuestionTooLong) as caught:
         build_context(MAX, "中" * 3000, [], system_prompt="中" * 3000, max_tokens=4096)
+    # The refusal says what the system prompt takes: it may be what does not fit.
+    assert caught.value.system_tokens == system_prompt_tokens("中" * 3000) == 2205
+    assert "2205 of them the system prompt" in str(caught.value)
+    with pytest.raises(QuestionTooLong) as without:
+        build_context(LITE, "中" * 7000, [], system_prompt="中" * 3000)  # Lite sends none
+    assert without.value.system_tokens == 0
+
+
+def test_system_prompt_may_take_half_the_prompt_budget() -> None:
+    assert system_prompt_limit(MAX) == prompt_budget(MAX) // 2 == 2048
+    assert system_prompt_limit(MAX, 1024) == (8192 - 1024) // 2
+    check_system_prompt(MAX, "中" * 2700)  # 1,985 tokens
+    with pytest.raises(SystemPromptTooLong) as caught:
+        check_system_prompt(MAX, "中" * 2800)
+    assert (caught.value.tokens, caught.value.limit_tokens) == (2059, 2048)
+    # In plain words: room for about this much text.
+    assert (caught.value.limit_words, caught.value.limit_chars) == (1485, 2785)
+    with pytest.raises(SystemPromptTooLong) as stricter:
+        check_system_prompt(MAX, "中" * 2700, ratio=1.5)  # a chat Spark counts dearer
+    assert stricter.value.limit_chars < 2785
+    check_system_prompt(LITE, "中" * 100_000)  # Lite never sends a system prompt
 
 
 async def _seed(database: Database, turns: list[tuple[str, str, MessageStatus, bool]]) -> int:

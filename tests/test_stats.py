@@ -319,6 +319,10 @@ async def test_find_user_by_id_or_username(database: Database) -> None:
         assert await stats.find_user("43") is None
         assert await stats.find_user("camelcase") is None  # a name needs its @
         assert await stats.find_user("@") is None
+        assert (await stats.find_user(42)) == by_id
+        # Not an id a database can hold: nobody, never an OverflowError or ValueError.
+        for odd in ("²", "99999999999999999999999", 2**63, -(2**63) - 1):
+            assert await stats.find_user(odd) is None
 
 
 async def test_export_pages_through_ties_in_time_order(database: Database) -> None:

@@ -47,7 +47,7 @@ from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
 from bot.spark.types import SearchSource, Usage
 from storage.arrival import arrive
-from storage.context import ContextBuilder, PromptContext
+from storage.context import ContextBuilder, PromptContext, check_system_prompt
 from storage.database import Database
 from storage.dto import (
     LEDGER_NO_SPARK_CODE,
@@ -205,19 +205,35 @@ class ConversationService:
         return ChatSettingsView(self._model_of(chat), self._system_prompt_of(chat))
 
     async def set_model(self, place: Place, name: str) -> SparkModel | None:
-        """Switch the chat's model; None when the name is unknown or not enabled."""
+        """Switch the chat's model; None when the name is unknown or not enabled.
+
+        Raises :class:`~bot.errors.SystemPromptTooLong` when the chat's own system prompt
+        takes more of the new model's budget than it may (the chat keeps its model then):
+        otherwise every later question would be refused.
+        """
         model = find_model(name)
         if model is None or model.name not in self._settings.enabled_models:
             return None
         async with self._db.repositories() as repos:
-            await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+            chat = await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+            if chat.system_prompt:
+                self._check_system_prompt(model, chat.system_prompt, chat.token_ratio)
             await repos.chats.set_model(place.chat_id, model.name)
         return model
 
     async def set_system_prompt(self, place: Place, prompt: str | None) -> None:
+        """Set (or with None clear) the chat's system prompt; raises
+        :class:`~bot.errors.SystemPromptTooLong` when it is over its share of the chat
+        model's budget, and stores nothing then."""
+        prompt = (prompt or "").strip() or None
         async with self._db.repositories() as repos:
-            await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+            chat = await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+            if prompt is not None:
+                self._check_system_prompt(self._model_of(chat), prompt, chat.token_ratio)
             await repos.chats.set_system_prompt(place.chat_id, prompt)
+
+    def _check_system_prompt(self, model: SparkModel, prompt: str, ratio: float) -> None:
+        check_system_prompt(model, prompt, max_tokens=self._max_tokens(model), ratio=ratio)
 
     # -- conversations -----------------------------------------------------------------------
 

@@ -85,8 +85,23 @@ MESSAGES: dict[Language, dict[str, str]] = {
             "Model for this chat: {model}.\nAvailable: {choices}\nChange: /model <name>"
         ),
         "model_set": "✅ This chat now uses {model}.",
-        "model_unknown": "Unknown or unavailable model “{name}”. Available: {choices}",
+        "model_unknown": (
+            "Unknown or unavailable model “{name}”. Available: {choices}\nUsage: /model <name>"
+        ),
+        "model_system_too_long": (
+            "⚠️ This chat's system prompt (about {tokens} tokens) is too long for {model}, which "
+            "allows {limit} for it, so the chat keeps its model. Shorten the prompt "
+            "(/system <text>) or clear it (/system clear), then switch again."
+        ),
         "system_current": "System prompt for this chat:\n{prompt}",
+        "system_current_long": (
+            "System prompt for this chat ({length} characters, the beginning shown):\n{prompt}\n…"
+        ),
+        "system_too_long": (
+            "⚠️ This system prompt is too long for {model}: about {tokens} tokens, and a system "
+            "prompt may take at most {limit} (about {words} English words or {chars} Chinese "
+            "characters), half of what the model reads. Nothing was changed: please shorten it."
+        ),
         "system_none": "No system prompt is set. Set one with /system <text>.",
         "system_set": "✅ System prompt set.",
         "system_cleared": "✅ System prompt cleared.",
@@ -98,6 +113,11 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "error_question_too_long": (
             "Your message is too long for {model}: about {tokens} tokens, and the limit is "
             "{budget}. Please shorten it or split it up."
+        ),
+        "error_question_too_long_system": (
+            "Your message is too long for {model}: about {tokens} tokens with this chat's system "
+            "prompt, and the limit is {budget}. Your system prompt takes {system} of {budget} "
+            "tokens: shorten your message, or the system prompt (/system)."
         ),
         "error_context_too_long": (
             "The conversation got too long for {model}. Send /new to start over."
@@ -167,7 +187,10 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "quota_source_default": "(default)",
         "quota_source_user": "(set)",
         "quota_source_admin": "(admin)",
-        "quota_usage": "Usage: /quota <id|@name> <tokens per day|off|default>",
+        "quota_usage": (
+            "Usage: /quota <id|@name> <tokens per day|off|default>\n"
+            "Tokens per day: 1 to 2,147,483,647 (50k and 50,000 work)."
+        ),
         "quota_set": "✅ {name}: daily quota {tokens} tokens.",
         "quota_off": "✅ {name}: no daily quota.",
         "quota_default": "✅ {name}: back to the default quota ({quota}).",
@@ -204,8 +227,19 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "ask_usage": "请在命令后写上问题，例如：/ask 黑洞是什么？",
         "model_current": "本聊天使用的模型：{model}。\n可选：{choices}\n切换：/model <名称>",
         "model_set": "✅ 本聊天已切换到 {model}。",
-        "model_unknown": "未知或未启用的模型“{name}”。可选：{choices}",
+        "model_unknown": "未知或未启用的模型“{name}”。可选：{choices}\n用法：/model <名称>",
+        "model_system_too_long": (
+            "⚠️ 本聊天的系统提示（约 {tokens} 个 token）对 {model} 来说太长了，该模型最多允许 "
+            "{limit} 个，因此模型未切换。请先缩短（/system <内容>）或清除（/system clear）"
+            "系统提示，再切换。"
+        ),
         "system_current": "本聊天的系统提示：\n{prompt}",
+        "system_current_long": "本聊天的系统提示（共 {length} 个字符，仅显示开头）：\n{prompt}\n…",
+        "system_too_long": (
+            "⚠️ 这个系统提示对 {model} 来说太长了：约 {tokens} 个 token，而系统提示最多 {limit} 个"
+            "（约 {words} 个英文单词或 {chars} 个汉字），即模型可读内容的一半。"
+            "未作更改，请缩短后再试。"
+        ),
         "system_none": "尚未设置系统提示。使用 /system <内容> 设置。",
         "system_set": "✅ 系统提示已设置。",
         "system_cleared": "✅ 系统提示已清除。",
@@ -217,6 +251,11 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "error_question_too_long": (
             "你的消息对 {model} 来说太长了：约 {tokens} 个 token，上限为 {budget}。"
             "请缩短或分段发送。"
+        ),
+        "error_question_too_long_system": (
+            "你的消息对 {model} 来说太长了：加上本聊天的系统提示约 {tokens} 个 token，上限为 "
+            "{budget}。其中系统提示占 {system}/{budget} 个 token："
+            "请缩短消息或系统提示（/system）。"
         ),
         "error_context_too_long": "对话内容超出了 {model} 的上限。发送 /new 开始新对话。",
         "error_content_blocked": "星火拒绝回答此问题（内容审核）。请换个说法。",
@@ -276,7 +315,10 @@ MESSAGES: dict[Language, dict[str, str]] = {
         "quota_source_default": "（默认）",
         "quota_source_user": "（单独）",
         "quota_source_admin": "（管理员）",
-        "quota_usage": "用法：/quota <id|@用户名> <每日token数|off|default>",
+        "quota_usage": (
+            "用法：/quota <id|@用户名> <每日token数|off|default>\n"
+            "每日 token 数：1 至 2,147,483,647（可写 50k 或 50,000）。"
+        ),
         "quota_set": "✅ {name}：每日配额 {tokens} token。",
         "quota_off": "✅ {name}：不限每日配额。",
         "quota_default": "✅ {name}：恢复默认配额（{quota}）。",

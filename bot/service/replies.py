@@ -33,12 +33,14 @@ _OUTPUT_AUDIT_CODES = frozenset({10014, 10019})
 def describe_refusal(error: BotError, language: Language, model_title: str = "Spark") -> str:
     """A refusal before Spark was called (too long, quota, rate limit)."""
     if isinstance(error, QuestionTooLong):
+        # When a system prompt is sent too, say what it takes: it may be what does not fit.
         return text(
             language,
-            "error_question_too_long",
+            "error_question_too_long_system" if error.system_tokens else "error_question_too_long",
             model=model_title,
             tokens=error.estimated_tokens,
             budget=error.budget_tokens,
+            system=error.system_tokens,
         )
     if isinstance(error, QuotaExhausted):
         return text(

@@ -145,3 +145,15 @@ def speaks_to_bot(message: Message, bot: BotIdentity) -> bool:
         and replied.from_user.id == bot.user_id
         and not _is_topic_root_reply(message)
     )
+
+
+def command_argument(message: Message) -> str:
+    """What follows the command (``/system@bot`` included) in ``message``, line breaks kept:
+    the text after the command's own entity, not after the first space."""
+    text = message.text if message.text is not None else message.caption
+    entities = tuple(message.entities or message.caption_entities or ())
+    if text is None:
+        return ""
+    if not entities or entities[0].type != MessageEntity.BOT_COMMAND or entities[0].offset:
+        return text.strip()
+    return parse_command(text, entities)[2]

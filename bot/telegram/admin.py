@@ -30,6 +30,7 @@ from bot.service.i18n import ADMIN_COMMANDS, COMMANDS, Language, language_of, te
 from bot.service.limits import UsageLimits
 from bot.telegram.access import AccessPolicy
 from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.command_args import UsageError, UserRef, parse_quota_args, parse_stats_args
 from bot.telegram.flood import FloodControl
 from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.stats_format import compact, render_quota, render_report, render_usage
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 EXPORT_PAGE = 5_000
 # Telegram takes uploads up to 50 MB; a larger CSV goes out gzip-compressed.
 UPLOAD_LIMIT = 49 * 1024 * 1024
-QUOTA_OFF = ("off", "unlimited", "none", "不限")
-QUOTA_DEFAULT = ("default", "reset", "默认")
 ADMIN_MENU_GROUP = 1  # handler group of the admin menu's /start hook
 
 
@@ -54,26 +53,6 @@ class _Asker:
     chat: Chat
     user: User
     language: Language
-
-
-def parse_quota(value: str) -> int | None:
-    """A /quota value: tokens per day (>= 1; "50k" and "50,000" work), 0 for "off"
-    (unlimited), None for "default"; ValueError for anything else."""
-    word = value.strip().lower()
-    if word in QUOTA_OFF:
-        return 0
-    if word in QUOTA_DEFAULT:
-        return None
-    digits = word.replace(",", "").replace("_", "")
-    multiplier = 1
-    if digits.endswith("k"):
-        digits, multiplier = digits[:-1], 1_000
-    elif digits.endswith("m"):
-        digits, multiplier = digits[:-1], 1_000_000
-    tokens = int(digits) * multiplier if digits.isdigit() else 0
-    if not 1 <= tokens <= 2**31 - 1:
-        raise ValueError(f"not a daily token quota: {value!r}")
-    return tokens
 
 
 def user_label(user: UserInfo) -> str:
@@ -146,40 +125,42 @@ class AdminHandlers:
         asker = await self._admin(update)
         if asker is None:
             return
-        args = [arg.strip() for arg in context.args or [] if arg.strip()]
-        language = asker.language
-        if not args:
-            await self._overview(asker)
-        elif args[0].lower() == "user" and len(args) == 2:
-            await self._user_report(asker, args[1])
-        elif args[0].lower() == "chat" and len(args) == 2:
-            await self._chat_report(asker, args[1])
-        elif args[0].lower() == "export" and len(args) == 1:
+        try:
+            request = parse_stats_args(_args(context))
+        except UsageError as exc:
+            log.info("user %s: /stats refused: %s", asker.user.id, exc)
+            await self._reply(asker, text(asker.language, "stats_help"))
+            return
+        if request.kind == "user":
+            assert request.user is not None
+            await self._user_report(asker, request.user)
+        elif request.kind == "chat":
+            assert request.chat_id is not None
+            await self._chat_report(asker, request.chat_id)
+        elif request.kind == "export":
             await self._export(asker, context)
         else:
-            await self._reply(asker, text(language, "stats_help"))
+            await self._overview(asker)
 
     async def quota(self, update: Update, context: AnyContext) -> None:
         asker = await self._admin(update)
         if asker is None:
             return
-        args = [arg.strip() for arg in context.args or [] if arg.strip()]
         language = asker.language
-        if len(args) not in (1, 2):
-            await self._reply(asker, text(language, "quota_usage"))
-            return
         try:
-            value = parse_quota(args[1]) if len(args) == 2 else None
-        except ValueError:
+            request = parse_quota_args(_args(context))
+        except UsageError as exc:
+            log.info("user %s: /quota refused: %s", asker.user.id, exc)
             await self._reply(asker, text(language, "quota_usage"))
             return
-        user = await self._find_user(args[0])
+        user = await self._find_user(request.user)
         if user is None:
-            await self._reply(asker, text(language, "stats_unknown_user", ref=args[0]))
+            await self._reply(asker, text(language, "stats_unknown_user", ref=request.user.lookup))
             return
         name = user_label(user)
         prefix = ""
-        if len(args) == 2:
+        if request.change:
+            value = request.tokens
             async with self._db.repositories() as repos:
                 await repos.users.set_daily_quota(user.id, value)
             log.info("daily quota of user %s set to %s", user.id, value)
@@ -213,10 +194,12 @@ class AdminHandlers:
             report = await StatsRepository(repos.connection, self._clock).overview(now.date())
         await self._reply(asker, render_report(report, asker.language, now=now), html=True)
 
-    async def _user_report(self, asker: _Asker, reference: str) -> None:
+    async def _user_report(self, asker: _Asker, reference: UserRef) -> None:
         user = await self._find_user(reference)
         if user is None:
-            await self._reply(asker, text(asker.language, "stats_unknown_user", ref=reference))
+            await self._reply(
+                asker, text(asker.language, "stats_unknown_user", ref=reference.lookup)
+            )
             return
         now = self._clock()
         async with self._db.repositories(readonly=True) as repos:
@@ -229,11 +212,7 @@ class AdminHandlers:
         )
         await self._reply(asker, body, html=True)
 
-    async def _chat_report(self, asker: _Asker, reference: str) -> None:
-        chat_id = int(reference) if reference.lstrip("-").isdigit() else None
-        if chat_id is None:
-            await self._reply(asker, text(asker.language, "stats_help"))
-            return
+    async def _chat_report(self, asker: _Asker, chat_id: int) -> None:
         now = self._clock()
         async with self._db.repositories(readonly=True) as repos:
             stats = StatsRepository(repos.connection, self._clock)
@@ -241,7 +220,7 @@ class AdminHandlers:
             report = await stats.for_chat(chat_id, now.date()) if known else None
             chat = await repos.chats.get(chat_id) if known else None
         if report is None:
-            await self._reply(asker, text(asker.language, "stats_unknown_chat", ref=reference))
+            await self._reply(asker, text(asker.language, "stats_unknown_chat", ref=chat_id))
             return
         subject = (chat.title if chat is not None else None) or str(chat_id)
         body = render_report(report, asker.language, now=now, subject=subject)
@@ -303,9 +282,10 @@ class AdminHandlers:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def _find_user(self, reference: str) -> UserInfo | None:
+    async def _find_user(self, reference: UserRef) -> UserInfo | None:
         async with self._db.repositories(readonly=True) as repos:
-            return await StatsRepository(repos.connection, self._clock).find_user(reference)
+            stats = StatsRepository(repos.connection, self._clock)
+            return await stats.find_user(reference.lookup)
 
     async def _admin(self, update: Update) -> _Asker | None:
         """The asker if they are an admin in a private chat; otherwise say why not."""
@@ -332,6 +312,10 @@ class AdminHandlers:
             ),
             is_group=is_group,
         )
+
+
+def _args(context: AnyContext) -> list[str]:
+    return [arg.strip() for arg in context.args or [] if arg.strip()]
 
 
 def _asker(update: Update) -> _Asker | None:

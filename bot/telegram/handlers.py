@@ -18,13 +18,14 @@ from telegram.error import TelegramError
 from telegram.ext import CommandHandler, MessageHandler, filters
 
 from bot.config import TelegramSettings
-from bot.errors import ConversationError
+from bot.errors import ConversationError, SystemPromptTooLong
 from bot.service.conversation import ConversationService, Participant, Place, QueuedQuestion
 from bot.service.i18n import COMMANDS, Language, language_of, text
 from bot.service.lanes import AnswerLanes
 from bot.service.replies import describe_refusal
-from bot.telegram.addressing import BotIdentity, addressed_question
+from bot.telegram.addressing import BotIdentity, addressed_question, command_argument
 from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.command_args import UsageError, parse_model, shorten
 from bot.telegram.flood import FloodControl
 from bot.telegram.generation_stop import (
     GenerationStopped,
@@ -33,8 +34,14 @@ from bot.telegram.generation_stop import (
 )
 from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
+from bot.telegram.textsplit import split_text
 
 log = logging.getLogger(__name__)
+
+SYSTEM_CLEAR = ("clear", "off", "reset", "清除")
+# How much of a long system prompt /system shows: well inside Telegram's 4096 UTF-16 units
+# with the heading around it.
+SHOWN_PROMPT_LIMIT = 3500
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,54 +330,88 @@ class TelegramHandlers:
         incoming = self._incoming(update)
         if incoming is None:
             return
+        language = incoming.language
         choices = self._service.available_models()
         listing = ", ".join(choices)
-        argument = " ".join(context.args or []).strip()
+        argument = command_argument(incoming.message)
         if not argument:
             settings = await self._service.chat_settings(incoming.place)
             await self._reply(
                 incoming,
-                text(
-                    incoming.language, "model_current", model=settings.model_title, choices=listing
-                ),
+                text(language, "model_current", model=settings.model_title, choices=listing),
             )
             return
         if not await self._may_configure(incoming, context):
-            await self._reply(incoming, text(incoming.language, "admin_only"))
+            await self._reply(incoming, text(language, "admin_only"))
             return
-        chosen = await self._service.set_model(incoming.place, argument)
-        if chosen is None:
-            await self._reply(
-                incoming, text(incoming.language, "model_unknown", name=argument, choices=listing)
+        try:
+            wanted = parse_model(argument, choices)
+        except UsageError:
+            reply = text(language, "model_unknown", name=shorten(argument), choices=listing)
+            await self._reply(incoming, reply)
+            return
+        try:
+            chosen = await self._service.set_model(incoming.place, wanted.name)
+        except SystemPromptTooLong as exc:
+            reply = text(
+                language,
+                "model_system_too_long",
+                model=wanted.title,
+                tokens=exc.tokens,
+                limit=exc.limit_tokens,
             )
+            await self._reply(incoming, reply)
             return
-        await self._reply(incoming, text(incoming.language, "model_set", model=chosen.title))
+        assert chosen is not None  # parse_model took it from the enabled models
+        await self._reply(incoming, text(language, "model_set", model=chosen.title))
 
     async def system(self, update: Update, context: AnyContext) -> None:
         incoming = self._incoming(update)
         if incoming is None:
             return
-        message_text = incoming.message.text or ""
-        argument = message_text.partition(" ")[2].strip()
+        language = incoming.language
+        argument = command_argument(incoming.message)
         settings = await self._service.chat_settings(incoming.place)
         if not argument:
             if settings.system_prompt:
-                reply = text(incoming.language, "system_current", prompt=settings.system_prompt)
+                reply = _shown_system_prompt(language, settings.system_prompt)
             else:
-                reply = text(incoming.language, "system_none")
+                reply = text(language, "system_none")
             await self._reply(incoming, reply)
             return
         if not await self._may_configure(incoming, context):
-            await self._reply(incoming, text(incoming.language, "admin_only"))
+            await self._reply(incoming, text(language, "admin_only"))
             return
-        if argument.lower() in ("clear", "off", "reset", "清除"):
+        if argument.lower() in SYSTEM_CLEAR:
             await self._service.set_system_prompt(incoming.place, None)
-            await self._reply(incoming, text(incoming.language, "system_cleared"))
+            await self._reply(incoming, text(language, "system_cleared"))
             return
         if not settings.supports_system:
             await self._reply(
-                incoming, text(incoming.language, "system_unsupported", model=settings.model_title)
+                incoming, text(language, "system_unsupported", model=settings.model_title)
             )
             return
-        await self._service.set_system_prompt(incoming.place, argument)
-        await self._reply(incoming, text(incoming.language, "system_set"))
+        try:
+            await self._service.set_system_prompt(incoming.place, argument)
+        except SystemPromptTooLong as exc:
+            log.info("chat %s: system prompt refused: %s", incoming.chat.id, exc)
+            reply = text(
+                language,
+                "system_too_long",
+                model=settings.model_title,
+                tokens=exc.tokens,
+                limit=exc.limit_tokens,
+                words=exc.limit_words,
+                chars=exc.limit_chars,
+            )
+            await self._reply(incoming, reply)
+            return
+        await self._reply(incoming, text(language, "system_set"))
+
+
+def _shown_system_prompt(language: Language, prompt: str) -> str:
+    """The prompt as /system shows it: whole when it fits a message, else its beginning."""
+    head = split_text(prompt, SHOWN_PROMPT_LIMIT)[0]
+    if head == prompt:
+        return text(language, "system_current", prompt=prompt)
+    return text(language, "system_current_long", prompt=head.rstrip(), length=f"{len(prompt):,}")
