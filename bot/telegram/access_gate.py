@@ -64,7 +64,10 @@ class AccessGate:
             )
         if verdict.allowed:
             return
-        log.info(
+        # One line when the bot does something about it; plain ignoring stays quiet, since a
+        # refused group with privacy mode off sends every message it has.
+        log.log(
+            logging.INFO if verdict.leave_chat or verdict.notify else logging.DEBUG,
             "update refused by the access policy: chat %s user %s%s",
             chat.id if chat is not None else None,
             user.id if user is not None else None,
