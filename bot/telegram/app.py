@@ -45,6 +45,7 @@ from bot.telegram.generation_stop import STOPPED_GENERATION
 from bot.telegram.handlers import TelegramHandlers
 from bot.telegram.ptb_types import AnyApplication
 from bot.telegram.update_order import PerChatUpdateProcessor
+from bot.telegram.webhook_input import MAX_UPDATE_BYTES, NotAnUpdate, parse_update
 from storage.database import Database, create_database
 from storage.migrate import upgrade
 
@@ -217,7 +218,7 @@ class BotRuntime:
         telegram = self.settings.telegram
         assert telegram.webhook_url is not None
         path = urlsplit(telegram.webhook_url).path or "/"
-        web_app = web.Application()
+        web_app = web.Application(client_max_size=MAX_UPDATE_BYTES)
         web_app.router.add_post(path, self._webhook_handler(application))
         web_app.router.add_get("/healthz", _healthz)
         runner = web.AppRunner(web_app, access_log=None)
@@ -238,9 +239,12 @@ class BotRuntime:
             if not hmac.compare_digest(given, expected):
                 return web.Response(status=403, text="forbidden")
             try:
-                data = await request.json()
-                update = Update.de_json(data, application.bot)
-            except (ValueError, KeyError, TypeError):
+                update = parse_update(await request.read(), application.bot)
+            except web.HTTPRequestEntityTooLarge:
+                log.warning("webhook refused a body too large (over %d bytes)", MAX_UPDATE_BYTES)
+                return web.Response(status=413, text="too large")
+            except NotAnUpdate as exc:
+                log.warning("webhook refused a body that is not an update: %s", exc)
                 return web.Response(status=400, text="not an update")
             await application.update_queue.put(update)
             return web.Response(text="ok")
