@@ -82,9 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = _settings(command)
         if command == "migrate":
+            from bot.startup_failures import database_failures
             from storage.migrate import upgrade_to_head
 
-            upgrade_to_head(settings.database.url)
+            with database_failures(settings.database.url):
+                upgrade_to_head(settings.database.url)
             return 0
         if command == "chat":
             from bot.terminal import chat
