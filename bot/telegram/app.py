@@ -5,7 +5,9 @@ created together under an AsyncExitStack. Production and tests wire the same obj
 point ``TELEGRAM_API_BASE_URL`` at a Bot API fake and ``SPARK_URL`` at the simulator.
 
 Updates arrive by long polling, or by webhook when ``WEBHOOK_URL`` is set: then an aiohttp web
-app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token``.
+app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token`` and refusing
+bodies that are not updates (:mod:`bot.telegram.webhook_input`). A setting that cannot work
+stops the start with a :class:`~bot.errors.StartupError` (:mod:`bot.startup_failures`).
 
 Shutdown (SIGTERM / SIGINT): stop taking updates, give answers in flight
 ``SHUTDOWN_GRACE_SECONDS`` to finish, then interrupt the rest, which end with a visible note and
