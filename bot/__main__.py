@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
 
 # python-telegram-bot 22 warns unless RetryAfter.retry_after is a timedelta; the bot accepts both.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
-from bot.logs import configure_logging
+from bot.logs import RedactingFilter, configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(command: str) -> Settings:
+def _settings(command: str) -> tuple[Settings, RedactingFilter]:
     settings = load_settings()
     secrets = [
         secret.get_secret_value()
@@ -57,16 +59,19 @@ def _settings(command: str) -> Settings:
         )
         if secret is not None
     ]
+    with contextlib.suppress(ValueError):  # a URL that does not parse has no password to hide
+        password = urlsplit(settings.database.url).password
+        secrets += [password, unquote(password)] if password else []
     level = settings.log_level
     if command in ("chat", "ask") and "LOG_LEVEL" not in os.environ:
         level = "ERROR"  # the terminal shows answers; failures are explained on stderr anyway
-    configure_logging(level, secrets)
-    return settings
+    return settings, configure_logging(level, secrets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "run"
+    redactor = RedactingFilter()  # until the settings name the secrets
     try:
         if command == "simulator":
             from bot.spark.simulator import Credentials, serve_forever
@@ -80,11 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             asyncio.run(serve_forever(args.host, args.port, credentials))
             return 0
-        settings = _settings(command)
+        settings, redactor = _settings(command)
         if command == "migrate":
+            from bot.startup_failures import database_failures
             from storage.migrate import upgrade_to_head
 
-            upgrade_to_head(settings.database.url)
+            with database_failures(settings.database.url):
+                upgrade_to_head(settings.database.url)
             return 0
         if command == "chat":
             from bot.terminal import chat
@@ -98,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run(settings))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # A third party's reason quoted in the message must not carry a secret either.
+        print(f"error: {redactor.redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

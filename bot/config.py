@@ -8,8 +8,10 @@ a deployment in one go. No instance exists at import time: ``__main__`` loads it
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -33,6 +35,8 @@ GroupHistoryScope = Literal["chat", "user"]
 UnauthorizedGroupAction = Literal["leave", "silent"]
 
 IdList = Annotated[list[int], NoDecode]
+# What Telegram accepts as setWebhook's secret_token.
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 def _split_ids(value: Any) -> Any:
@@ -233,6 +237,42 @@ class TelegramSettings(_Group):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # The URL may carry a secret path: messages name the problem, never the value.
+        url = (value or "").strip()
+        if not url:
+            return None
+        parts = urlsplit(url)
+        # Telegram calls webhooks over HTTPS only; a Bot API server of one's own in --local
+        # mode also calls http://, so there its own answer to setWebhook decides.
+        schemes = ("https", "http") if info.data.get("api_base_url") else ("https",)
+        if parts.scheme.lower() not in schemes:
+            raise ValueError("must be an https:// URL (Telegram calls webhooks over HTTPS only)")
+        try:
+            port = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
+        if not parts.hostname:
+            raise ValueError(
+                "has no host; give the public address, e.g. https://bot.example.com/telegram"
+            )
+        return url
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # unset: a random secret is made at each start
+        if not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+            )
+        return value
+
     @property
     def token(self) -> str | None:
         return self.bot_token.get_secret_value() if self.bot_token else None
@@ -291,6 +331,8 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
                 variable = _env_name(group, field) if field else group.__name__
                 message = str(error["msg"]).removeprefix("Value error, ")
                 problems.append(f"{variable}: {message}" if field else message)
+    if len(problems) == 1:
+        raise ConfigError(f"invalid configuration: {problems[0]}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(log_level=os.environ.get("LOG_LEVEL", "INFO").upper(), **groups)

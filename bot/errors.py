@@ -5,6 +5,8 @@ translated only at the boundary where they occur and chained (``raise X from exc
 
     BotError
     ├── ConfigError                    settings missing or invalid (names every variable)
+    │   └── StartupError               a setting that does not work: the database, the
+    │                                  webhook's address, the token (names the variable)
     └── ConversationError              refused before Spark is called
         ├── QuestionTooLong            the question (with the system prompt) exceeds the budget
         ├── SystemPromptTooLong        a system prompt over its share of the model's budget
@@ -23,6 +25,11 @@ class BotError(Exception):
 
 class ConfigError(BotError):
     """Settings are missing or invalid; the message names every offending variable."""
+
+
+class StartupError(ConfigError):
+    """The bot could not start with these settings; the message starts with the variable to
+    fix and carries no secret."""
 
 
 class ConversationError(BotError):

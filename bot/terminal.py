@@ -40,6 +40,7 @@ from bot.spark import types as spark_types
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkError
 from bot.spark.types import ChatMessage
+from bot.startup_failures import database_failures
 from storage.database import create_database
 from storage.migrate import upgrade
 
@@ -123,8 +124,9 @@ async def chat(settings: Settings, *, simulate: bool = False) -> int:
     """Multi-turn chat on stdin/stdout."""
     async with _spark_settings(settings, simulate) as effective, AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        await upgrade(effective.database.url)
-        database = create_database(effective.database.url)
+        with database_failures(effective.database.url):
+            await upgrade(effective.database.url)
+            database = create_database(effective.database.url)
         stack.push_async_callback(database.dispose)
         service = ConversationService(
             database=database,

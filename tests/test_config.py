@@ -12,7 +12,8 @@ from bot.errors import ConfigError
 SPARK_VARS = (
     "SPARK_APP_ID SPARK_API_KEY SPARK_API_SECRET SPARK_MODEL SPARK_MODELS SPARK_URL "
     "SPARK_TEMPERATURE SPARK_MAX_TOKENS SPARK_TOP_K SPARK_SYSTEM_PROMPT PORT ADMIN_USER_IDS "
-    "DATABASE_URL TELEGRAM_BOT_TOKEN STREAM_TRANSPORT"
+    "DATABASE_URL TELEGRAM_BOT_TOKEN STREAM_TRANSPORT WEBHOOK_URL WEBHOOK_SECRET "
+    "TELEGRAM_API_BASE_URL"
 ).split()
 
 
@@ -104,3 +105,83 @@ def test_env_file_and_id_lists(tmp_path: Path) -> None:
     assert settings.telegram.admin_user_ids == [1, 22, 333]
     assert settings.spark.enabled_models == ("lite", "max")
     assert "s3cr3t-value" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://bot.example.com/tg", "must be an https:// URL"),
+        ("ftp://bot.example.com/tg", "must be an https:// URL"),
+        ("bot.example.com/tg", "must be an https:// URL"),
+        ("https:///tg", "has no host"),
+        ("https://", "has no host"),
+        ("https://bot.example.com:99999/tg", "has a port that is not a number"),
+        ("https://bot.example.com:https/tg", "has a port that is not a number"),
+        ("https://bot.example.com:0/tg", "has a port that is not a number"),
+    ],
+)
+def test_a_webhook_url_telegram_would_not_call_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    monkeypatch.setenv("WEBHOOK_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: WEBHOOK_URL: ")
+    assert problem in message
+    assert "\n" not in message
+    assert "/tg" not in message  # the path may be secret
+
+
+@pytest.mark.parametrize(
+    "url", ["https://bot.example.com/tg", "HTTPS://bot.example.com:8443/", " https://1.2.3.4 "]
+)
+def test_an_https_webhook_url_with_a_host_is_taken(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("WEBHOOK_URL", url)
+    assert load_settings(None).telegram.webhook_url == url.strip()
+
+
+def test_a_bot_api_server_of_ones_own_decides_about_http_webhooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # telegram-bot-api --local calls http:// webhooks; Telegram's own servers do not.
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", "http://127.0.0.1:8081")
+    monkeypatch.setenv("WEBHOOK_URL", "http://bot:8080/tg")
+    assert load_settings(None).telegram.webhook_url == "http://bot:8080/tg"
+
+
+def test_an_empty_webhook_url_means_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_URL", "")
+    assert load_settings(None).telegram.webhook_url is None
+
+
+@pytest.mark.parametrize(
+    "secret", ["has spaces", "colon:inside", "ünïcode", "dot.ted", "x" * 257, "123456:ABC-token"]
+)
+def test_a_webhook_secret_telegram_refuses_is_refused(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", secret)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: WEBHOOK_SECRET: must be 1 to 256 ")
+    assert "A-Z, a-z, 0-9, _ and -" in message
+    assert secret not in message
+
+
+@pytest.mark.parametrize("secret", ["a", "x" * 256, "Abc_123-xyz"])
+def test_a_webhook_secret_in_telegrams_alphabet_is_taken(
+    monkeypatch: pytest.MonkeyPatch, secret: str
+) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", secret)
+    value = load_settings(None).telegram.webhook_secret
+    assert value is not None
+    assert value.get_secret_value() == secret
+
+
+def test_an_empty_webhook_secret_means_a_random_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_SECRET", "")
+    assert load_settings(None).telegram.webhook_secret is None

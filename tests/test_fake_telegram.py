@@ -509,6 +509,35 @@ async def test_get_updates_conflicts_with_a_webhook(ptb_bot: Bot) -> None:
     assert await ptb_bot.get_updates(timeout=0) == ()
 
 
+@pytest.mark.parametrize(
+    ("url", "secret", "description"),
+    [
+        (
+            "http://example.com/hook",
+            None,
+            "bad webhook: An HTTPS URL must be provided for webhook",
+        ),
+        ("https://example.com/hook", "with space", "secret token contains unallowed characters"),
+        ("https://example.com/hook", "123:ABC", "secret token contains unallowed characters"),
+        ("https://example.com/hook", "x" * 257, "secret token is too long"),
+    ],
+)
+async def test_set_webhook_refuses_what_telegram_refuses(
+    ptb_bot: Bot, fake_telegram: FakeTelegram, url: str, secret: str | None, description: str
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await ptb_bot.set_webhook(url, secret_token=secret)
+    # ptb drops the "Bad Request: " prefix and capitalizes the rest.
+    assert caught.value.message == description.capitalize()
+    assert fake_telegram.calls[-1].error == f"Bad Request: {description}"
+    assert (await ptb_bot.get_webhook_info()).url == ""
+
+
+async def test_set_webhook_takes_a_secret_of_telegrams_alphabet(ptb_bot: Bot) -> None:
+    assert await ptb_bot.set_webhook("https://example.com/hook", secret_token="A-z_09" * 42)
+    assert (await ptb_bot.get_webhook_info()).url == "https://example.com/hook"
+
+
 async def test_chat_queries_actions_and_leaving(
     ptb_bot: Bot, fake_telegram: FakeTelegram, telegram_driver: TelegramDriver, alice: TgUser
 ) -> None:

@@ -5,7 +5,9 @@ created together under an AsyncExitStack. Production and tests wire the same obj
 point ``TELEGRAM_API_BASE_URL`` at a Bot API fake and ``SPARK_URL`` at the simulator.
 
 Updates arrive by long polling, or by webhook when ``WEBHOOK_URL`` is set: then an aiohttp web
-app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token``.
+app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token`` and refusing
+bodies that are not updates (:mod:`bot.telegram.webhook_input`). A setting that cannot work
+stops the start with a :class:`~bot.errors.StartupError` (:mod:`bot.startup_failures`).
 
 Shutdown (SIGTERM / SIGINT): stop taking updates, give answers in flight
 ``SHUTDOWN_GRACE_SECONDS`` to finish, then interrupt the rest, which end with a visible note and
@@ -36,6 +38,7 @@ from bot.service.conversation import ConversationService
 from bot.service.lanes import AnswerLanes
 from bot.service.limits import UsageLimits
 from bot.spark.client import SparkClient
+from bot.startup_failures import database_failures, listen_failures
 from bot.telegram.access import AccessPolicy
 from bot.telegram.access_gate import AccessGate
 from bot.telegram.addressing import BotIdentity
@@ -45,7 +48,9 @@ from bot.telegram.flood import FloodControl
 from bot.telegram.generation_stop import STOPPED_GENERATION
 from bot.telegram.handlers import TelegramHandlers
 from bot.telegram.ptb_types import AnyApplication
+from bot.telegram.startup_failures import telegram_failures, webhook_failures
 from bot.telegram.update_order import PerChatUpdateProcessor
+from bot.telegram.webhook_input import MAX_UPDATE_BYTES, NotAnUpdate, parse_update
 from storage.database import Database, create_database
 from storage.migrate import upgrade
 
@@ -116,8 +121,9 @@ class BotRuntime:
         session = await self._stack.enter_async_context(
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         )
-        await upgrade(settings.database.url)
-        database = create_database(settings.database.url)
+        with database_failures(settings.database.url):
+            await upgrade(settings.database.url)
+            database = create_database(settings.database.url)
         self._stack.push_async_callback(database.dispose)
         self.database = database
         spark = SparkClient(session, settings.spark.client_options())
@@ -131,7 +137,8 @@ class BotRuntime:
             admission=limits,
         )
         self.service = service
-        await service.recover_interrupted()
+        with database_failures(settings.database.url):  # the first write: a read-only file
+            await service.recover_interrupted()
 
         builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
             Application.builder()
@@ -148,7 +155,8 @@ class BotRuntime:
         if settings.telegram.webhook_url:
             builder = builder.updater(None)
         application = builder.build()
-        await application.initialize()
+        with telegram_failures(settings.telegram.api_base_url):
+            await application.initialize()  # getMe: the token and the Bot API's address
         self._stack.push_async_callback(application.shutdown)
         self.application = application
 
@@ -207,11 +215,11 @@ class BotRuntime:
             )
             if application.updater is not None and application.updater.running:
                 await application.updater.stop()
-            if self._web_runner is not None:
-                await self._web_runner.cleanup()
+            await self._close_webhook_server()
             self.service.begin_shutdown()
             await self.lanes.shutdown(telegram.shutdown_grace_seconds)
         finally:
+            await self._close_webhook_server()  # also when start-up failed half-way
             if application.running:
                 await application.stop()
 
@@ -219,18 +227,25 @@ class BotRuntime:
         telegram = self.settings.telegram
         assert telegram.webhook_url is not None
         path = urlsplit(telegram.webhook_url).path or "/"
-        web_app = web.Application()
+        web_app = web.Application(client_max_size=MAX_UPDATE_BYTES)
         web_app.router.add_post(path, self._webhook_handler(application))
         web_app.router.add_get("/healthz", _healthz)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, telegram.host, telegram.port).start()
         self._web_runner = runner
-        await application.bot.set_webhook(
-            telegram.webhook_url,
-            secret_token=self.webhook_secret,
-            allowed_updates=ALLOWED_UPDATES,
-        )
+        with listen_failures(telegram.host, telegram.port):
+            await web.TCPSite(runner, telegram.host, telegram.port).start()
+        with webhook_failures(telegram.webhook_url, telegram.api_base_url):
+            await application.bot.set_webhook(
+                telegram.webhook_url,
+                secret_token=self.webhook_secret,
+                allowed_updates=ALLOWED_UPDATES,
+            )
+
+    async def _close_webhook_server(self) -> None:
+        runner, self._web_runner = self._web_runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     def _webhook_handler(self, application: AnyApplication) -> Any:
         expected = self.webhook_secret.encode()
@@ -240,9 +255,12 @@ class BotRuntime:
             if not hmac.compare_digest(given, expected):
                 return web.Response(status=403, text="forbidden")
             try:
-                data = await request.json()
-                update = Update.de_json(data, application.bot)
-            except (ValueError, KeyError, TypeError):
+                update = parse_update(await request.read(), application.bot)
+            except web.HTTPRequestEntityTooLarge:
+                log.warning("webhook refused a body too large (over %d bytes)", MAX_UPDATE_BYTES)
+                return web.Response(status=413, text="too large")
+            except NotAnUpdate as exc:
+                log.warning("webhook refused a body that is not an update: %s", exc)
                 return web.Response(status=400, text="not an update")
             await application.update_queue.put(update)
             return web.Response(text="ok")

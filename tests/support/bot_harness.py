@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -139,13 +139,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class BotProcess:
-    """``python -m bot`` as operators run it, in a child process with a clean environment.
+    """``python -m bot [args]`` as operators run it, in a child process with a clean
+    environment.
 
     The child reads no ``.env`` (it runs in ``workdir``); its stderr (the log) goes to a file
     so a chatty DEBUG log can never fill a pipe and stall it.
     """
 
-    def __init__(self, env: dict[str, str], workdir: Path, name: str = "bot") -> None:
+    def __init__(
+        self, env: dict[str, str], workdir: Path, name: str = "bot", args: Sequence[str] = ()
+    ) -> None:
+        self.args = list(args)
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(PROJECT_ROOT),
@@ -163,6 +167,7 @@ class BotProcess:
             sys.executable,
             "-m",
             "bot",
+            *self.args,
             cwd=self.workdir,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -194,7 +199,9 @@ class BotProcess:
 
 
 class ProcessFactory(Protocol):
-    def __call__(self, env: dict[str, str], name: str = ...) -> BotProcess: ...
+    def __call__(
+        self, env: dict[str, str], name: str = ..., args: Sequence[str] = ...
+    ) -> BotProcess: ...
 
 
 @pytest.fixture
@@ -202,8 +209,8 @@ async def bot_process(tmp_path: Path) -> AsyncIterator[ProcessFactory]:
     """A factory of (not yet started) bot processes; every one is reaped at teardown."""
     made: list[BotProcess] = []
 
-    def make(env: dict[str, str], name: str = "bot") -> BotProcess:
-        process = BotProcess(env, tmp_path, name)
+    def make(env: dict[str, str], name: str = "bot", args: Sequence[str] = ()) -> BotProcess:
+        process = BotProcess(env, tmp_path, name, args)
         made.append(process)
         return process
 

@@ -15,6 +15,8 @@ from tests.support.fake_telegram_errors import BotApiError, JsonDict
 from tests.support.fake_telegram_state import ChatState
 
 _COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
+# setWebhook's secret_token: empty means none.
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]*")
 _SCOPES = frozenset(
     {
         "default",
@@ -54,6 +56,11 @@ def set_webhook(call: ApiCall) -> bool:
     url = str(call.params.get("url") or "")
     if url and not url.startswith("https://"):
         raise BotApiError.bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+    secret = str(call.params.get("secret_token") or "")
+    if len(secret) > 256:
+        raise BotApiError.bad_request("secret token is too long")
+    if not _SECRET_TOKEN.fullmatch(secret):
+        raise BotApiError.bad_request("secret token contains unallowed characters")
     if call.flag("drop_pending_updates"):
         call.state.updates.clear()
     allowed = call.params.get("allowed_updates")
