@@ -23,7 +23,7 @@ from sqlalchemy import select
 from bot.config import Settings, load_settings
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.spark.types import Usage
-from bot.telegram.app import BotRuntime
+from bot.telegram.app import BotRuntime, open_bot_runtime
 from bot.telegram.stats_format import WIDTH, display_width
 from storage.database import Database, create_database
 from storage.models import UsageRecord
@@ -120,9 +120,7 @@ async def make_admin_bot(tmp_path: Path) -> AsyncIterator[BotMaker]:
             database={"url": url},
             limits=limits or {},
         )
-        runtime = BotRuntime(settings)
-        await runtime.__aenter__()
-        stack.push_async_exit(runtime.__aexit__)
+        runtime = await stack.enter_async_context(open_bot_runtime(settings))
         task = asyncio.create_task(runtime.serve(), name="bot")
         tasks.append((runtime, task))
         database = create_database(url)

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from bot.telegram.app import BotRuntime
+from bot.telegram.app import open_bot_runtime
 from bot.telegram.dedup import UpdateDeduplicator
 from storage.database import Database
 from storage.models import ProcessedUpdate
@@ -122,11 +122,10 @@ async def test_an_update_delivered_again_after_a_restart_is_answered_once(
     user, chat = _private(bot)
     update = bot.update_json(await bot.driver.send_text(chat, user, "[[answer:Before.]] hi"))
     await bot.wait_stored(chat.id, 1)
-    await bot.stop()
-    await bot.runtime.__aexit__(None, None, None)  # the first bot is gone, database closed
+    await bot.close()  # the first bot is gone, its database engine closed
 
     # A new bot on the same database (and the same Telegram and Spark).
-    async with BotRuntime(bot.settings) as second:
+    async with open_bot_runtime(bot.settings) as second:
         serving = asyncio.create_task(second.serve(), name="second bot")
         try:
             await bot.fake.wait_for_call("deleteWebhook", count=2)

@@ -23,8 +23,8 @@ import logging
 import secrets
 import signal
 import sys
-from contextlib import AsyncExitStack
-from types import TracebackType
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,118 +74,28 @@ ALLOWED_UPDATES = [*Update.ALL_TYPES, STOPPED_GENERATION]
 
 
 class BotRuntime:
-    """Everything the running bot owns; ``async with`` builds it and tears it down."""
+    """The running bot: the parts :func:`open_bot_runtime` built together, and how it serves."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._stack = AsyncExitStack()
-        self._stop = asyncio.Event()
-        self.lanes = AnswerLanes()
-        self.flood = FloodControl()
-        self.database: Database | None = None
-        self.application: AnyApplication | None = None
-        self.service: ConversationService | None = None
-        self._web_runner: web.AppRunner | None = None
-        self.webhook_secret = (
-            settings.telegram.webhook_secret.get_secret_value()
-            if settings.telegram.webhook_secret
-            else secrets.token_urlsafe(32)
-        )
-
-    async def __aenter__(self) -> BotRuntime:
-        try:
-            await self._build()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
+    def __init__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+        settings: Settings,
+        *,
+        database: Database,
+        service: ConversationService,
+        application: AnyApplication,
+        lanes: AnswerLanes,
+        flood: FloodControl,
+        webhook_secret: str,
     ) -> None:
-        await self._stack.aclose()
-
-    async def _build(self) -> None:
-        settings = self.settings
-        token = settings.telegram.token
-        if not token:
-            raise RuntimeError("TELEGRAM_BOT_TOKEN is not set")
-        # httpx logs every Bot API URL, token included, at INFO: keep it quiet even when the
-        # runtime is embedded without configure_logging.
-        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
-        # One session for every Spark connection; no pool cap (aiohttp defaults to 100), since
-        # each streaming answer holds one WebSocket for its whole length.
-        session = await self._stack.enter_async_context(
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        )
-        with database_failures(settings.database.url):
-            await upgrade(settings.database.url)
-            database = create_database(settings.database.url)
-        self._stack.push_async_callback(database.dispose)
+        self.settings = settings
         self.database = database
-        spark = SparkClient(session, settings.spark.client_options())
-        telegram = settings.telegram
-        limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
-        service = ConversationService(
-            database=database,
-            spark=spark,
-            spark_settings=settings.spark,
-            group_scope=telegram.group_history_scope,
-            admission=limits,
-        )
         self.service = service
-        with database_failures(settings.database.url):  # the first write: a read-only file
-            await service.recover_interrupted()
-
-        builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
-            Application.builder()
-            .token(token)
-            .concurrent_updates(PerChatUpdateProcessor())
-            # A second connection lets the final getUpdates of a shutdown go out while the
-            # cancelled long poll is still closing.
-            .get_updates_connection_pool_size(2)
-            .connection_pool_size(64)
-        )
-        if settings.telegram.api_base_url:
-            root = settings.telegram.api_base_url.rstrip("/")
-            builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
-        if settings.telegram.webhook_url:
-            builder = builder.updater(None)
-        application = builder.build()
-        with telegram_failures(settings.telegram.api_base_url):
-            await application.initialize()  # getMe: the token and the Bot API's address
-        self._stack.push_async_callback(application.shutdown)
         self.application = application
-
-        identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
-        access = AccessPolicy(
-            allowed_user_ids=telegram.allowed_user_ids,
-            allowed_chat_ids=telegram.allowed_chat_ids,
-            admin_user_ids=telegram.admin_user_ids,
-            group_action=telegram.unauthorized_group_action,
-        )
-        handlers = TelegramHandlers(
-            service=service,
-            lanes=self.lanes,
-            flood=self.flood,
-            settings=telegram,
-            identity=identity,
-        )
-        admin = AdminHandlers(database=database, limits=limits, access=access, flood=self.flood)
-        # Access first, for every update (group -100); then a re-delivered update stops in its
-        # own group, before any handler sees it; then admin commands, which the generic
-        # handlers would otherwise take as unknown.
-        AccessGate(access, identity, self.flood).register(application)
-        UpdateDeduplicator(database, application.bot.id).register(application)
-        admin.register(application)
-        handlers.register(application)
-        application.add_error_handler(handlers.handler_failed)
-        await handlers.publish_commands(application)
-        await admin.publish_commands(application, telegram.admin_user_ids)
-        log.info("bot @%s ready (model %s)", identity.username, settings.spark.model)
+        self.lanes = lanes
+        self.flood = flood
+        self.webhook_secret = webhook_secret
+        self._stop = asyncio.Event()
+        self._web_runner: web.AppRunner | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM and SIGINT do)."""
@@ -194,8 +104,6 @@ class BotRuntime:
     async def serve(self) -> None:
         """Take updates until :meth:`request_stop`, then shut down gracefully."""
         application = self.application
-        assert application is not None
-        assert self.service is not None
         telegram = self.settings.telegram
         await application.start()
         try:
@@ -268,6 +176,105 @@ class BotRuntime:
         return receive
 
 
+@asynccontextmanager
+async def open_bot_runtime(settings: Settings) -> AsyncIterator[BotRuntime]:
+    """Build every part of the bot, in order, and close them in reverse on the way out.
+
+    One aiohttp session for every Spark connection, one database engine, one
+    python-telegram-bot Application; the database is migrated and answers a crash left
+    streaming are marked partial before the first update is taken.
+    """
+    token = settings.telegram.token
+    if not token:
+        raise RuntimeError("TELEGRAM_BOT_TOKEN is not set")
+    # httpx logs every Bot API URL, token included, at INFO: keep it quiet even when the
+    # runtime is embedded without configure_logging.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
+    telegram = settings.telegram
+    async with AsyncExitStack() as stack:
+        # One session for every Spark connection; no pool cap (aiohttp defaults to 100), since
+        # each streaming answer holds one WebSocket for its whole length.
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        )
+        with database_failures(settings.database.url):
+            await upgrade(settings.database.url)
+            database = create_database(settings.database.url)
+        stack.push_async_callback(database.dispose)
+        spark = SparkClient(session, settings.spark.client_options())
+        limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
+        service = ConversationService(
+            database=database,
+            spark=spark,
+            spark_settings=settings.spark,
+            group_scope=telegram.group_history_scope,
+            admission=limits,
+        )
+        with database_failures(settings.database.url):  # the first write: a read-only file
+            await service.recover_interrupted()
+
+        application = _application(settings, token)
+        with telegram_failures(telegram.api_base_url):
+            await application.initialize()  # getMe: the token and the Bot API's address
+        stack.push_async_callback(application.shutdown)
+
+        lanes = AnswerLanes()
+        flood = FloodControl()
+        identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
+        access = AccessPolicy(
+            allowed_user_ids=telegram.allowed_user_ids,
+            allowed_chat_ids=telegram.allowed_chat_ids,
+            admin_user_ids=telegram.admin_user_ids,
+            group_action=telegram.unauthorized_group_action,
+        )
+        handlers = TelegramHandlers(
+            service=service, lanes=lanes, flood=flood, settings=telegram, identity=identity
+        )
+        admin = AdminHandlers(database=database, limits=limits, access=access, flood=flood)
+        # Access first, for every update (group -100); then a re-delivered update stops in its
+        # own group, before any handler sees it; then admin commands, which the generic
+        # handlers would otherwise take as unknown.
+        AccessGate(access, identity, flood).register(application)
+        UpdateDeduplicator(database, application.bot.id).register(application)
+        admin.register(application)
+        handlers.register(application)
+        application.add_error_handler(handlers.handler_failed)
+        await handlers.publish_commands(application)
+        await admin.publish_commands(application, telegram.admin_user_ids)
+        log.info("bot @%s ready (model %s)", identity.username, settings.spark.model)
+        yield BotRuntime(
+            settings,
+            database=database,
+            service=service,
+            application=application,
+            lanes=lanes,
+            flood=flood,
+            webhook_secret=(
+                telegram.webhook_secret.get_secret_value()
+                if telegram.webhook_secret
+                else secrets.token_urlsafe(32)
+            ),
+        )
+
+
+def _application(settings: Settings, token: str) -> AnyApplication:
+    builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
+        Application.builder()
+        .token(token)
+        .concurrent_updates(PerChatUpdateProcessor())
+        # A second connection lets the final getUpdates of a shutdown go out while the
+        # cancelled long poll is still closing.
+        .get_updates_connection_pool_size(2)
+        .connection_pool_size(64)
+    )
+    if settings.telegram.api_base_url:
+        root = settings.telegram.api_base_url.rstrip("/")
+        builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
+    if settings.telegram.webhook_url:
+        builder = builder.updater(None)
+    return builder.build()
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -278,7 +285,7 @@ async def run(settings: Settings) -> int:
         print(SETUP_HINT, file=sys.stderr)
         return 2
     settings.spark.require_credentials()
-    async with BotRuntime(settings) as runtime:
+    async with open_bot_runtime(settings) as runtime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from bot.config import Settings, load_settings
 from bot.spark.simulator import Credentials, RecordedRequest, SimulatorOptions, SparkSimulator
-from bot.telegram.app import BotRuntime
+from bot.telegram.app import BotRuntime, open_bot_runtime
 from storage.database import Database, create_database
 from storage.dto import StoredMessage
 from storage.models import Conversation, UsageRecord
@@ -82,6 +82,7 @@ class RunningBot:
     runtime: BotRuntime
     task: asyncio.Task[None]
     database: Database
+    closing: contextlib.AsyncExitStack
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def stored(self, chat_id: int) -> list[StoredMessage]:
@@ -133,6 +134,11 @@ class RunningBot:
     async def stop(self) -> None:
         self.runtime.request_stop()
         await self.task
+
+    async def close(self) -> None:
+        """Stop the bot and close everything it opened (its database engine included)."""
+        await self.stop()
+        await self.closing.aclose()
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -275,13 +281,15 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
             },
             database={"url": database_url},
         )
-        runtime = BotRuntime(settings)
-        await runtime.__aenter__()
-        resources.push_async_exit(runtime.__aexit__)
+        closing = contextlib.AsyncExitStack()
+        resources.push_async_exit(closing)
+        runtime = await closing.enter_async_context(open_bot_runtime(settings))
         task = asyncio.create_task(runtime.serve(), name="bot")
         database = create_database(database_url)
         resources.push_async_callback(database.dispose)
-        bot = RunningBot(fake, TelegramDriver(fake), simulator, settings, runtime, task, database)
+        bot = RunningBot(
+            fake, TelegramDriver(fake), simulator, settings, runtime, task, database, closing
+        )
         running.append(bot)
         if settings.telegram.webhook_url:
             # Webhook mode: ready once Telegram was told where to post updates.
