@@ -3,8 +3,8 @@
 ``record_question`` runs in update order: it stores the user and chat, checks the question against
 the model's budget and the user's limits, and commits the question before Spark is called.
 ``answer`` runs later in the conversation's lane: it builds the context from stored history,
-streams Spark into an :class:`~bot.service.events.AnswerSink` (Telegram, a terminal, an HTTP
-client), checkpoints the partial text while it streams, and stores the answer, its usage row and
+streams Spark into an :class:`~bot.service.events.AnswerSink` (Telegram or the terminal),
+checkpoints the partial text while it streams, and stores the answer, its usage row and
 the chat's token calibration as one unit of work. Each step of a turn goes through
 :attr:`storage.database.Database.turns`, the storage hot path; no database session is held open
 while an answer streams.
@@ -71,7 +71,7 @@ class Place:
     """Where a question was asked."""
 
     chat_id: int
-    chat_type: str  # Telegram's chat type, or "terminal" / "api"
+    chat_type: str  # Telegram's chat type, or "terminal"
     title: str | None = None
     thread_id: int | None = None
 
@@ -149,7 +149,7 @@ class Admission(Protocol):
 
 
 class ConversationService:
-    """Questions and answers for every front end (Telegram, terminal, HTTP)."""
+    """Questions and answers for every front end (Telegram, the terminal)."""
 
     def __init__(
         self,

@@ -4,8 +4,8 @@ An answer is told as typed events, in order: any number of :class:`TextDelta`,
 :class:`ReasoningDelta`, :class:`SourcesFound` and :class:`FunctionCalled` while Spark writes,
 then exactly one ending — :class:`Finished` (complete, stopped or interrupted, with usage and
 sid) or :class:`Failed` (Spark or the service refused, with what had streamed). The front end
-decides how each looks: Telegram edits a message, the terminal prints, an HTTP client gets
-Server-Sent Events. Nothing here knows a front end.
+decides how each looks: Telegram edits a message in place or animates a draft, the terminal
+prints as it goes. Nothing here knows a front end.
 """
 
 from __future__ import annotations
