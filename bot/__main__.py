@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "1")
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
 from bot.logs import configure_logging
+from storage.errors import DatabaseUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +67,9 @@ def _settings(command: str) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A fatal signal (SIGBUS when SQLite's memory-mapped WAL index becomes immutable, say)
+    # would otherwise end the process without a word: this writes the stacks to stderr.
+    faulthandler.enable()
     args = _parser().parse_args(argv)
     command = args.command or "run"
     try:
@@ -100,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnavailable as exc:  # start-up found no usable database
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

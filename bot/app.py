@@ -5,7 +5,8 @@ created together under an AsyncExitStack. Production and tests wire the same obj
 point ``TELEGRAM_API_BASE_URL`` at a Bot API fake and ``SPARK_URL`` at the simulator.
 
 Updates arrive by long polling, or by webhook when ``WEBHOOK_URL`` is set: then an aiohttp web
-app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token``.
+app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token``, and answers
+``/healthz``: 200, or 503 with the reason while the database cannot be used.
 
 Shutdown (SIGTERM / SIGINT): stop taking updates, give answers in flight
 ``SHUTDOWN_GRACE_SECONDS`` to finish, then interrupt the rest, which end with a visible note and
@@ -215,7 +216,7 @@ class BotRuntime:
         path = urlsplit(telegram.webhook_url).path or "/"
         web_app = web.Application()
         web_app.router.add_post(path, self._webhook_handler(application))
-        web_app.router.add_get("/healthz", _healthz)
+        web_app.router.add_get("/healthz", self._healthz)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, telegram.host, telegram.port).start()
@@ -243,9 +244,12 @@ class BotRuntime:
 
         return receive
 
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    async def _healthz(self, request: web.Request) -> web.Response:
+        """200 while the database can be used, 503 with the reason while it cannot."""
+        problem = await self.database.health() if self.database else "not open"
+        if problem is not None:
+            return web.Response(status=503, text=f"database unavailable: {problem}")
+        return web.Response(text="ok")
 
 
 async def run(settings: Settings) -> int:

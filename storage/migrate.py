@@ -3,6 +3,11 @@
 ``upgrade`` and ``downgrade`` work inside a running event loop (app start, tests): they open an
 async connection and hand it to alembic's env.py, which then runs synchronously on it.
 ``upgrade_to_head`` is the blocking form for ``python -m bot migrate``.
+
+The migration is the only place that creates a missing SQLite file (every other connection
+opens an existing one); it says so at WARNING, since on a bot that already had a database it
+means the history is elsewhere or gone. After an upgrade to head every table of the schema must
+be there, or the bot refuses to start on that database.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ import logging
 from pathlib import Path
 
 from alembic.config import Config
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from alembic import command
-from storage.database import create_engine, normalise_url
+from storage.database import create_engine, describe_location, normalise_url, sqlite_file
+from storage.errors import DatabaseUnavailable
+from storage.models import Base
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +40,15 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+def _warn_if_missing(url: str) -> None:
+    path = sqlite_file(url)
+    if path is not None and not Path(path).exists():
+        log.warning("database file %s does not exist: creating a new, empty database", path)
+
+
 async def _run(url: str, action: str, revision: str) -> None:
-    engine = create_engine(url)
+    _warn_if_missing(url)
+    engine = create_engine(url, create=True)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_command, url, action, revision)
@@ -46,8 +61,21 @@ def _command(connection: Connection, url: str, action: str, revision: str) -> No
     config.attributes["connection"] = connection
     if action == "upgrade":
         command.upgrade(config, revision)
+        if revision == "head":
+            _require_schema(connection, url)
     else:
         command.downgrade(config, revision)
+
+
+def _require_schema(connection: Connection, url: str) -> None:
+    """Every table of the schema is there (alembic may call a database whose tables were
+    dropped up to date)."""
+    missing = set(Base.metadata.tables) - set(inspect(connection).get_table_names())
+    if missing:
+        raise DatabaseUnavailable(
+            describe_location(url),
+            f"schema missing after the migration: no table {', '.join(sorted(missing))}",
+        )
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
