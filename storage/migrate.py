@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
@@ -40,26 +41,34 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def _warn_if_missing(url: str) -> None:
+def _file_missing(url: str) -> bool:
     path = sqlite_file(url)
     if path is not None and not Path(path).exists():
         log.warning("database file %s does not exist: creating a new, empty database", path)
+        return True
+    return False
 
 
 async def _run(url: str, action: str, revision: str) -> None:
-    _warn_if_missing(url)
+    announced = _file_missing(url)
     engine = create_engine(url, create=True)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_command, url, action, revision)
+            await connection.run_sync(_command, url, action, revision, announced)
     finally:
         await engine.dispose()
 
 
-def _command(connection: Connection, url: str, action: str, revision: str) -> None:
+def _command(
+    connection: Connection, url: str, action: str, revision: str, announced: bool
+) -> None:
     config = alembic_config(url)
     config.attributes["connection"] = connection
     if action == "upgrade":
+        if not announced and MigrationContext.configure(connection).get_current_revision() is None:
+            # An existing but empty database (a first run, or a file replaced by an empty
+            # one): worth a line, since the history starts from nothing here.
+            log.warning("database %s has no schema yet: creating it", describe_location(url))
         command.upgrade(config, revision)
         if revision == "head":
             _require_schema(connection, url)
