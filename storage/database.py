@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
@@ -298,7 +298,7 @@ class Database:
             return exc.problem
         except TimeoutError:
             return f"no answer within {HEALTH_TIMEOUT_SECONDS:g} s"
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:  # whatever the driver raised, the probe's answer is "no"
             return _short_error(exc)
         return None
 

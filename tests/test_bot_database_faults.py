@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy.engine import make_url
 
 from bot.spark.simulator import Credentials
 from tests.support.bot_harness import (
@@ -27,8 +28,10 @@ from tests.support.bot_harness import (
     free_port,
     spark_messages,
 )
+from tests.support.db_fixtures import drop_postgres_schema, postgres_base_url, postgres_schema_url
 from tests.support.fake_telegram_errors import JsonDict
 from tests.support.spark_fixtures import SimulatorFactory
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.telegram_driver import TelegramDriver, TgChat, TgUser
 from tests.support.telegram_fixtures import FakeFactory
 
@@ -69,7 +72,7 @@ class Webhook:
             return response.status, await response.text()
 
 
-async def _webhook_bot(make_bot: BotFactory, directory: Path) -> Webhook:
+async def _webhook_bot(make_bot: BotFactory, database_url: str) -> Webhook:
     port = free_port()
     bot = await make_bot(
         telegram={
@@ -77,7 +80,7 @@ async def _webhook_bot(make_bot: BotFactory, directory: Path) -> Webhook:
             "host": "127.0.0.1",
             "port": port,
         },
-        database_url=_url(directory),
+        database_url=database_url,
     )
     return Webhook(bot, port)
 
@@ -107,7 +110,7 @@ async def test_database_taken_away_gets_apologies_and_is_used_again_once_back(
 ) -> None:
     caplog.set_level(logging.INFO)
     data, away = tmp_path / "data", tmp_path / "away"
-    hook = await _webhook_bot(make_bot, data)
+    hook = await _webhook_bot(make_bot, _url(data))
     bot = hook.bot
     user = bot.driver.user()
     chat = bot.driver.private_chat(user)
@@ -156,7 +159,7 @@ async def test_a_replaced_database_file_is_refused_until_restart(
 ) -> None:
     caplog.set_level(logging.INFO)
     data, away = tmp_path / "data", tmp_path / "away"
-    hook = await _webhook_bot(make_bot, data)
+    hook = await _webhook_bot(make_bot, _url(data))
     bot = hook.bot
     user = bot.driver.user()
     chat = bot.driver.private_chat(user)
@@ -186,6 +189,47 @@ async def test_a_replaced_database_file_is_refused_until_restart(
     stored = await bot.wait_stored(chat.id, 2)
     assert [m.content for m in stored if m.role == "assistant"] == ["First.", "Fourth."]
     assert await hook.health() == (200, "ok")
+
+
+async def test_postgresql_going_away_gets_apologies_and_a_503(
+    make_bot: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = postgres_base_url()  # skips, visibly, without TEST_DATABASE_URL
+    server = make_url(base)
+    url, schema = await postgres_schema_url(base)
+    try:
+        async with TcpProxy(server.host or "127.0.0.1", server.port or 5432) as proxy:
+            hook = await _webhook_bot(make_bot, _through(url, proxy.port))
+            bot = hook.bot
+            user = bot.driver.user()
+            chat = bot.driver.private_chat(user)
+            await _ask(hook, chat, user, "[[answer:First.]] one")
+            await bot.wait_stored(chat.id, 1)
+            assert await hook.health() == (200, "ok")
+
+            proxy.cut()  # the server is gone: every connection dropped, new ones refused
+            status, reason = await hook.health()
+            assert status == 503
+            assert reason.startswith("database unavailable: "), reason
+            await _ask(hook, chat, user, "[[answer:Second.]] two")
+            assert (await _replies(bot, chat, 2))[1] == APOLOGY
+            assert bot.questions() == ["[[answer:First.]] one"]
+
+            proxy.restore()
+            await _ask(hook, chat, user, "[[answer:Third.]] three")
+            assert (await _replies(bot, chat, 3))[2] == "Third."
+            stored = await bot.wait_stored(chat.id, 2)
+            assert [m.content for m in stored if m.role == "assistant"] == ["First.", "Third."]
+            assert await hook.health() == (200, "ok")
+            await bot.stop()
+            await bot.database.dispose()
+    finally:
+        await drop_postgres_schema(base, schema)
+
+
+def _through(url: str, port: int) -> str:
+    """``url`` with its server replaced by the proxy on ``port``."""
+    return make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
 
 
 # -- the bot as a process: files made immutable, fatal signals ----------------------------------
