@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.spark.simulator import Credentials
+from bot.spark.simulator import Credentials, SimulatorOptions
 from tests.support.bot_harness import (
     BotFactory,
     ProcessFactory,
@@ -72,7 +72,9 @@ class Webhook:
             return response.status, await response.text()
 
 
-async def _webhook_bot(make_bot: BotFactory, database_url: str) -> Webhook:
+async def _webhook_bot(
+    make_bot: BotFactory, database_url: str, simulator_options: SimulatorOptions | None = None
+) -> Webhook:
     port = free_port()
     bot = await make_bot(
         telegram={
@@ -81,6 +83,7 @@ async def _webhook_bot(make_bot: BotFactory, database_url: str) -> Webhook:
             "port": port,
         },
         database_url=database_url,
+        simulator_options=simulator_options,
     )
     return Webhook(bot, port)
 
@@ -189,6 +192,40 @@ async def test_a_replaced_database_file_is_refused_until_restart(
     stored = await bot.wait_stored(chat.id, 2)
     assert [m.content for m in stored if m.role == "assistant"] == ["First.", "Fourth."]
     assert await hook.health() == (200, "ok")
+
+
+async def test_an_answer_streaming_as_the_database_goes_reaches_the_user_unstored(
+    make_bot: BotFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    data, away = tmp_path / "data", tmp_path / "away"
+    # About 6 s of writing: two checkpoints (every 3 s) fall after the directory has gone.
+    slow = SimulatorOptions(frame_interval=0.05, chars_per_frame=12)
+    hook = await _webhook_bot(make_bot, _url(data), slow)
+    bot = hook.bot
+    user = bot.driver.user()
+    chat = bot.driver.private_chat(user)
+    await _ask(hook, chat, user, "[[long:1500]] a long story")
+    await bot.fake.wait_for(lambda: len(max(bot.fake.draft_history(chat.id), default="")) > 24)
+    data.rename(away)
+
+    (shown,) = await bot.fake.wait_for(lambda: bot.fake.visible_texts(chat.id), timeout=15)
+    (request,) = bot.spark.requests
+    assert shown == request.answer_text.strip()  # the whole answer, not an apology
+    await bot.fake.wait_for(lambda: _logged(caplog, logging.INFO, "answer not stored"))
+    assert _logged(caplog, logging.WARNING, "checkpoint not stored")
+    assert _answers_completed(caplog) == 0  # nothing pretends it was stored
+
+    away.rename(data)
+    await _ask(hook, chat, user, "[[answer:Next.]] and then?")
+    assert (await _replies(bot, chat, 2))[1] == "Next."
+    stored = await bot.wait_stored(chat.id, 1)
+    assert [(m.role, m.status) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "streaming"),  # marked partial at the next start
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
 
 
 async def test_postgresql_going_away_gets_apologies_and_a_503(
