@@ -40,14 +40,17 @@ Unit = Callable[[sqlite3.Connection], T]
 
 # Units committed together at most; a bound keeps one failing COMMIT from taking too many down.
 MAX_GROUP = 256
-# 64 MiB of page cache and memory-mapped reads per connection: history reads touch a few dozen
-# pages of a large file, served from memory instead of a read() each.
+# 64 MiB of page cache per connection: history reads touch a few dozen pages of a large file.
+# No memory-mapped reads: a file truncated or failing under a mapping kills the process with
+# SIGBUS, where read() returns an error that fails the unit cleanly; the storage benchmark
+# shows no difference (benchmarks/RESULTS.md). SQLite maps the WAL index (-shm) regardless,
+# which is why SqliteFileGuard checks it is writable before each unit.
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-65536",
-    "PRAGMA mmap_size=268435456",
+    "PRAGMA mmap_size=0",
 )
 
 

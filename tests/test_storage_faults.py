@@ -4,9 +4,13 @@ that creates a database (saying so)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,8 @@ from storage.migrate import upgrade
 from storage.repositories.turns import Arrival
 from storage.sqlite_guard import SqliteFileGuard
 from storage.sqlite_worker import SqliteWorker
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ARRIVAL = Arrival(
     user_id=1,
@@ -149,3 +155,61 @@ async def test_start_up_refuses_a_database_whose_tables_are_gone(tmp_path: Path)
     # alembic_version still says head, so the migration alone would call it up to date.
     with pytest.raises(DatabaseUnavailable, match=r"schema missing .*: no table messages$"):
         await upgrade(url)
+
+
+# Run in a child process: where the file is memory-mapped (PRAGMA mmap_size), the read below
+# is a SIGBUS, which would end the whole test run instead of failing one test. Unmapped, it is
+# an error, or the pages still in the connection's cache.
+TRUNCATED_READ = textwrap.dedent(
+    """
+    import asyncio, os, sqlite3, sys
+    from storage.availability import Availability
+    from storage.sqlite_guard import SqliteFileGuard
+    from storage.sqlite_worker import SqliteWorker
+
+    async def main(path: str) -> None:
+        worker = SqliteWorker(SqliteFileGuard(path, Availability()), busy_timeout_ms=1000)
+        total = "SELECT sum(length(x)) FROM filler"
+        try:
+            # The writer's connection open beside the reader's, as in the running bot.
+            await worker.write(lambda c: c.execute("INSERT INTO filler VALUES (x'00')"))
+            print("before", await worker.read(lambda c: c.execute(total).fetchone()[0]))
+            os.truncate(path, 200 * 4096)  # the file cut short in place: same inode
+            try:
+                value = await worker.read(lambda c: c.execute(total).fetchone()[0])
+            except sqlite3.DatabaseError as exc:
+                print("after: an error:", exc)
+            else:
+                print("after: read from the page cache:", value)
+        finally:
+            await worker.close()
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_a_file_cut_short_under_the_bot_fails_the_read_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    await upgrade(_url(tmp_path))
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("CREATE TABLE filler (x BLOB)")
+        db.executemany("INSERT INTO filler VALUES (randomblob(1000))", [()] * 2000)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        TRUNCATED_READ,
+        str(path),
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await child.communicate()
+    assert child.returncode == 0, stderr.decode()  # not -SIGBUS
+    before, after = stdout.decode().splitlines()
+    assert before == "before 2000001"
+    assert after in (
+        "after: an error: database disk image is malformed",
+        "after: read from the page cache: 2000001",
+    )
