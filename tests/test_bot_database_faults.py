@@ -39,6 +39,7 @@ APOLOGY = (
     "⚠️ Something went wrong on my side and this message was not answered. "
     "Please try again in a moment."
 )
+MISSING = "file missing (its directory deleted or moved?)"
 START_TIMEOUT = 20.0  # a child process imports ptb and SQLAlchemy and migrates first
 
 
@@ -122,9 +123,7 @@ async def test_database_taken_away_gets_apologies_and_is_used_again_once_back(
     assert await hook.health() == (200, "ok")
 
     data.rename(away)  # the directory is gone from under the bot (same inode, kept aside)
-    status, reason = await hook.health()
-    assert (status, reason) == (503, "database unavailable: file missing (its directory "
-                                     "deleted or moved?)")  # fmt: skip
+    assert await hook.health() == (503, f"database unavailable: {MISSING}")
     await _ask(hook, chat, user, "[[answer:Second.]] two")
     await _ask(hook, chat, user, "[[answer:Third.]] three")
     assert await _replies(bot, chat, 3) == ["First.", APOLOGY, APOLOGY]
@@ -132,8 +131,8 @@ async def test_database_taken_away_gets_apologies_and_is_used_again_once_back(
     assert _answers_completed(caplog) == 1
     path = str(data / "bot.sqlite3")
     assert _logged(caplog, logging.ERROR, "database unavailable") == [
-        f"database unavailable: database {path}: file missing (its directory deleted or "
-        "moved?); questions get an apology until it is back"
+        f"database unavailable: database {path}: {MISSING}; questions get an apology until "
+        "it is back"
     ]  # once, however many messages it cost
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []  # and no traceback
     assert not data.exists()  # nothing created a new file (or directory) in its place
