@@ -58,7 +58,7 @@ def _run_on(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_engine(url)
+    engine = create_engine(url, create=True)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_on)

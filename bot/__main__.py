@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -69,6 +70,9 @@ def _settings(command: str) -> tuple[Settings, RedactingFilter]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A fatal signal (SIGBUS when SQLite's memory-mapped WAL index becomes immutable, say)
+    # would otherwise end the process without a word: this writes the stacks to stderr.
+    faulthandler.enable()
     args = _parser().parse_args(argv)
     command = args.command or "run"
     redactor = RedactingFilter()  # until the settings name the secrets

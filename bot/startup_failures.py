@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from bot.errors import StartupError
 from storage.database import normalise_url
+from storage.errors import DatabaseUnavailable
 
 _DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 _URL_EXAMPLES = "sqlite:///data/bot.sqlite3 or postgresql://user:password@host:5432/dbname"
@@ -66,6 +67,8 @@ def database_failures(raw_url: str) -> Iterator[None]:
     sqlite = url.get_backend_name() == "sqlite"
     try:
         yield
+    except DatabaseUnavailable as exc:  # e.g. tables gone although alembic says up to date
+        raise StartupError(f"DATABASE_URL: {_one_line(exc, hide=password)}") from exc
     except CommandError as exc:
         reason = _one_line(exc, hide=password)
         unknown = _UNKNOWN_REVISION.search(reason)

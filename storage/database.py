@@ -15,6 +15,12 @@ methods as a unit of work of its own on the driver directly (see
 :mod:`storage.repositories.turns`); on SQLite through a :class:`~storage.sqlite_worker.
 SqliteWorker`, which the write units here pause while they run.
 
+A database taken away under the running process (the SQLite file deleted, moved, replaced,
+made immutable) is noticed before each unit of work by :mod:`storage.sqlite_guard` and raised
+as :class:`~storage.errors.DatabaseUnavailable`; :meth:`Database.health` answers ``/healthz``
+with the same checks. Connections open an existing file only (``mode=rw``); the migration is
+the one place that may create it.
+
 PostgreSQL connections are not pinged on checkout (a ping is three round trips through
 SQLAlchemy's asyncpg adapter, more than a turn's writes): a connection the server closed is
 known to asyncpg already and is replaced on checkout instead.
@@ -29,7 +35,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
@@ -37,18 +43,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
+from storage.availability import Availability
 from storage.dto import Clock, utc_now
+from storage.errors import DatabaseUnavailable
 from storage.pg_lease import ConnectionLease
 from storage.repositories import Repositories
 from storage.repositories.turns import TurnRepository
 from storage.repositories.turns_postgres import PostgresTurns
 from storage.repositories.turns_sqlite import SqliteTurns
+from storage.sqlite_guard import SCHEMA_QUERY, SqliteFileGuard, read_write_uri
 from storage.sqlite_worker import SqliteWorker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # PostgreSQL connections the turn hot path keeps (at most half the pool): two cores' worth of
 # statements in flight; more only adds server processes switching on the same cores.
 HOT_PATH_CONNECTIONS = 4
+# /healthz waits this long for the database before calling it unavailable.
+HEALTH_TIMEOUT_SECONDS = 3.0
 _WRITE_OPTION = "storage_write"
 _READ_OPTION = "storage_read"
 
@@ -86,8 +97,33 @@ def _server_settings(options: str) -> dict[str, str]:
     return settings
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+def sqlite_file(url: str) -> str | None:
+    """The path of the SQLite file ``url`` names; None for memory, ``file:`` URIs, others."""
+    parsed = make_url(normalise_url(url))
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    return str(Path(database).expanduser())
+
+
+def describe_location(url: str) -> str:
+    """Where ``url`` points, for log lines: the SQLite file, or the server without secrets."""
+    path = sqlite_file(url)
+    if path is not None:
+        return path
+    parsed = make_url(normalise_url(url))
+    return f"{parsed.get_backend_name()} {parsed.host or ''}:{parsed.port or ''}/{parsed.database}"
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, create: bool = False
+) -> AsyncEngine:
     """An async engine for ``url`` (normalised first), with the SQLite set-up described above.
+
+    An SQLite file is opened only if it exists, unless ``create`` (the migration) allows
+    creating it and its directory.
 
     A PostgreSQL URL may carry libpq's ``options=-c search_path=...``; it is passed to asyncpg
     as server settings (tests use it to give each test its own schema).
@@ -95,15 +131,17 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
     parsed = make_url(normalise_url(url))
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None and create:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         # Every statement is a round trip to aiosqlite's thread, so skip the ones that buy
         # nothing here: a file needs no liveness ping, and Database.session always ends its
         # transaction itself, so the pool's rollback on check-in would be a second no-op.
         engine = _create_async_engine(parsed, pool_reset_on_return=None, **kwargs)
         _configure_sqlite(engine)
+        if path is not None and not create:
+            _open_existing_only(engine, read_write_uri(path))
         return engine
     if parsed.get_backend_name() == "postgresql" and "options" in parsed.query:
         query = dict(parsed.query)
@@ -125,6 +163,16 @@ def _refuse_closed_connection(
     driver = getattr(dbapi_connection, "driver_connection", None)
     if driver is not None and driver.is_closed():
         raise DisconnectionError("the server closed this connection")
+
+
+def _open_existing_only(engine: AsyncEngine, uri: str) -> None:
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _read_write(
+        _dialect: Any, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
+        # mode=rw: a file that went away is an error here, never a new empty database.
+        cargs[0] = uri
+        cparams["uri"] = True
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -170,6 +218,12 @@ class Database:
         self._reader = async_sessionmaker(self._read_engine, expire_on_commit=False)
         self._worker: SqliteWorker | None = None
         self._turns: TurnRepository | None = None
+        self.availability = Availability()
+        path = sqlite_file(engine.url.render_as_string(hide_password=False))
+        self._guard = SqliteFileGuard(path, self.availability) if path is not None else None
+        if self._guard is not None:
+            # First of the connect listeners: the pragmas after it would already write.
+            event.listen(engine.sync_engine, "connect", self._check_new_connection, insert=True)
 
     @property
     def backend(self) -> str:
@@ -181,7 +235,12 @@ class Database:
         when it raises. ``readonly`` units run in autocommit (no BEGIN, nothing to commit)
         and must not write."""
         factory = self._reader if readonly else self._writer
-        async with self._lock(readonly), self._pause(readonly), factory() as session:
+        async with (
+            self._lock(readonly),
+            self._pause(readonly),
+            self._checked(),
+            factory() as session,
+        ):
             yield session
             if not readonly:
                 await session.commit()
@@ -195,7 +254,12 @@ class Database:
         the ORM's unit-of-work machinery would only add cost to every statement.
         """
         engine = self._read_engine if readonly else self._write_engine
-        async with self._lock(readonly), self._pause(readonly), engine.connect() as connection:
+        async with (
+            self._lock(readonly),
+            self._pause(readonly),
+            self._checked(),
+            engine.connect() as connection,
+        ):
             await connection.begin()
             yield Repositories(connection, self.clock)
             if not readonly:
@@ -208,9 +272,10 @@ class Database:
         work; see :mod:`storage.repositories.turns`."""
         if self._turns is None:
             if self.is_sqlite:
-                self._worker = SqliteWorker(
-                    self._sqlite_path(), busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS
-                )
+                if self._guard is None:
+                    # The worker's own connections would each open a different database.
+                    raise NotImplementedError("the turn hot path needs an SQLite database file")
+                self._worker = SqliteWorker(self._guard, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
                 self._turns = SqliteTurns(self._worker, self.clock)
             else:
                 pool = self.engine.pool
@@ -219,12 +284,47 @@ class Database:
                 self._turns = PostgresTurns(ConnectionLease(self.engine, size), self.clock)
         return self._turns
 
-    def _sqlite_path(self) -> str:
-        database = self.engine.url.database or ""
-        if not database or database == ":memory:" or database.startswith("file:"):
-            # The worker's own connections would each open a different database.
-            raise NotImplementedError("the turn hot path needs an SQLite database file")
-        return str(Path(database).expanduser())
+    async def health(self) -> str | None:
+        """None when the schema can be read now; else what is wrong, in a few words without
+        path or secrets (``/healthz`` shows it). The same checks as every unit of work."""
+        try:
+            async with (
+                asyncio.timeout(HEALTH_TIMEOUT_SECONDS),
+                self._checked(),
+                self._read_engine.connect() as connection,
+            ):
+                await connection.execute(text("SELECT 1 FROM alembic_version"))
+        except DatabaseUnavailable as exc:
+            return exc.problem
+        except TimeoutError:
+            return f"no answer within {HEALTH_TIMEOUT_SECONDS:g} s"
+        except Exception as exc:  # whatever the driver raised, the probe's answer is "no"
+            return _short_error(exc)
+        return None
+
+    @asynccontextmanager
+    async def _checked(self) -> AsyncIterator[None]:
+        """A unit of work on the guarded file: checked before, reported once it succeeded."""
+        guard = self._guard
+        if guard is None:
+            yield
+            return
+        guard.check()
+        yield
+        guard.succeeded()
+
+    def _check_new_connection(
+        self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+    ) -> None:
+        guard = self._guard
+        assert guard is not None
+        guard.check()
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(SCHEMA_QUERY)
+            guard.check_schema(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.close()
 
     def _lock(self, readonly: bool) -> AbstractAsyncContextManager[Any]:
         if self._write_lock is None or readonly:
@@ -240,6 +340,13 @@ class Database:
         if self._turns is not None:
             await self._turns.close()
         await self.engine.dispose()
+
+
+def _short_error(exc: BaseException) -> str:
+    """The driver's own error in one line (SQLAlchemy's adds the statement and a link)."""
+    cause = getattr(exc, "orig", None) or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}"[:200] if first else type(cause).__name__
 
 
 def create_database(

@@ -3,6 +3,11 @@
 ``upgrade`` and ``downgrade`` work inside a running event loop (app start, tests): they open an
 async connection and hand it to alembic's env.py, which then runs synchronously on it.
 ``upgrade_to_head`` is the blocking form for ``python -m bot migrate``.
+
+The migration is the only place that creates a missing SQLite file (every other connection
+opens an existing one); it says so at WARNING, since on a bot that already had a database it
+means the history is elsewhere or gone. After an upgrade to head every table of the schema must
+be there, or the bot refuses to start on that database.
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import logging
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from alembic import command
-from storage.database import create_engine, normalise_url
+from storage.database import create_engine, describe_location, normalise_url, sqlite_file
+from storage.errors import DatabaseUnavailable
+from storage.models import Base
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +41,52 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+def _file_missing(url: str) -> bool:
+    path = sqlite_file(url)
+    if path is not None and not Path(path).exists():
+        # INFO, not WARNING: a first start does this. A file lost under a running bot is an
+        # ERROR at that moment (storage.availability), before any restart gets here.
+        log.info("database file %s does not exist: creating a new, empty database", path)
+        return True
+    return False
+
+
 async def _run(url: str, action: str, revision: str) -> None:
-    engine = create_engine(url)
+    announced = _file_missing(url)
+    engine = create_engine(url, create=True)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_command, url, action, revision)
+            await connection.run_sync(_command, url, action, revision, announced)
     finally:
         await engine.dispose()
 
 
-def _command(connection: Connection, url: str, action: str, revision: str) -> None:
+def _command(
+    connection: Connection, url: str, action: str, revision: str, announced: bool
+) -> None:
     config = alembic_config(url)
     config.attributes["connection"] = connection
     if action == "upgrade":
+        if not announced and MigrationContext.configure(connection).get_current_revision() is None:
+            # An existing but empty database (a first run, or a file replaced by an empty
+            # one): worth a line, since the history starts from nothing here.
+            log.warning("database %s has no schema yet: creating it", describe_location(url))
         command.upgrade(config, revision)
+        if revision == "head":
+            _require_schema(connection, url)
     else:
         command.downgrade(config, revision)
+
+
+def _require_schema(connection: Connection, url: str) -> None:
+    """Every table of the schema is there (alembic may call a database whose tables were
+    dropped up to date)."""
+    missing = set(Base.metadata.tables) - set(inspect(connection).get_table_names())
+    if missing:
+        raise DatabaseUnavailable(
+            describe_location(url),
+            f"schema missing after the migration: no table {', '.join(sorted(missing))}",
+        )
 
 
 async def upgrade(url: str, revision: str = "head") -> None:

@@ -15,6 +15,11 @@ finish in one hop:
 Writers that go through SQLAlchemy instead (rare: settings, /new, retries) call
 :meth:`SqliteWorker.paused` first, which parks the writer thread for the time of their unit,
 so two writers of one process never wait on each other's lock inside SQLite.
+
+Every write transaction (at BEGIN and again before COMMIT) and every read first asks the
+:class:`~storage.sqlite_guard.SqliteFileGuard` whether the file at the path is still the one
+opened, and writable; connections open it with ``mode=rw`` and check its schema, so nothing is
+ever written to a deleted or moved file, nor to an empty one created in its place.
 """
 
 from __future__ import annotations
@@ -28,19 +33,24 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from storage.sqlite_guard import SCHEMA_QUERY, SqliteFileGuard
+
 T = TypeVar("T")
 Unit = Callable[[sqlite3.Connection], T]
 
 # Units committed together at most; a bound keeps one failing COMMIT from taking too many down.
 MAX_GROUP = 256
-# 64 MiB of page cache and memory-mapped reads per connection: history reads touch a few dozen
-# pages of a large file, served from memory instead of a read() each.
+# 64 MiB of page cache per connection: history reads touch a few dozen pages of a large file.
+# No memory-mapped reads: a file truncated or failing under a mapping kills the process with
+# SIGBUS, where read() returns an error that fails the unit cleanly; the storage benchmark
+# shows no difference (benchmarks/RESULTS.md). SQLite maps the WAL index (-shm) regardless,
+# which is why SqliteFileGuard checks it is writable before each unit.
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA cache_size=-65536",
-    "PRAGMA mmap_size=268435456",
+    "PRAGMA mmap_size=0",
 )
 
 
@@ -56,8 +66,8 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 class SqliteWorker:
     """Owns the writer thread, the reader threads and their connections to one file."""
 
-    def __init__(self, path: str, *, busy_timeout_ms: int, readers: int = 2) -> None:
-        self._path = path
+    def __init__(self, guard: SqliteFileGuard, *, busy_timeout_ms: int, readers: int = 2) -> None:
+        self._guard = guard
         self._busy_timeout_ms = busy_timeout_ms
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
@@ -72,15 +82,27 @@ class SqliteWorker:
         # isolation_level=None: the driver never opens transactions behind our back; units
         # and groups say BEGIN / SAVEPOINT themselves. check_same_thread=False only so that
         # close() may run on another thread once every job has finished.
-        connection = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout_ms / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        for pragma in _PRAGMAS:
-            connection.execute(pragma)
-        connection.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        guard = self._guard
+        try:
+            connection = sqlite3.connect(
+                guard.uri,
+                uri=True,
+                timeout=self._busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.OperationalError as exc:
+            raise guard.cannot_open(exc) from exc
+        try:
+            # Before the first pragma: journal_mode=WAL would already write to an empty file.
+            guard.check()
+            guard.check_schema(row[0] for row in connection.execute(SCHEMA_QUERY))
+            for pragma in _PRAGMAS:
+                connection.execute(pragma)
+            connection.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        except BaseException:
+            connection.close()
+            raise
         with self._connections_lock:
             self._connections.append(connection)
         return connection
@@ -108,7 +130,11 @@ class SqliteWorker:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._connect()
-        return unit(connection)
+        else:
+            self._guard.check()
+        value = unit(connection)
+        self._guard.succeeded()
+        return value
 
     def _drain(self) -> None:
         group: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
@@ -121,6 +147,8 @@ class SqliteWorker:
             connection = self._write_connection
             if connection is None:
                 connection = self._write_connection = self._connect()
+            else:
+                self._guard.check()
             connection.execute("BEGIN IMMEDIATE")
             try:
                 for unit, future in group:
@@ -134,6 +162,8 @@ class SqliteWorker:
                     else:
                         connection.execute("RELEASE unit")
                         outcomes.append((future, value, None))
+                # The file may have gone while the units ran: then none of them is kept.
+                self._guard.check()
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
@@ -141,6 +171,8 @@ class SqliteWorker:
                 raise
         except Exception as exc:  # BEGIN, COMMIT or the connection failed: nothing was kept
             outcomes = [(future, None, exc) for _unit, future in group]
+        else:
+            self._guard.succeeded()
         for future, value, error in outcomes:
             future.get_loop().call_soon_threadsafe(_settle, future, value, error)
 

@@ -591,7 +591,13 @@ class ConversationService:
             return Delivery(message_ids=(), complete=False)
 
     async def _checkpoint(self, answer_id: int, answer: str) -> None:
-        await self._db.turns.checkpoint(answer_id, answer)
+        """The partial text so far, stored in case the process dies. Only a safety net: if the
+        database fails it, the answer goes on to the user, and storing the final answer fails
+        (and is reported) in its turn."""
+        try:
+            await self._db.turns.checkpoint(answer_id, answer)
+        except Exception as exc:
+            log.warning("answer %d: checkpoint not stored, the answer goes on: %s", answer_id, exc)
 
 
 def with_sources(answer: str, sources: tuple[SearchSource, ...]) -> str:

@@ -6,8 +6,9 @@ point ``TELEGRAM_API_BASE_URL`` at a Bot API fake and ``SPARK_URL`` at the simul
 
 Updates arrive by long polling, or by webhook when ``WEBHOOK_URL`` is set: then an aiohttp web
 app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token`` and refusing
-bodies that are not updates (:mod:`bot.telegram.webhook_input`). A setting that cannot work
-stops the start with a :class:`~bot.errors.StartupError` (:mod:`bot.startup_failures`).
+bodies that are not updates (:mod:`bot.telegram.webhook_input`), and answers ``/healthz``: 200,
+or 503 with the reason while the database cannot be used. A setting that cannot work stops the
+start with a :class:`~bot.errors.StartupError` (:mod:`bot.startup_failures`).
 
 Shutdown (SIGTERM / SIGINT): stop taking updates, give answers in flight
 ``SHUTDOWN_GRACE_SECONDS`` to finish, then interrupt the rest, which end with a visible note and
@@ -137,7 +138,7 @@ class BotRuntime:
         path = urlsplit(telegram.webhook_url).path or "/"
         web_app = web.Application(client_max_size=MAX_UPDATE_BYTES)
         web_app.router.add_post(path, self._webhook_handler(application))
-        web_app.router.add_get("/healthz", _healthz)
+        web_app.router.add_get("/healthz", self._healthz)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         self._web_runner = runner
@@ -174,6 +175,13 @@ class BotRuntime:
             return web.Response(text="ok")
 
         return receive
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        """200 while the database can be used, 503 with the reason while it cannot."""
+        problem = await self.database.health()
+        if problem is not None:
+            return web.Response(status=503, text=f"database unavailable: {problem}")
+        return web.Response(text="ok")
 
 
 @asynccontextmanager
@@ -273,10 +281,6 @@ def _application(settings: Settings, token: str) -> AnyApplication:
     if settings.telegram.webhook_url:
         builder = builder.updater(None)
     return builder.build()
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
 
 
 async def run(settings: Settings) -> int:

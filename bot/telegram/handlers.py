@@ -35,6 +35,7 @@ from bot.telegram.generation_stop import (
 from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
 from bot.telegram.textsplit import split_text
+from storage.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,10 @@ class TelegramHandlers:
             self._stoppable.add(chat_id, sink.draft_id, lane)  # the draft's stop button
             try:
                 await self._service.answer(queued, sink)
+            except DatabaseUnavailable as exc:  # logged once by storage, not per answer
+                log.info("chat %s: answer not stored: %s", chat_id, exc)
+                if not sink.message_ids:
+                    await self._reply(incoming, text(incoming.language, "internal_error"))
             except Exception:
                 # Spark's failures are answered inside; this is the rest (the database is
                 # down, say). The user hears of it unless part of an answer is on screen.
@@ -311,7 +316,12 @@ class TelegramHandlers:
         """Last line of defence for a failing handler (the database is down, say): one log line
         with the chat and no payload, and a short apology to the user who is waiting."""
         chat = update.effective_chat if isinstance(update, Update) else None
-        log.error("handler failed for chat %s", chat.id if chat else None, exc_info=context.error)
+        if isinstance(context.error, DatabaseUnavailable):  # storage logged it once at ERROR
+            log.info("chat %s: not answered: %s", chat.id if chat else None, context.error)
+        else:
+            log.error(
+                "handler failed for chat %s", chat.id if chat else None, exc_info=context.error
+            )
         if not isinstance(update, Update) or update.message is None:
             return  # nobody is waiting for an answer (edits, member updates, ...)
         incoming = self._incoming(update)

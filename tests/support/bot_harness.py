@@ -236,6 +236,7 @@ class BotFactory(Protocol):
         limits: FloodLimits | None = None,
         simulator_options: SimulatorOptions | None = None,
         fake_options: dict[str, Any] | None = None,
+        database_url: str | None = None,
     ) -> RunningBot: ...
 
 
@@ -251,6 +252,7 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
         limits: FloodLimits | None = None,
         simulator_options: SimulatorOptions | None = None,
         fake_options: dict[str, Any] | None = None,
+        database_url: str | None = None,
     ) -> RunningBot:
         fake = await resources.enter_async_context(
             FakeTelegram(limits=limits, **(fake_options or {}))
@@ -262,7 +264,9 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
                 simulator_options or SimulatorOptions(frame_interval=0.01, chars_per_frame=12),
             )
         )
-        database_url = f"sqlite+aiosqlite:///{tmp_path / f'bot{len(running)}.sqlite3'}"
+        database_url = (
+            database_url or f"sqlite+aiosqlite:///{tmp_path / f'bot{len(running)}.sqlite3'}"
+        )
         settings = load_settings(
             None,
             spark={
