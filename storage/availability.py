@@ -2,9 +2,10 @@
 
 A failed check (:mod:`storage.sqlite_guard`) reports a problem; a unit of work that completed
 reports success. Only changes are logged: the first problem, or a different one, at ERROR; the
-first success after a problem at WARNING. So a database that stays away costs the operator
-one line, not a traceback per message. Until a first unit of work has succeeded nothing is
-logged: a database unusable from the start is the start's failure, reported once by the caller. Thread-safe: the SQLite worker's threads report too.
+first success after a problem at WARNING. So a database that stays away costs the operator one
+line, not a traceback per message. Until a first unit of work has succeeded nothing is logged: a
+database unusable from the start is the start's failure, reported once by the caller. Thread-safe:
+the SQLite worker's threads report too.
 """
 
 from __future__ import annotations
