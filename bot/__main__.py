@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot [run|chat|ask|simulator|migrate]``.
+"""Command line: ``python -m bot [run|web|chat|ask|simulator|migrate|keys]``.
 
 Settings are read once here and passed down; each command imports only what it needs so that
 ``simulator`` and ``migrate`` start without the Telegram stack.
@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="run the Telegram bot (the default)")
+    commands.add_parser("web", help="serve the OpenAI-compatible HTTP API alone on HOST:PORT")
 
     chat = commands.add_parser("chat", help="multi-turn chat with Spark in this terminal")
     chat.add_argument("--simulate", action="store_true", help="talk to a built-in Spark simulator")
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--api-secret", default=None)
 
     commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    from bot.web.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(commands)
     return parser
 
 
@@ -97,6 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             with database_failures(settings.database.url):
                 upgrade_to_head(settings.database.url)
             return 0
+        if command == "web":
+            from bot.web.app import serve
+
+            return asyncio.run(serve(settings))
+        if command == "keys":
+            from bot.web.keys_cli import run as run_keys
+
+            return asyncio.run(run_keys(settings, args))
         if command == "chat":
             from bot.terminal import chat
 
@@ -107,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(ask(settings, args.question, simulate=args.simulate))
         from bot.telegram.app import run
 
+        if settings.http_api.enabled:  # the HTTP API beside Telegram, on the same web app
+            from bot.web.app import build_gateway
+
+            return asyncio.run(run(settings, build_gateway))
         return asyncio.run(run(settings))
     except ConfigError as exc:
         # A third party's reason quoted in the message must not carry a secret either.

@@ -287,6 +287,20 @@ class LimitSettings(_Group):
     user_rate_limit: int = Field(default=0, ge=0, validation_alias=AliasChoices("USER_RATE_LIMIT"))
 
 
+class HttpApiSettings(_Group):
+    """``HTTP_API_*``: the OpenAI-compatible HTTP API (``python -m bot web``, or beside the
+    bot when enabled). Requests are bounded before Spark is called."""
+
+    model_config = SettingsConfigDict(env_prefix="HTTP_API_")
+
+    # Serve the API from the bot's own web app too (HOST:PORT), in polling mode as well.
+    enabled: bool = False
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_messages: int = Field(default=256, ge=1)
+    # A comment line on a stream while Spark is silent, so proxies keep the connection.
+    keepalive_seconds: float = Field(default=15.0, gt=0)
+
+
 class Settings(BaseModel):
     """All settings, grouped."""
 
@@ -294,6 +308,7 @@ class Settings(BaseModel):
     database: DatabaseSettings
     telegram: TelegramSettings
     limits: LimitSettings
+    http_api: HttpApiSettings = Field(default_factory=HttpApiSettings)
     log_level: str = "INFO"
 
 
@@ -302,6 +317,7 @@ _GROUPS: dict[str, type[_Group]] = {
     "database": DatabaseSettings,
     "telegram": TelegramSettings,
     "limits": LimitSettings,
+    "http_api": HttpApiSettings,
 }
 
 

@@ -38,6 +38,7 @@ FINAL_STATUSES = frozenset(MessageStatus) - {MessageStatus.STREAMING}
 # Ledger error codes of our own, beside Spark's (which are positive).
 LEDGER_NO_SPARK_CODE = -1  # transport, timeout, refused handshake: Spark gave no code
 LEDGER_UNDELIVERED = -2  # Spark answered, but the answer never reached the user
+LEDGER_CLIENT_GONE = -3  # the HTTP client hung up while Spark was answering
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,3 +362,23 @@ class ProcessedUpdate(Base):
     bot_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
     update_id: Mapped[int] = mapped_column(TelegramId, primary_key=True, autoincrement=False)
     received_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """A key of the HTTP API. Its traffic is billed to ``user_id``: a users row of its own
+    (a negative id, which Telegram never gives a user) or a Telegram user's, so the ledger,
+    quotas and /stats count it like any user. Only the SHA-256 of the key is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # None: no limit of the key's own (the user's quota and USER_RATE_LIMIT still apply).
+    daily_tokens: Mapped[int | None] = mapped_column(Integer)
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # Comma-separated model names the key may use; None: every enabled model.
+    models: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -24,9 +24,9 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -70,6 +70,18 @@ Meanwhile you can talk to Spark in this terminal:
                                       SPARK_API_SECRET)
 """
 
+
+class WebRoutes(Protocol):
+    """Routes another front end serves from the bot's web app (the HTTP API)."""
+
+    def mount(self, app: web.Application) -> None: ...
+
+    def begin_shutdown(self) -> None: ...
+
+
+# Builds them over the bot's own parts; given by the command line, which knows both sides.
+WebRoutesFactory = Callable[[Settings, Database, SparkClient, UsageLimits], WebRoutes]
+
 # Every type ptb knows, plus the drafts' stop button, which ptb 22.8 does not.
 ALLOWED_UPDATES = [*Update.ALL_TYPES, STOPPED_GENERATION]
 
@@ -87,6 +99,7 @@ class BotRuntime:
         lanes: AnswerLanes,
         flood: FloodControl,
         webhook_secret: str,
+        gateway: WebRoutes | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -95,6 +108,7 @@ class BotRuntime:
         self.lanes = lanes
         self.flood = flood
         self.webhook_secret = webhook_secret
+        self.gateway = gateway  # the HTTP API beside Telegram (HTTP_API_ENABLED)
         self._stop = asyncio.Event()
         self._web_runner: web.AppRunner | None = None
 
@@ -111,6 +125,8 @@ class BotRuntime:
             if telegram.webhook_url:
                 await self._start_webhook(application)
             else:
+                if self.gateway is not None:
+                    await self._start_web_app(None)
                 assert application.updater is not None
                 await application.updater.start_polling(
                     allowed_updates=ALLOWED_UPDATES, poll_interval=0.0, timeout=10
@@ -124,6 +140,8 @@ class BotRuntime:
             )
             if application.updater is not None and application.updater.running:
                 await application.updater.stop()
+            if self.gateway is not None:
+                self.gateway.begin_shutdown()
             await self._close_webhook_server()
             self.service.begin_shutdown()
             await self.lanes.shutdown(telegram.shutdown_grace_seconds)
@@ -135,21 +153,38 @@ class BotRuntime:
     async def _start_webhook(self, application: AnyApplication) -> None:
         telegram = self.settings.telegram
         assert telegram.webhook_url is not None
-        path = urlsplit(telegram.webhook_url).path or "/"
-        web_app = web.Application(client_max_size=MAX_UPDATE_BYTES)
-        web_app.router.add_post(path, self._webhook_handler(application))
-        web_app.router.add_get("/healthz", self._healthz)
-        runner = web.AppRunner(web_app, access_log=None)
-        await runner.setup()
-        self._web_runner = runner
-        with listen_failures(telegram.host, telegram.port):
-            await web.TCPSite(runner, telegram.host, telegram.port).start()
+        await self._start_web_app(application)
         with webhook_failures(telegram.webhook_url, telegram.api_base_url):
             await application.bot.set_webhook(
                 telegram.webhook_url,
                 secret_token=self.webhook_secret,
                 allowed_updates=ALLOWED_UPDATES,
             )
+
+    async def _start_web_app(self, application: AnyApplication | None) -> None:
+        """The web app on HOST:PORT: the webhook (with ``application``), /healthz, and the
+        HTTP API when enabled. A handler whose client hung up is cancelled, which ends an API
+        stream's Spark request at once."""
+        telegram = self.settings.telegram
+        # The API reads its bodies under a limit of its own (HTTP_API_MAX_BODY_BYTES).
+        web_app = web.Application(client_max_size=MAX_UPDATE_BYTES)
+        if application is not None and telegram.webhook_url:
+            path = urlsplit(telegram.webhook_url).path or "/"
+            web_app.router.add_post(path, self._webhook_handler(application))
+        web_app.router.add_get("/healthz", self._healthz)
+        if self.gateway is not None:
+            self.gateway.mount(web_app)
+        runner = web.AppRunner(
+            web_app,
+            access_log=None,
+            handler_cancellation=True,
+            # API streams still open at shutdown get the grace Telegram answers get.
+            shutdown_timeout=telegram.shutdown_grace_seconds if self.gateway else 60.0,
+        )
+        await runner.setup()
+        self._web_runner = runner
+        with listen_failures(telegram.host, telegram.port):
+            await web.TCPSite(runner, telegram.host, telegram.port).start()
 
     async def _close_webhook_server(self) -> None:
         runner, self._web_runner = self._web_runner, None
@@ -185,12 +220,15 @@ class BotRuntime:
 
 
 @asynccontextmanager
-async def open_bot_runtime(settings: Settings) -> AsyncIterator[BotRuntime]:
+async def open_bot_runtime(
+    settings: Settings, web_routes: WebRoutesFactory | None = None
+) -> AsyncIterator[BotRuntime]:
     """Build every part of the bot, in order, and close them in reverse on the way out.
 
     One aiohttp session for every Spark connection, one database engine, one
     python-telegram-bot Application; the database is migrated and answers a crash left
-    streaming are marked partial before the first update is taken.
+    streaming are marked partial before the first update is taken. With
+    ``HTTP_API_ENABLED``, ``web_routes`` builds the HTTP API served beside Telegram.
     """
     token = settings.telegram.token
     if not token:
@@ -262,6 +300,11 @@ async def open_bot_runtime(settings: Settings) -> AsyncIterator[BotRuntime]:
                 if telegram.webhook_secret
                 else secrets.token_urlsafe(32)
             ),
+            gateway=(
+                web_routes(settings, database, spark, limits)
+                if web_routes is not None and settings.http_api.enabled
+                else None
+            ),
         )
 
 
@@ -283,13 +326,13 @@ def _application(settings: Settings, token: str) -> AnyApplication:
     return builder.build()
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, web_routes: WebRoutesFactory | None = None) -> int:
     """``python -m bot``: run until SIGTERM / SIGINT."""
     if not settings.telegram.token:
         print(SETUP_HINT, file=sys.stderr)
         return 2
     settings.spark.require_credentials()
-    async with open_bot_runtime(settings) as runtime:
+    async with open_bot_runtime(settings, web_routes) as runtime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):

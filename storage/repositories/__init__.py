@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dto import Clock
+from storage.repositories.api_keys import ApiKeyRepository
 from storage.repositories.chats import ChatRepository
 from storage.repositories.conversations import ConversationRepository
 from storage.repositories.messages import MessageRepository
@@ -26,9 +27,11 @@ class Repositories:
         self.conversations = ConversationRepository(connection, clock)
         self.messages = MessageRepository(connection, clock)
         self.usage = UsageRepository(connection, clock)
+        self.api_keys = ApiKeyRepository(connection, clock)
 
 
 __all__ = [
+    "ApiKeyRepository",
     "ChatRepository",
     "ConversationRepository",
     "MessageRepository",
