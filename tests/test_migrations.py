@@ -23,6 +23,7 @@ from storage.models import Base
 
 TABLES = {
     "alembic_version",
+    "api_keys",
     "chat_topics",
     "chats",
     "conversations",
