@@ -1,0 +1,167 @@
+"""The HTTP API served by the bot itself (``HTTP_API_ENABLED=true``), beside Telegram in
+polling mode: one process, one ledger, one set of quotas and one /stats for both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from bot.__main__ import _parser
+from bot.config import load_settings
+from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
+from bot.telegram.app import BotRuntime, open_bot_runtime
+from bot.web.app import build_gateway
+from bot.web.keys_cli import run as run_keys
+from tests.support.bot_harness import free_port
+from tests.support.fake_telegram import FakeTelegram
+from tests.support.telegram_driver import TelegramDriver
+
+ADMIN = 900_001
+ALICE = 10_500
+
+
+@dataclass(slots=True)
+class BotWithApi:
+    fake: FakeTelegram
+    driver: TelegramDriver
+    spark: SparkSimulator
+    runtime: BotRuntime
+    base_url: str
+
+    async def create_key(self, *args: str) -> str:
+        printed = io.StringIO()
+        parsed = _parser().parse_args(["keys", "create", *args])
+        assert await run_keys(self.runtime.settings, parsed, printed) == 0
+        return next(
+            line.removeprefix("key: ")
+            for line in printed.getvalue().splitlines()
+            if line.startswith("key: ")
+        )
+
+    def client(self, key: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key=key, base_url=self.base_url + "/v1", max_retries=0)
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[BotWithApi]:
+    async with contextlib.AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(FakeTelegram())
+        credentials = Credentials.demo()
+        simulator = await stack.enter_async_context(
+            SparkSimulator(credentials, SimulatorOptions(frame_interval=0.005))
+        )
+        port = free_port()
+        settings = load_settings(
+            None,
+            spark={
+                "app_id": credentials.app_id,
+                "api_key": credentials.api_key,
+                "api_secret": credentials.api_secret,
+                "url": simulator.base_url,
+                "max_retries": 0,
+                "model": "max",
+                "models": ["x1"],
+            },
+            telegram={
+                "bot_token": fake.token,
+                "api_base_url": fake.root_url,
+                "shutdown_grace_seconds": 0.5,
+                "host": "127.0.0.1",
+                "port": port,
+                "admin_user_ids": [ADMIN],
+            },
+            database={"url": f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}"},
+            limits={"daily_token_quota": 300},
+            http_api={"enabled": True},
+        )
+        runtime = await stack.enter_async_context(open_bot_runtime(settings, build_gateway))
+        task = asyncio.create_task(runtime.serve())
+        await fake.wait_for_call("deleteWebhook")  # polling: updates flow from now on
+        try:
+            yield BotWithApi(
+                fake, TelegramDriver(fake), simulator, runtime, f"http://127.0.0.1:{port}"
+            )
+        finally:
+            runtime.request_stop()
+            await asyncio.wait_for(task, 15)
+
+
+async def _answer(bot: BotWithApi, chat_id: int, count: int) -> str:
+    await bot.fake.wait_for(lambda: len(bot.fake.visible_texts(chat_id)) >= count)
+    return bot.fake.visible_texts(chat_id)[count - 1]
+
+
+async def test_a_key_billed_to_a_telegram_user_shares_their_daily_quota(bot: BotWithApi) -> None:
+    alice = bot.driver.user(ALICE, "Alice")
+    chat = bot.driver.private_chat(alice)
+    await bot.driver.send_text(chat, alice, "Spend my quota [[long:900]]")
+    await bot.fake.wait_for(lambda: len(bot.spark.requests) == 1)
+    await bot.fake.wait_for(
+        lambda: any("[[" not in text and len(text) > 500 for text in bot.fake.visible_texts(ALICE))
+    )
+    key = await bot.create_key("alice-laptop", "--user", str(ALICE))
+    async with bot.client(key) as client:
+        with pytest.raises(openai.RateLimitError) as caught:
+            for _ in range(20):  # until the answer's usage row is stored
+                await client.chat.completions.create(
+                    model="max", messages=[{"role": "user", "content": "More"}]
+                )
+                await asyncio.sleep(0.05)
+    assert caught.value.code == "insufficient_quota"
+    assert int(caught.value.response.headers["retry-after"]) > 0
+    # And the other way round: the API's spending counts in Telegram.
+    bob = bot.driver.user(10_600, "Bob")
+    bob_chat = bot.driver.private_chat(bob)
+    bob_key = await bot.create_key("bob-script", "--user", str(bob.id))
+    async with bot.client(bob_key) as client:
+        await client.chat.completions.create(
+            model="max", messages=[{"role": "user", "content": "Spend it [[long:3000]]"}]
+        )
+    await bot.driver.send_text(bob_chat, bob, "Hello")
+    assert "daily quota of 300 tokens" in await _answer(bot, bob.id, 1)
+
+
+async def test_api_traffic_has_its_row_in_stats(bot: BotWithApi) -> None:
+    key = await bot.create_key("reporting", "--daily-tokens", "100000")
+    async with bot.client(key) as client:
+        await client.chat.completions.create(
+            model="x1", messages=[{"role": "user", "content": "Hi"}]
+        )
+    admin = bot.driver.user(ADMIN, "Admin")
+    chat = bot.driver.private_chat(admin)
+    await bot.driver.send_command(chat, admin, "/stats")
+    assert "key reporting" in await _answer(bot, ADMIN, 1)
+
+
+async def test_models_metrics_and_healthz_beside_telegram(bot: BotWithApi) -> None:
+    key = await bot.create_key("app", "--models", "max")
+    async with bot.client(key) as client:
+        models = await client.models.list()
+        await client.chat.completions.create(
+            model="max", messages=[{"role": "user", "content": "Hi"}]
+        )
+    listed: Any = [model.model_dump() for model in models.data]
+    assert [model["id"] for model in listed] == ["max"]  # x1 is enabled, not for this key
+    assert listed[0]["context_length"] == 8192
+    assert listed[0]["max_output_tokens"] == 8192
+    async with aiohttp.ClientSession() as session:
+        async with session.get(bot.base_url + "/healthz") as response:
+            assert response.status == 200
+        async with session.get(bot.base_url + "/metrics") as response:
+            assert response.status == 200
+            metrics = await response.text()
+        async with session.get(bot.base_url + "/v1/models") as response:
+            assert response.status == 401
+    assert 'http_requests_total{route="/v1/chat/completions",status="200"} 1.0' in metrics
+    assert 'spark_requests_total{code="",model="max",outcome="ok"} 1.0' in metrics
+    assert "spark_time_to_first_token_seconds_bucket" in metrics
+    assert "http_streams_in_flight 0.0" in metrics
