@@ -110,12 +110,16 @@ async def test_a_key_billed_to_a_telegram_user_shares_their_daily_quota(bot: Bot
     )
     key = await bot.create_key("alice-laptop", "--user", str(ALICE))
     async with bot.client(key) as client:
-        with pytest.raises(openai.RateLimitError) as caught:
-            for _ in range(20):  # until the answer's usage row is stored
+
+        async def ask_until_refused() -> None:
+            for _ in range(20):  # until the Telegram answer's usage row is stored
                 await client.chat.completions.create(
                     model="max", messages=[{"role": "user", "content": "More"}]
                 )
                 await asyncio.sleep(0.05)
+
+        with pytest.raises(openai.RateLimitError) as caught:
+            await ask_until_refused()
     assert caught.value.code == "insufficient_quota"
     assert int(caught.value.response.headers["retry-after"]) > 0
     # And the other way round: the API's spending counts in Telegram.
