@@ -24,6 +24,7 @@ from bot.web.app import build_gateway
 from bot.web.keys_cli import run as run_keys
 from tests.support.bot_harness import free_port
 from tests.support.fake_telegram import FakeTelegram
+from tests.support.fake_telegram_errors import BotApiError
 from tests.support.telegram_driver import TelegramDriver
 
 ADMIN = 900_001
@@ -146,8 +147,18 @@ async def test_api_traffic_has_its_row_in_stats(bot: BotWithApi) -> None:
         )
     admin = bot.driver.user(ADMIN, "Admin")
     chat = bot.driver.private_chat(admin)
+    bot.fake.fail_next("sendMessage", BotApiError.too_many_requests(1), chat_id=ADMIN)
     await bot.driver.send_command(chat, admin, "/stats")
     assert "key reporting" in await _answer(bot, ADMIN, 1)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(bot.base_url + "/metrics") as response,
+    ):
+        metrics = await response.text()
+    # Telegram's calls, counted by method, the 429 among them.
+    assert 'telegram_calls_total{method="getMe"} 1.0' in metrics
+    assert 'telegram_429_total{method="sendMessage"} 1.0' in metrics
+    assert 'telegram_calls_total{method="sendMessage"} 2.0' in metrics
 
 
 async def test_models_metrics_and_healthz_beside_telegram(bot: BotWithApi) -> None:

@@ -44,6 +44,7 @@ from bot.telegram.access import AccessPolicy
 from bot.telegram.access_gate import AccessGate
 from bot.telegram.addressing import BotIdentity
 from bot.telegram.admin import AdminHandlers
+from bot.telegram.call_counting import CountingRequest
 from bot.telegram.dedup import UpdateDeduplicator
 from bot.telegram.flood import FloodControl
 from bot.telegram.generation_stop import STOPPED_GENERATION
@@ -77,6 +78,9 @@ class WebRoutes(Protocol):
     def mount(self, app: web.Application) -> None: ...
 
     def begin_shutdown(self) -> None: ...
+
+    def telegram_call(self, method: str, status: int) -> None:
+        """Count one Bot API call (for ``/metrics``)."""
 
 
 # Builds them over the bot's own parts; given by the command line, which knows both sides.
@@ -259,7 +263,12 @@ async def open_bot_runtime(
         with database_failures(settings.database.url):  # the first write: a read-only file
             await service.recover_interrupted()
 
-        application = _application(settings, token)
+        gateway = (
+            web_routes(settings, database, spark, limits)
+            if web_routes is not None and settings.http_api.enabled
+            else None
+        )
+        application = _application(settings, token, gateway)
         with telegram_failures(telegram.api_base_url):
             await application.initialize()  # getMe: the token and the Bot API's address
         stack.push_async_callback(application.shutdown)
@@ -300,24 +309,26 @@ async def open_bot_runtime(
                 if telegram.webhook_secret
                 else secrets.token_urlsafe(32)
             ),
-            gateway=(
-                web_routes(settings, database, spark, limits)
-                if web_routes is not None and settings.http_api.enabled
-                else None
-            ),
+            gateway=gateway,
         )
 
 
-def _application(settings: Settings, token: str) -> AnyApplication:
+def _application(
+    settings: Settings, token: str, counted: WebRoutes | None = None
+) -> AnyApplication:
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
-        Application.builder()
-        .token(token)
-        .concurrent_updates(PerChatUpdateProcessor())
-        # A second connection lets the final getUpdates of a shutdown go out while the
-        # cancelled long poll is still closing.
-        .get_updates_connection_pool_size(2)
-        .connection_pool_size(64)
+        Application.builder().token(token).concurrent_updates(PerChatUpdateProcessor())
     )
+    # A second connection lets the final getUpdates of a shutdown go out while the
+    # cancelled long poll is still closing.
+    if counted is None:
+        builder = builder.get_updates_connection_pool_size(2).connection_pool_size(64)
+    else:  # the same pools, each call counted for /metrics
+        builder = builder.request(CountingRequest(counted.telegram_call, connection_pool_size=64))
+        if not settings.telegram.webhook_url:
+            builder = builder.get_updates_request(
+                CountingRequest(counted.telegram_call, connection_pool_size=2)
+            )
     if settings.telegram.api_base_url:
         root = settings.telegram.api_base_url.rstrip("/")
         builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")

@@ -93,6 +93,9 @@ class Gateway:
     def begin_shutdown(self) -> None:
         self._completions.begin_shutdown()
 
+    def telegram_call(self, method: str, status: int) -> None:
+        self.metrics.telegram_call(method, status)
+
     def _counted(self, route: str, handler: Handler) -> Handler:
         async def counted(request: web.Request) -> web.StreamResponse:
             status = 500
