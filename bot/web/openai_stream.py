@@ -107,6 +107,20 @@ class ChunkFormat:
     created: int
     model: str
     include_usage: bool
+    # Around the JSON string of a text delta: built once, since a delta is on the hot path.
+    _head: bytes = field(init=False, repr=False, compare=False)
+    _tail: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        marker = "\x00"
+        whole = self.chunk({"content": marker}).decode()
+        head, tail = whole.split(_dumps(marker), 1)
+        object.__setattr__(self, "_head", head.removesuffix('"content":').encode())
+        object.__setattr__(self, "_tail", tail.encode())
+
+    def text(self, key: str, text: str) -> bytes:
+        """The chunk of one ``content`` or ``reasoning_content`` delta."""
+        return self._head + _dumps(key).encode() + b":" + _dumps(text).encode() + self._tail
 
     def chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
         body: dict[str, Any] = {
@@ -178,9 +192,9 @@ class SseSink:
             self._role_sent = True
             self._queue(fmt.chunk({"role": "assistant", "content": ""}))
         if isinstance(event, TextDelta):
-            self._queue(fmt.chunk({"content": event.text}))
+            self._queue(fmt.text("content", event.text))
         elif isinstance(event, ReasoningDelta):
-            self._queue(fmt.chunk({"reasoning_content": event.text}))
+            self._queue(fmt.text("reasoning_content", event.text))
         elif isinstance(event, FunctionCalled):
             call = {"index": 0, **tool_call(event.call, new_call_id())}
             self._called = True
