@@ -299,6 +299,8 @@ class HttpApiSettings(_Group):
     max_messages: int = Field(default=256, ge=1)
     # A comment line on a stream while Spark is silent, so proxies keep the connection.
     keepalive_seconds: float = Field(default=15.0, gt=0)
+    # Off: of each request only its ledger row is kept, not what was asked and answered.
+    store_bodies: bool = False
 
 
 class Settings(BaseModel):

@@ -16,9 +16,11 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from sqlalchemy import select
 
 from bot.spark.simulator import SimulatorOptions
 from storage.dto import LEDGER_CLIENT_GONE
+from storage.models import Message
 from tests.support.gateway import RunningGateway, start_gateway
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
@@ -477,3 +479,38 @@ async def test_the_same_user_gets_a_stable_spark_uid_and_others_their_own(
     uids = [r.request["header"]["uid"] for r in gateway.spark.requests]  # type: ignore[index]
     assert uids[0] == uids[1] != uids[2]
     assert all(len(uid) <= 32 and "alice" not in uid for uid in uids)
+
+
+async def _messages(gateway: RunningGateway) -> list[Message]:
+    async with gateway.database.session(readonly=True) as session:
+        return list(await session.scalars(select(Message).order_by(Message.id)))
+
+
+async def test_no_question_or_answer_is_stored_by_default(gateway: RunningGateway) -> None:
+    client = gateway.client(await gateway.create_key("app"))
+    await client.chat.completions.create(
+        model="max", messages=[{"role": "user", "content": "A secret question"}]
+    )
+    [row] = await gateway.wait_ledger(1)
+    assert row.message_id is None
+    assert await _messages(gateway) == []
+
+
+async def test_an_operator_may_store_questions_and_answers(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(http_api={"store_bodies": True})
+    client = gateway.client(await gateway.create_key("app"))
+    await client.chat.completions.create(
+        model="max",
+        messages=[
+            {"role": "user", "content": "Earlier"},
+            {"role": "assistant", "content": "Reply"},
+            {"role": "user", "content": "Keep this"},
+        ],
+    )
+    [row] = await gateway.wait_ledger(1)
+    question, answer = await _messages(gateway)
+    assert (question.role, question.content) == ("user", "Keep this")
+    assert (answer.role, answer.status) == ("assistant", "complete")
+    assert answer.content == gateway.spark.requests[0].answer_text
+    assert row.message_id == answer.id
+    assert row.chat_id == row.user_id == await gateway.key_user("app")

@@ -8,7 +8,9 @@ request costs nothing. :meth:`CompletionService.run` then streams Spark into an
 :class:`~bot.service.events.AnswerSink` and stores one ledger row whatever happens: Spark's
 usage and sid, its error code, :data:`~storage.dto.LEDGER_CLIENT_GONE` when the client hung
 up (the front end cancels the call), :data:`~storage.dto.LEDGER_UNDELIVERED` when shutdown
-interrupted it. What was asked and answered is not stored: the request carries its history.
+interrupted it. What was asked and answered is not stored (the request carries its history)
+unless the operator asks for it (``store_bodies``): then the question and the answer go into
+a conversation of the key's own, in the same unit of work as the ledger row.
 """
 
 from __future__ import annotations
@@ -155,9 +157,11 @@ class CompletionService:
         database: Database,
         spark: SparkClient,
         admission: Admission | None = None,
+        store_bodies: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
+        self._store_bodies = store_bodies
         self._spark = spark
         self._admission = admission
         self._monotonic = monotonic
@@ -280,7 +284,7 @@ class CompletionService:
         # The client may hang up (and so cancel this task) while the row is written: the row
         # is written whole all the same, then the cancellation goes on.
         record = asyncio.ensure_future(
-            self._record(admitted, usage, sid, code, first_token, finished - started)
+            self._record(admitted, text, usage, sid, code, first_token, finished - started)
         )
         try:
             await asyncio.shield(record)
@@ -321,20 +325,45 @@ class CompletionService:
     async def _record(
         self,
         admitted: Admitted,
+        text: str,
         usage: Usage | None,
         sid: str | None,
         code: int | None,
         first_token: float | None,
         duration: float,
     ) -> None:
-        """The request's ledger row; it is what quotas and /stats count."""
+        """The request's ledger row (what quotas and /stats count), and with
+        ``store_bodies`` its question and answer."""
+        caller, model = admitted.caller, admitted.request.model
         try:
             async with self._db.repositories() as repos:
+                chat_id = conversation_id = message_id = None
+                if self._store_bodies:
+                    # The key's own "chat": its user id, which no Telegram user has.
+                    chat_id = caller.user_id
+                    await repos.chats.upsert(chat_id, type="api", title=f"key {caller.key_name}")
+                    conversation = await repos.conversations.current(chat_id)
+                    question = await repos.messages.add_user_message(
+                        conversation, admitted.request.messages[-1].content, user_id=chat_id
+                    )
+                    answer = await repos.messages.start_assistant_message(
+                        conversation, question_id=question.id, model=model.name, user_id=chat_id
+                    )
+                    await repos.messages.finish(
+                        answer.id,
+                        status=_status(code, text),
+                        text=text,
+                        sid=sid,
+                        error_code=code,
+                    )
+                    conversation_id, message_id = conversation.id, answer.id
                 await repos.usage.record(
-                    model=admitted.request.model.name,
+                    model=model.name,
                     usage=usage,
-                    user_id=admitted.caller.user_id,
-                    chat_id=None,
+                    user_id=caller.user_id,
+                    chat_id=chat_id,
+                    conversation_id=conversation_id,
+                    message_id=message_id,
                     first_token_ms=_ms(first_token) if first_token is not None else None,
                     duration_ms=_ms(duration),
                     sid=sid,
@@ -348,6 +377,14 @@ class CompletionService:
                 sid,
                 usage.total_tokens if usage else "no",
             )
+
+
+def _status(code: int | None, text: str) -> MessageStatus:
+    if code is None:
+        return MessageStatus.COMPLETE
+    if code == LEDGER_CLIENT_GONE:
+        return MessageStatus.CANCELLED
+    return MessageStatus.PARTIAL if text else MessageStatus.FAILED
 
 
 def _ms(seconds: float) -> int:

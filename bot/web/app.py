@@ -297,7 +297,12 @@ def build_gateway(
     settings: Settings, database: Database, spark: SparkClient, limits: UsageLimits
 ) -> Gateway:
     """The gateway over parts built elsewhere (the bot's, when it serves the API too)."""
-    completions = CompletionService(database=database, spark=spark, admission=limits)
+    completions = CompletionService(
+        database=database,
+        spark=spark,
+        admission=limits,
+        store_bodies=settings.http_api.store_bodies,
+    )
     return Gateway(
         settings=settings, database=database, completions=completions, metrics=Metrics()
     )
