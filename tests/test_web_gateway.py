@@ -514,3 +514,26 @@ async def test_an_operator_may_store_questions_and_answers(make_gateway: Gateway
     assert answer.content == gateway.spark.requests[0].answer_text
     assert row.message_id == answer.id
     assert row.chat_id == row.user_id == await gateway.key_user("app")
+
+
+async def test_bodies_and_message_counts_are_bounded_before_spark(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = await make_gateway(http_api={"max_body_bytes": 4096, "max_messages": 3})
+    key = await gateway.create_key("app")
+    url = gateway.base_url + "/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {key}"}
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}] * 2
+    async with aiohttp.ClientSession(headers=headers) as session:
+        big = {"model": "max", "messages": [{"role": "user", "content": "x" * 5000}]}
+        async with session.post(url, json=big) as response:
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "request_too_large"
+        many = {"model": "max", "messages": [*turns, {"role": "user", "content": "q"}]}
+        async with session.post(url, json=many) as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["param"] == "messages"
+        async with session.post(url, data=b"{not json") as response:
+            assert response.status == 400
+            assert "not valid JSON" in (await response.json())["error"]["message"]
+    assert gateway.spark.requests == []

@@ -142,6 +142,7 @@ class Gateway:
     # -- POST /v1/chat/completions -----------------------------------------------------------
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        caller: ApiCaller | None = None
         try:
             caller = await authenticate(self._db, request)
             body = await self._read_json(request)
@@ -160,12 +161,13 @@ class Gateway:
             return _error_response(exc.error)
         except Exception as exc:
             error = api_error(exc)
-            if error.status >= 500:
-                log.warning("api request refused: %s", exc)
+            name = caller.key_name if caller is not None else "?"
+            level = logging.WARNING if error.status >= 500 else logging.INFO
+            log.log(level, "api key %s: refused %d %s: %s", name, error.status, error.code, exc)
             return _error_response(error)
         if chat.stream:
             return await self._stream(request, admitted, chat)
-        return await self._complete(admitted, chat, caller)
+        return await self._complete(admitted, chat)
 
     async def _read_json(self, request: web.Request) -> Any:
         limit = self._api.max_body_bytes
@@ -186,9 +188,7 @@ class Gateway:
         except ValueError:
             raise InvalidRequest("The request body is not valid JSON.") from None
 
-    async def _complete(
-        self, admitted: Admitted, chat: ChatRequest, caller: ApiCaller
-    ) -> web.StreamResponse:
+    async def _complete(self, admitted: Admitted, chat: ChatRequest) -> web.StreamResponse:
         sink = CollectingSink()
         try:
             outcome = await self._completions.run(admitted, sink)
