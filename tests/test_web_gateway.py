@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import select
 
 from bot.spark.simulator import SimulatorOptions
-from storage.dto import LEDGER_CLIENT_GONE
-from storage.models import Message
+from storage.database import create_database
+from storage.dto import LEDGER_CLIENT_GONE, LEDGER_UNDELIVERED
+from storage.models import Message, UsageRecord
 from tests.support.gateway import RunningGateway, start_gateway
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
@@ -537,3 +538,34 @@ async def test_bodies_and_message_counts_are_bounded_before_spark(
             assert response.status == 400
             assert "not valid JSON" in (await response.json())["error"]["message"]
     assert gateway.spark.requests == []
+
+
+async def test_a_stream_still_open_at_shutdown_gets_the_grace_then_its_ledger_row(
+    make_gateway: GatewayFactory,
+) -> None:
+    gateway = await make_gateway(
+        simulator_options=SimulatorOptions(frame_interval=0.05, chars_per_frame=4)
+    )
+    client = gateway.client(await gateway.create_key("app"))
+    quick = await client.chat.completions.create(
+        model="max", messages=[{"role": "user", "content": "Hi"}], stream=True
+    )
+    slow = await client.chat.completions.create(
+        model="max", messages=[{"role": "user", "content": "Tell me [[long:4000]]"}], stream=True
+    )
+    async for chunk in slow:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    gateway.runtime.request_stop()
+    quick_text = "".join([c.choices[0].delta.content or "" async for c in quick if c.choices])
+    await gateway.task
+    await gateway.closing.aclose()  # the runtime waits its grace, then ends the rest
+    await slow.close()
+    database = create_database(gateway.settings.database.url)
+    try:
+        async with database.session(readonly=True) as session:
+            rows = list(await session.scalars(select(UsageRecord).order_by(UsageRecord.id)))
+    finally:
+        await database.dispose()
+    assert quick_text == gateway.spark.requests[0].answer_text
+    assert sorted(row.error_code or 0 for row in rows) == [LEDGER_UNDELIVERED, 0]

@@ -144,11 +144,17 @@ class BotRuntime:
             )
             if application.updater is not None and application.updater.running:
                 await application.updater.stop()
-            if self.gateway is not None:
+            if self.gateway is None:
+                await self._close_webhook_server()
+                self.service.begin_shutdown()
+                await self.lanes.shutdown(telegram.shutdown_grace_seconds)
+            else:  # API streams and Telegram answers share one grace period
                 self.gateway.begin_shutdown()
-            await self._close_webhook_server()
-            self.service.begin_shutdown()
-            await self.lanes.shutdown(telegram.shutdown_grace_seconds)
+                self.service.begin_shutdown()
+                await asyncio.gather(
+                    self._close_webhook_server(),
+                    self.lanes.shutdown(telegram.shutdown_grace_seconds),
+                )
         finally:
             await self._close_webhook_server()  # also when start-up failed half-way
             if application.running:

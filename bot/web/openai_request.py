@@ -362,8 +362,9 @@ def _tool_calls(value: Any, where: str) -> str:
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments, ensure_ascii=False)
-        call_id = call.get("id") if isinstance(call.get("id"), str) else ""
-        lines.append(
-            f"Function call {call_id}: {function['name']}({arguments})".replace("  ", " ")
+        call_id = call.get("id")
+        label = (
+            f"Function call {call_id}" if isinstance(call_id, str) and call_id else "Function call"
         )
+        lines.append(f"{label}: {function['name']}({arguments})")
     return "\n".join(lines)
