@@ -1,8 +1,8 @@
 """Prometheus metrics of the process, in one registry of its own (no global state).
 
-HTTP requests by route and status; Spark requests by model, outcome and error code, their
-tokens, time to first token and duration; streams open now; Telegram Bot API calls and the
-429s among them by method. ``GET /metrics`` serves them in the text format.
+HTTP requests by route and status; the HTTP API's Spark requests by model, outcome and error
+code, their tokens, time to first token and duration (Telegram's are in the ledger's /stats);
+streams open now; Telegram Bot API calls and the 429s among them by method. ``GET /metrics`` serves them in the text format.
 """
 
 from __future__ import annotations
