@@ -2,7 +2,8 @@
 
 HTTP requests by route and status; the HTTP API's Spark requests by model, outcome and error
 code, their tokens, time to first token and duration (Telegram's are in the ledger's /stats);
-streams open now; Telegram Bot API calls and the 429s among them by method. ``GET /metrics`` serves them in the text format.
+streams open now; Telegram Bot API calls and the 429s among them by method. ``GET /metrics``
+serves them in the text format.
 """
 
 from __future__ import annotations
