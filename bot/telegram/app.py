@@ -82,6 +82,9 @@ class WebRoutes(Protocol):
     def telegram_call(self, method: str, status: int) -> None:
         """Count one Bot API call (for ``/metrics``)."""
 
+    async def wait_closed(self) -> None:
+        """Wait for requests still being handled once the web app stopped."""
+
 
 # Builds them over the bot's own parts; given by the command line, which knows both sides.
 WebRoutesFactory = Callable[[Settings, Database, SparkClient, UsageLimits], WebRoutes]
@@ -200,6 +203,8 @@ class BotRuntime:
         runner, self._web_runner = self._web_runner, None
         if runner is not None:
             await runner.cleanup()
+            if self.gateway is not None:
+                await self.gateway.wait_closed()
 
     def _webhook_handler(self, application: AnyApplication) -> Any:
         expected = self.webhook_secret.encode()

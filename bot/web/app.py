@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CHAT_ROUTE = "/v1/chat/completions"
 MODELS_ROUTE = "/v1/models"
+# How long shutdown waits for cancelled requests to store their ledger rows.
+WAIT_CLOSED_SECONDS = 5.0
 
 
 class Gateway:
@@ -83,6 +85,9 @@ class Gateway:
         self._completions = completions
         self.metrics = metrics
         self._clock = clock
+        # Requests being handled: shutdown waits for them to store their ledger rows before
+        # the database closes (the runner may give up on a cancelled handler sooner).
+        self._handling: set[asyncio.Task[Any]] = set()
 
     def mount(self, app: web.Application) -> None:
         """Add the API's routes (and ``/metrics``) to ``app``."""
@@ -96,9 +101,19 @@ class Gateway:
     def telegram_call(self, method: str, status: int) -> None:
         self.metrics.telegram_call(method, status)
 
+    async def wait_closed(self, timeout: float = WAIT_CLOSED_SECONDS) -> None:  # noqa: ASYNC109
+        """Wait for requests still being handled (after the server stopped serving)."""
+        handling = [task for task in self._handling if task is not asyncio.current_task()]
+        if handling:
+            await asyncio.wait(handling, timeout=timeout)
+
     def _counted(self, route: str, handler: Handler) -> Handler:
         async def counted(request: web.Request) -> web.StreamResponse:
             status = 500
+            task = asyncio.current_task()
+            if task is not None:
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
             try:
                 response = await handler(request)
                 status = response.status
@@ -334,6 +349,7 @@ async def open_web_runtime(settings: Settings) -> AsyncIterator[WebRuntime]:
             shutdown_timeout=telegram.shutdown_grace_seconds,
         )
         await runner.setup()
+        stack.push_async_callback(gateway.wait_closed)  # after the runner, before the database
         stack.push_async_callback(runner.cleanup)
         with listen_failures(telegram.host, telegram.port):
             await web.TCPSite(runner, telegram.host, telegram.port).start()
