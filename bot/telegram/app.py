@@ -7,8 +7,10 @@ point ``TELEGRAM_API_BASE_URL`` at a Bot API fake and ``SPARK_URL`` at the simul
 Updates arrive by long polling, or by webhook when ``WEBHOOK_URL`` is set: then an aiohttp web
 app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token`` and refusing
 bodies that are not updates (:mod:`bot.telegram.webhook_input`), and answers ``/healthz``: 200,
-or 503 with the reason while the database cannot be used. A setting that cannot work stops the
-start with a :class:`~bot.errors.StartupError` (:mod:`bot.startup_failures`).
+or 503 with the reason while the database cannot be used. With ``HTTP_API_ENABLED`` the same web
+app also serves the HTTP API, built by the command line (:data:`WebRoutesFactory`), in polling
+mode too. A setting that cannot work stops the start with a
+:class:`~bot.errors.StartupError` (:mod:`bot.startup_failures`).
 
 Shutdown (SIGTERM / SIGINT): stop taking updates, give answers in flight
 ``SHUTDOWN_GRACE_SECONDS`` to finish, then interrupt the rest, which end with a visible note and
@@ -176,8 +178,8 @@ class BotRuntime:
 
     async def _start_web_app(self, application: AnyApplication | None) -> None:
         """The web app on HOST:PORT: the webhook (with ``application``), /healthz, and the
-        HTTP API when enabled. A handler whose client hung up is cancelled, which ends an API
-        stream's Spark request at once."""
+        HTTP API when enabled; then a handler whose client hung up is cancelled, which ends
+        an API stream's Spark request at once."""
         telegram = self.settings.telegram
         # The API reads its bodies under a limit of its own (HTTP_API_MAX_BODY_BYTES).
         web_app = web.Application(client_max_size=MAX_UPDATE_BYTES)
@@ -187,12 +189,13 @@ class BotRuntime:
         web_app.router.add_get("/healthz", self._healthz)
         if self.gateway is not None:
             self.gateway.mount(web_app)
+        api = self.gateway is not None
         runner = web.AppRunner(
             web_app,
             access_log=None,
-            handler_cancellation=True,
+            handler_cancellation=api,
             # API streams still open at shutdown get the grace Telegram answers get.
-            shutdown_timeout=telegram.shutdown_grace_seconds if self.gateway else 60.0,
+            shutdown_timeout=telegram.shutdown_grace_seconds if api else 60.0,
         )
         await runner.setup()
         self._web_runner = runner
