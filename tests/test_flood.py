@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.telegram.flood import FloodControl, FloodPolicy, retry_after_seconds
-from tests.support.fake_telegram_limits import ManualClock
+from tests.support.clocks import ManualClock
 
 PRIVATE, GROUP, OTHER_GROUP = 1, -100, -200
 

@@ -35,6 +35,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Settings
+from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.conversation import ConversationService
 from bot.service.lanes import AnswerLanes
 from bot.service.limits import UsageLimits
@@ -185,12 +186,15 @@ class BotRuntime:
 
 
 @asynccontextmanager
-async def open_bot_runtime(settings: Settings) -> AsyncIterator[BotRuntime]:
+async def open_bot_runtime(
+    settings: Settings, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[BotRuntime]:
     """Build every part of the bot, in order, and close them in reverse on the way out.
 
     One aiohttp session for every Spark connection, one database engine, one
     python-telegram-bot Application; the database is migrated and answers a crash left
-    streaming are marked partial before the first update is taken.
+    streaming are marked partial before the first update is taken. ``clock`` is what send
+    budgets, lane shutdowns and rate windows count and wait on (:mod:`bot.service.clock`).
     """
     token = settings.telegram.token
     if not token:
@@ -210,7 +214,9 @@ async def open_bot_runtime(settings: Settings) -> AsyncIterator[BotRuntime]:
             database = create_database(settings.database.url)
         stack.push_async_callback(database.dispose)
         spark = SparkClient(session, settings.spark.client_options())
-        limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
+        limits = UsageLimits(
+            database, settings.limits, admin_user_ids=telegram.admin_user_ids, monotonic=clock.now
+        )
         service = ConversationService(
             database=database,
             spark=spark,
@@ -226,8 +232,8 @@ async def open_bot_runtime(settings: Settings) -> AsyncIterator[BotRuntime]:
             await application.initialize()  # getMe: the token and the Bot API's address
         stack.push_async_callback(application.shutdown)
 
-        lanes = AnswerLanes()
-        flood = FloodControl()
+        lanes = AnswerLanes(clock)
+        flood = FloodControl(clock=clock)
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
         access = AccessPolicy(
             allowed_user_ids=telegram.allowed_user_ids,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tests.support.clocks import ManualClock
 from tests.support.fake_telegram_bot_methods import BOT_METHODS, commands_key
 from tests.support.fake_telegram_call import ApiCall, Handler
 from tests.support.fake_telegram_errors import BotApiError, FaultScript, JsonDict
@@ -27,7 +28,6 @@ from tests.support.fake_telegram_limits import (
     FloodKind,
     FloodLimits,
     FloodViolation,
-    ManualClock,
 )
 from tests.support.fake_telegram_messages import MESSAGE_METHODS
 from tests.support.fake_telegram_state import (
