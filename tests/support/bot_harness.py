@@ -9,7 +9,8 @@ gracefully at teardown. Tests talk to it as users (``bot.driver``) and assert on
 The bot and the fake share one clock (``bot.clock``), by default a :class:`ScaledClock` running
 :data:`TIME_FACTOR` times faster than real time: every Telegram budget is kept by the bot and
 checked by the fake as in production, in seconds that pass sooner. The fake's call times
-(``RecordedCall.at``) are on that clock. Spark's simulator and the database keep real time.
+(``RecordedCall.at``) are on that clock. Spark's simulator and the database keep real time;
+:func:`spark_pace` gives the simulator a pace in the bot's seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ from tests.support.telegram_driver import TelegramDriver
 
 # How much faster than real time a bot under test lives: its 3 s group floor passes in 0.3 s.
 TIME_FACTOR = 10.0
+
+
+def spark_pace(frame_interval: float, chars_per_frame: int) -> SimulatorOptions:
+    """Spark writing ``chars_per_frame`` characters every ``frame_interval`` seconds of the bot's
+    clock: an answer lasts as long next to Telegram's budgets as it would in production."""
+    return SimulatorOptions(
+        frame_interval=frame_interval / TIME_FACTOR, chars_per_frame=chars_per_frame
+    )
 
 
 async def stored_messages(database: Database, chat_id: int) -> list[StoredMessage]:

@@ -42,6 +42,7 @@ from tests.support.fake_telegram_state import (
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "DRAFT_TTL",
     "BotApiError",
     "DraftFrame",
     "FakeTelegram",
