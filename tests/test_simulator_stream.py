@@ -481,11 +481,12 @@ async def test_client_leaving_mid_stream_ends_it(
         await ws.send_json(chat_request(simulator, MAX, "[[long:4000]]"))
         for _ in range(2):
             await ws.receive_str(timeout=2)
-        started = time.monotonic()
-    assert time.monotonic() - started < 1.0  # the server answered our close promptly
+    # The server answered our close (a close never answered ends 1006, abnormal)...
+    assert (ws.close_code, ws.exception()) == (aiohttp.WSCloseCode.OK, None)
     await _until(lambda: simulator.open_streams == 0)
     record = simulator.requests[-1]
     assert record.client_closed_early
+    # ... and stopped writing within a few frames of it.
     assert 2 <= record.frames_sent < 10
 
 
@@ -546,18 +547,18 @@ async def test_stop_closes_open_streams_going_away(
     await paced.receive_str(timeout=2)
     assert simulator.open_streams == 2
 
-    async def drain(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMsgType:
+    async def drain(ws: aiohttp.ClientWebSocketResponse) -> tuple[aiohttp.WSMsgType, object]:
         message = await ws.receive(timeout=2)
         while message.type is aiohttp.WSMsgType.TEXT:
             message = await ws.receive(timeout=2)
-        return message.type
+        return message.type, message.data
 
     readers = [asyncio.create_task(drain(ws)) for ws in (hung, paced)]
-    started = time.monotonic()
     await simulator.stop()
-    assert time.monotonic() - started < 1.0
     assert simulator.open_streams == 0
-    assert await asyncio.gather(*readers) == [aiohttp.WSMsgType.CLOSE] * 2
+    # Both closed by the server as it went (1001), the hung one too: nothing waited it out.
+    going_away = (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY)
+    assert await asyncio.gather(*readers) == [going_away] * 2
     for ws in (hung, paced):
         assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
         await ws.close()
