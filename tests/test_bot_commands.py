@@ -7,11 +7,13 @@ import logging
 import pytest
 
 from bot.spark.simulator import SimulatorOptions
-from tests.support.bot_harness import BotFactory, RunningBot, spark_messages
+from tests.support.bot_harness import BotFactory, RunningBot, spark_messages, spark_pace
 from tests.support.telegram_driver import TgChat, TgUser
 
 # An answer that takes half a minute to write: there is time to /stop it.
 SLOW_ANSWER = SimulatorOptions(frame_interval=0.1, chars_per_frame=12)
+# Writing for about 12 s of the bot's clock: a preview is due at every private-chat floor.
+STREAMING = spark_pace(frame_interval=0.05, chars_per_frame=12)
 EXPECTED_COMMANDS = {"new", "retry", "stop", "model", "system", "ask", "help"}
 
 
@@ -294,6 +296,35 @@ async def test_second_question_is_queued_and_answered_after_the_first(
         {"role": "assistant", "content": "First answer."},
         {"role": "user", "content": "[[answer:Second answer.]] two"},
     ]
+
+
+async def test_a_queued_note_takes_the_next_free_slot_while_the_answer_streams(
+    make_bot: BotFactory,
+) -> None:
+    bot = await make_bot(simulator_options=STREAMING)
+    user, chat = await _private(bot)
+    await bot.driver.send_text(chat, user, "[[long:3000]] write an essay")
+    await bot.fake.wait_for(lambda: len(max(bot.fake.draft_history(chat.id), default="")) > 40)
+    second = await bot.driver.send_text(chat, user, "[[answer:Later.]] and then?")
+    update_id = int(bot.update_json(second)["update_id"])
+    queued = await _reply(bot, chat, "Queued")
+    await bot.fake.wait_for(lambda: "Later." in bot.fake.visible_texts(chat.id), timeout=15)
+
+    fetched = bot.fake.delivered_at(update_id)
+    assert fetched is not None
+    (note,) = [
+        c
+        for c in bot.fake.calls_to("sendMessage", chat_id=chat.id)
+        if c.result and c.result.get("text") == queued
+    ]
+    previews = [
+        c
+        for c in bot.fake.calls_to("sendMessageDraft", chat_id=chat.id)
+        if fetched <= c.at < note.at
+    ]
+    # At most the preview already on its way; none of the ones after it takes the note's turn.
+    assert len(previews) <= 1, [round(c.at - fetched, 2) for c in previews]
+    assert bot.fake.violations == []
 
 
 # -- allow-lists ---------------------------------------------------------------------------------

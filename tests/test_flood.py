@@ -39,6 +39,21 @@ def test_a_private_chat_waits_its_interval_after_a_send(
     assert flood.delay(PRIVATE, is_group=False) == 0.0
 
 
+def test_a_preview_leaves_the_next_slot_to_a_message_waiting_for_it(
+    flood: FloodControl, clock: ManualClock
+) -> None:
+    flood.record_send(PRIVATE, is_group=False)
+    with flood.waiting(PRIVATE):
+        assert flood.delay(PRIVATE, is_group=False) == pytest.approx(1.0)
+        assert flood.delay(PRIVATE, is_group=False, disposable=True) == pytest.approx(2.0)
+        clock.advance(1.0)
+        # The waiting one's turn: a preview still waits for the slot after it.
+        assert flood.delay(PRIVATE, is_group=False) == 0.0
+        assert flood.delay(PRIVATE, is_group=False, disposable=True) == pytest.approx(1.0)
+        assert flood.delay(GROUP, is_group=True, disposable=True) == 0.0  # other chats go on
+    assert flood.delay(PRIVATE, is_group=False, disposable=True) == 0.0
+
+
 def test_a_group_waits_the_longer_group_interval(flood: FloodControl, clock: ManualClock) -> None:
     flood.record_send(GROUP, is_group=True)
     assert flood.delay(GROUP, is_group=True) == pytest.approx(3.0)

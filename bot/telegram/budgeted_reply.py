@@ -47,8 +47,9 @@ async def send_budgeted(
                     delay,
                 )
                 return False
-            await sleep(delay)
-            continue  # ask again: someone else may have used the slot meanwhile
+            with flood.waiting(chat_id):  # previews leave this reply the next slot
+                await sleep(delay)
+            continue  # ask again: another reply may have used the slot meanwhile
         flood.record_send(chat_id, is_group=is_group)
         try:
             await send()

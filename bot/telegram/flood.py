@@ -4,7 +4,9 @@ Telegram enforces (telegram-notes.md): about one message per second per chat, 20
 group, 30 per second for the whole bot, and answers 429 with ``retry_after`` when a budget is
 overdrawn. Edits count like sends. This module answers one question for a stream about to send
 something: how long must it wait? It never sleeps itself, so the Spark read loop is never held
-up by Telegram; the stream renderer does the waiting in its own task. Waits use
+up by Telegram; the stream renderer does the waiting in its own task. A message that must go (a
+reply, a final text) marks itself :meth:`FloodControl.waiting`; disposable ones (previews, which
+the next one replaces) then leave it the chat's next slot, however their timers fall. Waits use
 :attr:`FloodControl.clock`, the clock the budgets are counted in, so a wait ends when the budget
 allows, in production and in tests that run time faster alike.
 """
@@ -12,6 +14,8 @@ allows, in production and in tests that run time faster alike.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -54,6 +58,7 @@ class FloodControl:
         self.clock = clock
         self._chats: dict[int, _ChatBudget] = {}
         self._global: deque[float] = deque()
+        self._waiting: dict[int, int] = {}  # chat_id: messages that must go, waiting for it
         self._next_sweep = clock.now() + self.policy.sweep_every
 
     def now(self) -> float:
@@ -65,8 +70,11 @@ class FloodControl:
             budget = self._chats[chat_id] = _ChatBudget()
         return budget
 
-    def delay(self, chat_id: int, *, is_group: bool) -> float:
-        """Seconds to wait before the next message or edit to ``chat_id`` (0 = go now)."""
+    def delay(self, chat_id: int, *, is_group: bool, disposable: bool = False) -> float:
+        """Seconds to wait before the next message or edit to ``chat_id`` (0 = go now).
+
+        A ``disposable`` one also waits one more interval while a message that must go is
+        :meth:`waiting` for the chat: that one takes the next slot."""
         now = self.clock.now()
         budget = self._chat(chat_id)
         interval = self.policy.group_interval if is_group else self.policy.private_interval
@@ -78,7 +86,21 @@ class FloodControl:
         _expire(self._global, now - 1.0)
         if len(self._global) >= self.policy.global_per_second:
             ready = max(ready, self._global[0] + 1.0)
+        if disposable and chat_id in self._waiting:
+            ready = max(ready, now) + interval
         return max(0.0, ready - now)
+
+    @contextmanager
+    def waiting(self, chat_id: int) -> Iterator[None]:
+        """A message that must go waits for ``chat_id``'s budget meanwhile."""
+        self._waiting[chat_id] = self._waiting.get(chat_id, 0) + 1
+        try:
+            yield
+        finally:
+            if self._waiting[chat_id] > 1:
+                self._waiting[chat_id] -= 1
+            else:
+                del self._waiting[chat_id]
 
     def deadline(self, chat_id: int) -> float:
         """The chat's 429 deadline (on :attr:`clock`), or -inf when there is none."""

@@ -319,7 +319,9 @@ class TelegramAnswer:
             self._changed.clear()
             if self._finishing.is_set():
                 return
-            delay = self._flood.delay(self._target.chat_id, is_group=self._target.is_group)
+            delay = self._flood.delay(
+                self._target.chat_id, is_group=self._target.is_group, disposable=True
+            )
             if delay > 0:
                 await self._wait(self._finishing, delay)
                 if self._finishing.is_set():
@@ -474,11 +476,12 @@ class TelegramAnswer:
         chat_id, is_group = self._target.chat_id, self._target.is_group
         failures = 0
         while True:
-            delay = self._flood.delay(chat_id, is_group=is_group)
+            delay = self._flood.delay(chat_id, is_group=is_group, disposable=not final)
             if delay > 0:
                 if not final:
                     raise _Deferred
-                await self._clock.sleep(delay)
+                with self._flood.waiting(chat_id):  # previews leave the final the next slot
+                    await self._clock.sleep(delay)
                 continue
             self._flood.record_send(chat_id, is_group=is_group)
             try:
