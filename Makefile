@@ -26,8 +26,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The tests mostly wait on sockets and child processes, so more workers than cores pay off;
+# the count is measured (benchmarks/RESULTS.md, "Test suite time"). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/python -m bot migrate

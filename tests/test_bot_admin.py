@@ -1,7 +1,8 @@
 """End to end: /stats, /quota, /usage and the limits, through the Bot API fake.
 
 The bot runs as :class:`~bot.telegram.app.BotRuntime`, the production composition root,
-against the Bot API fake, the Spark simulator and a SQLite file.
+against the Bot API fake, the Spark simulator and a SQLite file. The bot and the fake share a
+clock running faster than real time (:data:`tests.support.bot_harness.TIME_FACTOR`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import Settings, load_settings
+from bot.service.limits import RATE_WINDOW_SECONDS
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.spark.types import Usage
 from bot.telegram.app import BotRuntime, open_bot_runtime
@@ -28,6 +30,8 @@ from bot.telegram.stats_format import WIDTH, display_width
 from storage.database import Database, create_database
 from storage.models import UsageRecord
 from storage.repositories import UsageRepository
+from tests.support.bot_harness import TIME_FACTOR
+from tests.support.clocks import ScaledClock
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.telegram_driver import TelegramDriver
 
@@ -44,6 +48,7 @@ class Bot:
     spark: SparkSimulator
     runtime: BotRuntime
     database: Database
+    clock: ScaledClock
 
     async def record(
         self,
@@ -93,7 +98,8 @@ async def make_admin_bot(tmp_path: Path) -> AsyncIterator[BotMaker]:
         before_start: Callable[[TelegramDriver], object] | None = None,
         **telegram: Any,
     ) -> Bot:
-        fake = await stack.enter_async_context(FakeTelegram())
+        clock = ScaledClock(TIME_FACTOR)
+        fake = await stack.enter_async_context(FakeTelegram(clock=clock.now))
         if before_start is not None:
             before_start(TelegramDriver(fake))
         credentials = Credentials.demo()
@@ -120,13 +126,13 @@ async def make_admin_bot(tmp_path: Path) -> AsyncIterator[BotMaker]:
             database={"url": url},
             limits=limits or {},
         )
-        runtime = await stack.enter_async_context(open_bot_runtime(settings))
+        runtime = await stack.enter_async_context(open_bot_runtime(settings, clock=clock))
         task = asyncio.create_task(runtime.serve(), name="bot")
         tasks.append((runtime, task))
         database = create_database(url)
         stack.push_async_callback(database.dispose)
         await fake.wait_for_call("deleteWebhook")
-        return Bot(fake, TelegramDriver(fake), simulator, runtime, database)
+        return Bot(fake, TelegramDriver(fake), simulator, runtime, database, clock)
 
     try:
         yield make
@@ -436,6 +442,7 @@ async def test_rate_limit_says_when_to_try_again(make_admin_bot: BotMaker) -> No
     bot = await make_admin_bot(limits={"user_rate_limit": 1})
     user = bot.driver.user(first_name="Ann")
     chat = bot.driver.private_chat(user)
+    asked_at = bot.clock.now()
     await bot.driver.send_text(chat, user, "one")
     await bot.driver.send_text(chat, user, "two")
     await wait_ledger(bot, user.id, 1)
@@ -444,7 +451,14 @@ async def test_rate_limit_says_when_to_try_again(make_admin_bot: BotMaker) -> No
     refusals = [t for t in texts if t.startswith("You're asking very fast.")]
     assert len(refusals) == 1
     seconds = int(re.findall(r"again in (\d+) s", refusals[0])[0])
-    assert 55 <= seconds <= 60
+    # The window opened when "one" was admitted, after it was asked; the refusal was worked
+    # out before Telegram got it. Both on the bot's clock, which the fake shares.
+    (refused,) = [
+        c
+        for c in bot.fake.calls_to("sendMessage", chat_id=chat.id)
+        if str(c.params["text"]).startswith("You're asking very fast.")
+    ]
+    assert round(RATE_WINDOW_SECONDS - (refused.at - asked_at)) <= seconds <= RATE_WINDOW_SECONDS
     assert len(bot.spark.requests) == 1
     # The admin is not limited.
     admin = bot.driver.user(id=ADMIN, first_name="Op")

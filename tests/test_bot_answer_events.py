@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from bot.spark.simulator import SimulatorOptions
-from tests.support.bot_harness import BotFactory
+from tests.support.bot_harness import BotFactory, spark_pace
 
 # Reasoning streams for about two seconds: long enough for the 1 s private floor to show it.
-SLOW_THINKER = SimulatorOptions(frame_interval=0.05, chars_per_frame=4)
+SLOW_THINKER = spark_pace(frame_interval=0.05, chars_per_frame=4)
 
 
 async def test_a_reasoning_model_previews_its_thinking_then_shows_only_the_answer(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
+
+import pytest
 
 from bot.spark.simulator import SimulatorOptions
-from tests.support.bot_harness import BotFactory, RunningBot, spark_messages
+from tests.support.bot_harness import BotFactory, RunningBot, spark_messages, spark_pace
 from tests.support.telegram_driver import TgChat, TgUser
 
 # An answer that takes half a minute to write: there is time to /stop it.
 SLOW_ANSWER = SimulatorOptions(frame_interval=0.1, chars_per_frame=12)
+# Writing for about 12 s of the bot's clock: a preview is due at every private-chat floor.
+STREAMING = spark_pace(frame_interval=0.05, chars_per_frame=12)
 EXPECTED_COMMANDS = {"new", "retry", "stop", "model", "system", "ask", "help"}
 
 
@@ -294,17 +298,50 @@ async def test_second_question_is_queued_and_answered_after_the_first(
     ]
 
 
+async def test_a_queued_note_takes_the_next_free_slot_while_the_answer_streams(
+    make_bot: BotFactory,
+) -> None:
+    bot = await make_bot(simulator_options=STREAMING)
+    user, chat = await _private(bot)
+    await bot.driver.send_text(chat, user, "[[long:3000]] write an essay")
+    await bot.fake.wait_for(lambda: len(max(bot.fake.draft_history(chat.id), default="")) > 40)
+    second = await bot.driver.send_text(chat, user, "[[answer:Later.]] and then?")
+    update_id = int(bot.update_json(second)["update_id"])
+    queued = await _reply(bot, chat, "Queued")
+    await bot.fake.wait_for(lambda: "Later." in bot.fake.visible_texts(chat.id), timeout=15)
+
+    fetched = bot.fake.delivered_at(update_id)
+    assert fetched is not None
+    (note,) = [
+        c
+        for c in bot.fake.calls_to("sendMessage", chat_id=chat.id)
+        if c.result and c.result.get("text") == queued
+    ]
+    previews = [
+        c
+        for c in bot.fake.calls_to("sendMessageDraft", chat_id=chat.id)
+        if fetched <= c.at < note.at
+    ]
+    # At most the preview already on its way; none of the ones after it takes the note's turn.
+    assert len(previews) <= 1, [round(c.at - fetched, 2) for c in previews]
+    assert bot.fake.violations == []
+
+
 # -- allow-lists ---------------------------------------------------------------------------------
 
 
-async def test_user_outside_the_allow_list_is_told_once(make_bot: BotFactory) -> None:
+async def test_user_outside_the_allow_list_is_told_once(
+    make_bot: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot.telegram.access_gate")
     bot = await make_bot(telegram={"allowed_user_ids": [42], "admin_user_ids": [77]})
     stranger = bot.driver.user(first_name="Stranger")
     chat = bot.driver.private_chat(stranger)
     await bot.driver.send_text(chat, stranger, "hello?")
     await _reply(bot, chat, "Sorry, this bot is private and not available to you.")
     await bot.driver.send_text(chat, stranger, "anyone there?")
-    await _handled(bot)
+    await bot.driver.send_text(chat, stranger, "sentinel")
+    await _refused(bot, caplog, chat, 3)
 
     assert bot.fake.visible_texts(chat.id) == [
         "Sorry, this bot is private and not available to you."
@@ -319,15 +356,18 @@ async def test_user_outside_the_allow_list_is_told_once(make_bot: BotFactory) ->
     assert bot.questions() == ["[[answer:Welcome.]] hi"]
 
 
-async def _handled(bot: RunningBot) -> None:
-    """Wait until the bot has fetched every queued update and had a moment to handle them."""
-    last_id = bot.fake.state.updates[-1]["update_id"] if bot.fake.state.updates else 0
-    # getUpdates with a higher offset confirms (and so drops) every update up to it.
+async def _refused(
+    bot: RunningBot, caplog: pytest.LogCaptureFixture, chat: TgChat, count: int
+) -> None:
+    """Wait until the access gate has refused ``count`` updates of ``chat``.
+
+    Nothing in a refused user's chat gets an answer, so the sentinel's answer is its line in
+    the log. A chat's updates are handled one after the other: once the last one is refused,
+    whatever the bot did about the ones before it has been done."""
+    line = f"update refused by the access policy: chat {chat.id} "
     await bot.fake.wait_for(
-        lambda: all(update["update_id"] > last_id for update in bot.fake.state.updates)
+        lambda: sum(r.getMessage().startswith(line) for r in caplog.records) >= count
     )
-    # Fetched updates are handled at once; there is no event for "decided to say nothing".
-    await asyncio.sleep(0.3)
 
 
 async def test_group_member_refused_once_while_admin_is_answered(make_bot: BotFactory) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from bot.spark.simulator import SimulatorOptions
 from storage.dto import LEDGER_UNDELIVERED
-from tests.support.bot_harness import BotFactory, ProcessFactory, RunningBot
+from tests.support.bot_harness import BotFactory, ProcessFactory, RunningBot, spark_pace
 from tests.support.fake_telegram import BotApiError
 from tests.support.spark_fixtures import SimulatorFactory
 from tests.support.telegram_driver import TelegramDriver, TgChat, TgUser
@@ -23,7 +23,9 @@ from tests.support.telegram_fixtures import FakeFactory
 from tests.test_bot_lifecycle import START_TIMEOUT, _answers, _process_env
 
 BAD_GATEWAY = BotApiError(502, "Bad Gateway")
-SLOW_FRAMES = SimulatorOptions(frame_interval=0.05, chars_per_frame=12)
+SLOW_FRAMES = spark_pace(frame_interval=0.05, chars_per_frame=12)
+# The same pace for a bot process, which lives in real time.
+SLOW_FRAMES_REAL_TIME = SimulatorOptions(frame_interval=0.05, chars_per_frame=12)
 EMPTY_NOTE = "(empty answer: Spark returned no text. Try /retry or rephrase.)"
 
 
@@ -161,7 +163,7 @@ async def test_a_burst_in_one_chat_gets_every_queued_note_and_every_answer(
     count = 8
     for n in range(count):
         # The first answer is slow to start, so every later question surely waits behind it.
-        slow = "[[slow-first:4]]" if n == 0 else ""
+        slow = "[[slow-first:1]]" if n == 0 else ""
         await bot.driver.send_text(chat, user, f"{slow}[[answer:Answer {n}.]] question {n}")
     await bot.wait_stored(chat.id, count, timeout=40)
     await bot.fake.wait_for(
@@ -186,7 +188,7 @@ async def test_shutdown_under_a_long_429_stays_within_its_grace_and_stores_the_a
     tmp_path: Path,
 ) -> None:
     fake = await make_fake_telegram()
-    simulator = await make_spark_simulator(options=SLOW_FRAMES)
+    simulator = await make_spark_simulator(options=SLOW_FRAMES_REAL_TIME)
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}"
     process = bot_process(_process_env(fake, simulator, database_url))  # grace: 1 s
     await process.start()

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.spark.simulator import SimulatorOptions
-from tests.support.bot_harness import BotFactory, RunningBot
+from tests.support.bot_harness import BotFactory, RunningBot, spark_pace
 from tests.support.fake_telegram import BotApiError
 from tests.support.telegram_driver import TgChat, TgUser
 
 # Slow enough that a group answer is still streaming when its first edit is due.
-SLOW_FRAMES = SimulatorOptions(frame_interval=0.05, chars_per_frame=12)
+SLOW_FRAMES = spark_pace(frame_interval=0.05, chars_per_frame=12)
 
 
 def _private(bot: RunningBot, language_code: str = "en") -> tuple[TgUser, TgChat]:
@@ -136,10 +135,11 @@ async def test_flood_control_mid_stream_waits_out_the_deadline(make_bot: BotFact
     group = bot.driver.group("Busy group")
     user = bot.driver.user()
     bot.fake.fail_next("editMessageText", BotApiError.too_many_requests(2), chat_id=group.id)
-    await bot.driver.send_command(group, user, "/ask@spark_test_bot [[long:900]] explain waves")
+    # Still streaming a group floor after the first message: the 429 meets an edit mid-stream.
+    await bot.driver.send_command(group, user, "/ask@spark_test_bot [[long:1800]] explain waves")
     stored = await bot.wait_stored(group.id, 1, timeout=20)
     answer = stored[-1].content
-    assert len(answer) == 900
+    assert len(answer) == 1800
     await bot.fake.wait_for(lambda: bot.fake.visible_texts(group.id) == [answer.strip()])
 
     (refused,) = [c for c in bot.fake.calls_to("editMessageText") if c.status == 429]
@@ -157,14 +157,16 @@ async def test_deleted_answer_message_ends_the_stream_quietly(
     bot = await make_bot(simulator_options=SLOW_FRAMES)
     group = bot.driver.group("Tidy group")
     user = bot.driver.user()
-    await bot.driver.send_command(group, user, "/ask@spark_test_bot [[long:1200]] go on")
+    # Long enough to be still streaming when the next edit, a group floor later, finds the
+    # message gone.
+    await bot.driver.send_command(group, user, "/ask@spark_test_bot [[long:3000]] go on")
     sent = await bot.fake.wait_for_call("sendMessage", chat_id=group.id)
     bot.fake.delete_message(group.id, int(sent.result["message_id"]))
 
     stored = await bot.wait_stored(group.id, 1, timeout=10)
     answer = stored[-1]
     assert answer.status in ("cancelled", "partial")
-    assert 0 < len(answer.content) < 1200
+    assert 0 < len(answer.content) < 3000
     (request,) = bot.spark.requests
     assert request.client_closed_early  # Spark was not kept writing for nobody
     assert any(c.error == "Bad Request: message to edit not found" for c in bot.fake.calls)

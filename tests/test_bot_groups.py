@@ -6,15 +6,23 @@ import itertools
 import re
 
 from bot.spark.simulator import SimulatorOptions
-from tests.support.bot_harness import BotFactory, RunningBot, spark_messages, spark_uid
+from tests.support.bot_harness import (
+    TIME_FACTOR,
+    BotFactory,
+    RunningBot,
+    spark_messages,
+    spark_pace,
+    spark_uid,
+)
 from tests.support.fake_telegram import RecordedCall
 from tests.support.telegram_driver import TgChat
 
 # Slow enough that a group answer is edited a few times under the 3 s group floor.
-SLOW_FRAMES = SimulatorOptions(frame_interval=0.05, chars_per_frame=12)
+SLOW_FRAMES = spark_pace(frame_interval=0.05, chars_per_frame=12)
 GROUP_FLOOR = 3.0
-# Call times are taken when a request reaches the fake, a few ms after the bot's own clock.
-CLOCK_SLACK = 0.05
+# Call times are taken when a request reaches the fake, a few ms of real time after the bot's
+# own clock read them: that many ms times TIME_FACTOR on the clock they share.
+CLOCK_SLACK = 0.05 * TIME_FACTOR
 
 
 def _answer_calls(bot: RunningBot, chat_id: int) -> list[RecordedCall]:
@@ -136,8 +144,11 @@ async def test_typing_shows_while_spark_is_slow_to_start(make_bot: BotFactory) -
     bot = await make_bot()
     group = bot.driver.group("Patience")
     user = bot.driver.user()
+    # Spark keeps real time: silent for 4 s of the bot's clock.
     await bot.driver.send_command(
-        group, user, "/ask@spark_test_bot [[slow-first:2]] [[answer:Done.]] think hard"
+        group,
+        user,
+        f"/ask@spark_test_bot [[slow-first:{4 / TIME_FACTOR}]] [[answer:Done.]] think hard",
     )
     await _answered(bot, group, 1)
     (typing, *_) = bot.fake.calls_to("sendChatAction", chat_id=group.id)

@@ -114,7 +114,7 @@ async def test_refused_formatting_falls_back_to_plain_text(make_bot: BotFactory)
 async def test_ten_thousand_character_answer_is_split_never_truncated(
     make_bot: BotFactory,
 ) -> None:
-    bot = await make_bot()
+    bot = await make_bot(simulator_options=FAST_LONG_ANSWERS)
     user = bot.driver.user()
     chat = bot.driver.private_chat(user)
     await bot.driver.send_text(chat, user, "[[long:10000]] write a lot")

@@ -125,7 +125,7 @@ async def test_an_update_delivered_again_after_a_restart_is_answered_once(
     await bot.close()  # the first bot is gone, its database engine closed
 
     # A new bot on the same database (and the same Telegram and Spark).
-    async with open_bot_runtime(bot.settings) as second:
+    async with open_bot_runtime(bot.settings, clock=bot.clock) as second:
         serving = asyncio.create_task(second.serve(), name="second bot")
         try:
             await bot.fake.wait_for_call("deleteWebhook", count=2)

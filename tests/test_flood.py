@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from bot.telegram.flood import FloodControl, FloodPolicy, retry_after_seconds
-from tests.support.fake_telegram_limits import ManualClock
+from tests.support.clocks import ManualClock
 
 PRIVATE, GROUP, OTHER_GROUP = 1, -100, -200
 
@@ -37,6 +37,21 @@ def test_a_private_chat_waits_its_interval_after_a_send(
     assert flood.delay(PRIVATE, is_group=False) == pytest.approx(0.6)
     clock.advance(0.6)
     assert flood.delay(PRIVATE, is_group=False) == 0.0
+
+
+def test_a_preview_leaves_the_next_slot_to_a_message_waiting_for_it(
+    flood: FloodControl, clock: ManualClock
+) -> None:
+    flood.record_send(PRIVATE, is_group=False)
+    with flood.waiting(PRIVATE):
+        assert flood.delay(PRIVATE, is_group=False) == pytest.approx(1.0)
+        assert flood.delay(PRIVATE, is_group=False, disposable=True) == pytest.approx(2.0)
+        clock.advance(1.0)
+        # The waiting one's turn: a preview still waits for the slot after it.
+        assert flood.delay(PRIVATE, is_group=False) == 0.0
+        assert flood.delay(PRIVATE, is_group=False, disposable=True) == pytest.approx(1.0)
+        assert flood.delay(GROUP, is_group=True, disposable=True) == 0.0  # other chats go on
+    assert flood.delay(PRIVATE, is_group=False, disposable=True) == 0.0
 
 
 def test_a_group_waits_the_longer_group_interval(flood: FloodControl, clock: ManualClock) -> None:

@@ -315,11 +315,10 @@ async def test_hang_marker_keeps_the_stream_open_until_the_client_leaves(
     spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     url = signed_url(spark_simulator, MAX)
-    async with http_session.ws_connect(url) as ws:
+    async with http_session.ws_connect(url, autoping=False) as ws:
         await ws.send_json(chat_request(spark_simulator, MAX, "[[hang-after:2]] hi"))
         frames = [await ws.receive_str(timeout=2) for _ in range(2)]
-        with pytest.raises(TimeoutError):
-            await ws.receive(timeout=0.3)
+        await _says_nothing_more(spark_simulator, ws)
         assert spark_simulator.open_streams == 1
         assert spark_simulator.requests[-1].hung
     assert [json.loads(frame)["header"]["status"] for frame in frames] == [0, 1]
@@ -329,10 +328,9 @@ async def test_hang_marker_keeps_the_stream_open_until_the_client_leaves(
 async def test_hang_marker_sends_nothing(
     spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
 ) -> None:
-    async with http_session.ws_connect(signed_url(spark_simulator, MAX)) as ws:
+    async with http_session.ws_connect(signed_url(spark_simulator, MAX), autoping=False) as ws:
         await ws.send_json(chat_request(spark_simulator, MAX, "[[hang]]"))
-        with pytest.raises(TimeoutError):
-            await ws.receive(timeout=0.3)
+        await _says_nothing_more(spark_simulator, ws)
     await _until(lambda: spark_simulator.open_streams == 0)
     assert spark_simulator.requests[-1].frames_sent == 0
 
@@ -444,10 +442,9 @@ async def test_injected_hang(
     spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
 ) -> None:
     spark_simulator.inject("hang")
-    async with http_session.ws_connect(signed_url(spark_simulator, MAX)) as ws:
+    async with http_session.ws_connect(signed_url(spark_simulator, MAX), autoping=False) as ws:
         await ws.send_json(chat_request(spark_simulator, MAX, "hi"))
-        with pytest.raises(TimeoutError):
-            await ws.receive(timeout=0.3)
+        await _says_nothing_more(spark_simulator, ws)
     result = await ask(http_session, spark_simulator, "hi")
     assert result.text == answer_text("hi", MAX)
 
@@ -481,11 +478,12 @@ async def test_client_leaving_mid_stream_ends_it(
         await ws.send_json(chat_request(simulator, MAX, "[[long:4000]]"))
         for _ in range(2):
             await ws.receive_str(timeout=2)
-        started = time.monotonic()
-    assert time.monotonic() - started < 1.0  # the server answered our close promptly
+    # The server answered our close (a close never answered ends 1006, abnormal)...
+    assert (ws.close_code, ws.exception()) == (aiohttp.WSCloseCode.OK, None)
     await _until(lambda: simulator.open_streams == 0)
     record = simulator.requests[-1]
     assert record.client_closed_early
+    # ... and stopped writing within a few frames of it.
     assert 2 <= record.frames_sent < 10
 
 
@@ -546,18 +544,18 @@ async def test_stop_closes_open_streams_going_away(
     await paced.receive_str(timeout=2)
     assert simulator.open_streams == 2
 
-    async def drain(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMsgType:
+    async def drain(ws: aiohttp.ClientWebSocketResponse) -> tuple[aiohttp.WSMsgType, object]:
         message = await ws.receive(timeout=2)
         while message.type is aiohttp.WSMsgType.TEXT:
             message = await ws.receive(timeout=2)
-        return message.type
+        return message.type, message.data
 
     readers = [asyncio.create_task(drain(ws)) for ws in (hung, paced)]
-    started = time.monotonic()
     await simulator.stop()
-    assert time.monotonic() - started < 1.0
     assert simulator.open_streams == 0
-    assert await asyncio.gather(*readers) == [aiohttp.WSMsgType.CLOSE] * 2
+    # Both closed by the server as it went (1001), the hung one too: nothing waited it out.
+    going_away = (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY)
+    assert await asyncio.gather(*readers) == [going_away] * 2
     for ws in (hung, paced):
         assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
         await ws.close()
@@ -599,6 +597,17 @@ async def test_max_recorded_bounds_the_history(
     assert simulator.answer_for_sid(results[-1].sid) == answer_text("q4", MAX)
     with pytest.raises(KeyError):
         simulator.answer_for_sid(results[0].sid)
+
+
+async def _says_nothing_more(
+    simulator: SparkSimulator, ws: aiohttp.ClientWebSocketResponse
+) -> None:
+    """Once the stream has hung, a ping is the sentinel: the server answers it on the same
+    connection, so anything it sent before would arrive before the pong."""
+    await _until(lambda: simulator.requests[-1].hung)
+    await ws.ping(b"sentinel")
+    message = await ws.receive(timeout=2)
+    assert (message.type, message.data) == (aiohttp.WSMsgType.PONG, b"sentinel")
 
 
 async def _until(condition: Any, limit: float = 3.0) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -95,12 +94,9 @@ async def test_hundreds_of_concurrent_turn_writes_on_one_sqlite_file(
     sqlite_database: Database,
 ) -> None:
     chat_ids = list(range(1, TURNS + 1))
-    started = time.perf_counter()
     ids = await asyncio.gather(*(_turn_write(sqlite_database, c) for c in chat_ids))
-    elapsed = time.perf_counter() - started
     assert len(set(ids)) == TURNS
     await _assert_stored(sqlite_database, chat_ids)
-    assert elapsed < 30
 
 
 async def test_two_engines_on_one_sqlite_file_wait_instead_of_failing(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """A draft stays on screen while Spark is silent: the answer re-sends it before Telegram's ~30 s
-expiry. TelegramAnswer against the Bot API fake over real HTTP, with a short refresh interval."""
+expiry. TelegramAnswer against the Bot API fake over real HTTP, with the production refresh
+interval, on one clock shared with the fake that runs faster than real time; the call times
+compared below are on that clock."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 from telegram import Bot
@@ -12,45 +13,73 @@ from bot.service.events import Finished, TextDelta
 from bot.telegram.flood import FloodControl
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamTuning, TelegramAnswer
 from storage.dto import MessageStatus
-from tests.support.fake_telegram import FakeTelegram
+from tests.support.clocks import ScaledClock
+from tests.support.fake_telegram import DRAFT_TTL, DraftFrame
 from tests.support.telegram_driver import TelegramDriver
+from tests.support.telegram_fixtures import FakeFactory, bot_for
 
-REFRESH = 1.5  # above the bot's own 1 s private-chat floor, so each refresh is due, not deferred
+REFRESH = StreamTuning().draft_refresh  # 20 s, due well before the draft's 30 s on screen
+# A refresh every 20 s passes in a second; a draft that went missing for 10 s (half a second
+# of real time) would still be caught.
+FACTOR = 20.0
+WAIT = 10.0  # real seconds: a few refresh intervals and then some
+
+
+def _gaps(frames: list[DraftFrame]) -> list[float]:
+    return [later.at - earlier.at for earlier, later in itertools.pairwise(frames)]
+
+
+def _silent_answer(bot: Bot, flood: FloodControl, chat_id: int, draft_id: int) -> TelegramAnswer:
+    return TelegramAnswer(
+        bot,
+        flood,
+        ChatTarget(chat_id=chat_id, is_group=False, thread_id=None, reply_to_message_id=None),
+        mode="draft",
+        drafts=DraftSupport(),
+        draft_id=draft_id,
+    )
 
 
 async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
-    fake_telegram: FakeTelegram, telegram_driver: TelegramDriver, ptb_bot: Bot
+    make_fake_telegram: FakeFactory,
 ) -> None:
-    chat = telegram_driver.private_chat(telegram_driver.user())
-    answer = TelegramAnswer(
-        ptb_bot,
-        FloodControl(),
-        ChatTarget(chat_id=chat.id, is_group=False, thread_id=None, reply_to_message_id=None),
-        mode="draft",
-        drafts=DraftSupport(),
-        draft_id=7,
-        tuning=StreamTuning(draft_refresh=REFRESH),
-    )
-    await answer.start()
-    await asyncio.sleep(REFRESH * 2 + 0.75)  # Spark says nothing for a while
-    thinking = fake_telegram.drafts(chat.id)
-    assert [d.text for d in thinking] == ["", "", ""]  # "Thinking…", then two refreshes
-    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(thinking)]
-    assert all(REFRESH - 0.05 < gap < REFRESH * 1.5 for gap in gaps), gaps  # due, never early
+    clock = ScaledClock(FACTOR)
+    fake = await make_fake_telegram(clock=clock.now)
+    driver = TelegramDriver(fake)
+    chat = driver.private_chat(driver.user())
+    flood = FloodControl(clock=clock)
+    async with bot_for(fake) as bot:
+        answer = _silent_answer(bot, flood, chat.id, draft_id=7)
+        await answer.start()
+        # Spark says nothing for a while: "Thinking…", then two refreshes.
+        await fake.wait_for(lambda: len(fake.drafts(chat.id)) >= 3, WAIT)
+        thinking = fake.drafts(chat.id)
+        assert [d.text for d in thinking] == ["", "", ""]
+        # Each refresh is due (never early) and comes while the one before is still on screen.
+        assert all(REFRESH <= gap < DRAFT_TTL for gap in _gaps(thinking)), _gaps(thinking)
 
-    answer.event(TextDelta("The first words"))
-    await fake_telegram.wait_for(lambda: fake_telegram.current_draft(chat.id) == "The first words")
-    await asyncio.sleep(REFRESH + 0.75)  # silent again: the text so far is re-sent, not lost
-    texts = [d.text for d in fake_telegram.drafts(chat.id)]
-    assert texts[3:] == ["The first words", "The first words"]
+        answer.event(TextDelta("The first words"))
+        await fake.wait_for(lambda: fake.current_draft(chat.id) == "The first words")
+        # Silent again: the text so far is re-sent, not lost.
+        await fake.wait_for(lambda: len(fake.drafts(chat.id)) >= 5, WAIT)
+        texts = [d.text for d in fake.drafts(chat.id)]
+        assert texts[3:] == ["The first words", "The first words"]
+        shown = fake.drafts(chat.id)[3:]
+        assert all(REFRESH <= gap < DRAFT_TTL for gap in _gaps(shown)), _gaps(shown)
 
-    delivery = await answer.finish(
-        Finished("The first words, and the rest.", MessageStatus.COMPLETE)
-    )
-    assert delivery.complete
-    assert fake_telegram.visible_texts(chat.id) == ["The first words, and the rest."]
-    assert fake_telegram.current_draft(chat.id) is None
-    count = len(fake_telegram.drafts(chat.id))
-    await asyncio.sleep(REFRESH + 0.2)
-    assert len(fake_telegram.drafts(chat.id)) == count  # no refresh after the answer landed
-    assert fake_telegram.violations == []
+        delivery = await answer.finish(
+            Finished("The first words, and the rest.", MessageStatus.COMPLETE)
+        )
+        assert delivery.complete
+        assert fake.visible_texts(chat.id) == ["The first words, and the rest."]
+        assert fake.current_draft(chat.id) is None
+        count = len(fake.drafts(chat.id))
+
+        # The sentinel: a next silent answer in the chat, until its "Thinking…" is refreshed.
+        # A refresh of the first answer would have been due before that one.
+        sentinel = _silent_answer(bot, flood, chat.id, draft_id=8)
+        await sentinel.start()
+        await fake.wait_for(lambda: sum(d.draft_id == 8 for d in fake.drafts(chat.id)) >= 2, WAIT)
+        await sentinel.aclose()
+    assert [d.draft_id for d in fake.drafts(chat.id)[count:]] == [8, 8]
+    assert fake.violations == []

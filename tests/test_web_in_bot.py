@@ -85,7 +85,9 @@ async def bot(tmp_path: Path) -> AsyncIterator[BotWithApi]:
             limits={"daily_token_quota": 300},
             http_api={"enabled": True},
         )
-        runtime = await stack.enter_async_context(open_bot_runtime(settings, build_gateway))
+        runtime = await stack.enter_async_context(
+            open_bot_runtime(settings, web_routes=build_gateway)
+        )
         task = asyncio.create_task(runtime.serve())
         await fake.wait_for_call("deleteWebhook")  # polling: updates flow from now on
         try:

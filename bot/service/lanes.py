@@ -7,7 +7,8 @@ lane per conversation. A lane's worker writes one answer at a time; later questi
 turn. Every worker task is owned here, and
   :meth:`AnswerLanes.shutdown` gives running answers a grace period, then cancels them so they
   can finish with a visible "interrupted" note; questions still waiting get their ``on_drop``
-  (a note to the user) instead of silence.
+  (a note to the user) instead of silence. Those waits are on the lanes' clock
+  (:mod:`bot.service.clock`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Hashable
 from dataclasses import dataclass, field
+
+from bot.service.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ class _Lane:
 class AnswerLanes:
     """One answer at a time per conversation key; FIFO within a key; parallel across keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._lanes: dict[Hashable, _Lane] = {}
         self._closing = False
 
@@ -116,12 +120,14 @@ class AnswerLanes:
         for lane in self._lanes.values():
             lane.jobs.clear()
         running = [lane.running for lane in self._lanes.values() if lane.running is not None]
-        pending: set[asyncio.Task[None]] = set()
+        pending: list[asyncio.Task[None]] = []
         if running:
-            _, pending = await asyncio.wait(running, timeout=grace)
+            await _wait_within(self._clock, running, grace)
+            pending = [task for task in running if not task.done()]
             for task in pending:
                 task.cancel()
         await _finish_within(
+            self._clock,
             [*pending, *drops],
             note_timeout,
             "an interrupted answer or a dropped question did not finish its note in time",
@@ -134,11 +140,23 @@ class AnswerLanes:
                 await worker
 
 
-async def _finish_within(tasks: Collection[asyncio.Task[None]], seconds: float, late: str) -> None:
+async def _wait_within(
+    clock: Clock, tasks: Collection[asyncio.Task[None]], seconds: float
+) -> None:
+    """Wait up to ``seconds`` for every one of ``tasks`` to end; cancels none of them."""
+    with contextlib.suppress(TimeoutError):
+        async with clock.timeout(seconds):
+            await asyncio.wait(tasks)
+
+
+async def _finish_within(
+    clock: Clock, tasks: Collection[asyncio.Task[None]], seconds: float, late: str
+) -> None:
     """Wait up to ``seconds`` for ``tasks``; cancel (and log ``late`` for) any still running."""
     if not tasks:
         return
-    _, stuck = await asyncio.wait(tasks, timeout=seconds)
+    await _wait_within(clock, tasks, seconds)
+    stuck = [task for task in tasks if not task.done()]
     for task in stuck:
         log.warning(late)
         task.cancel()

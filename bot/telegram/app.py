@@ -37,6 +37,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Settings
+from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.conversation import ConversationService
 from bot.service.lanes import AnswerLanes
 from bot.service.limits import UsageLimits
@@ -239,7 +240,10 @@ class BotRuntime:
 
 @asynccontextmanager
 async def open_bot_runtime(
-    settings: Settings, web_routes: WebRoutesFactory | None = None
+    settings: Settings,
+    *,
+    web_routes: WebRoutesFactory | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[BotRuntime]:
     """Build every part of the bot, in order, and close them in reverse on the way out.
 
@@ -247,6 +251,8 @@ async def open_bot_runtime(
     python-telegram-bot Application; the database is migrated and answers a crash left
     streaming are marked partial before the first update is taken. With
     ``HTTP_API_ENABLED``, ``web_routes`` builds the HTTP API served beside Telegram.
+    ``clock`` is what send budgets, lane shutdowns and rate windows count and wait on
+    (:mod:`bot.service.clock`).
     """
     token = settings.telegram.token
     if not token:
@@ -266,7 +272,9 @@ async def open_bot_runtime(
             database = create_database(settings.database.url)
         stack.push_async_callback(database.dispose)
         spark = SparkClient(session, settings.spark.client_options())
-        limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
+        limits = UsageLimits(
+            database, settings.limits, admin_user_ids=telegram.admin_user_ids, monotonic=clock.now
+        )
         service = ConversationService(
             database=database,
             spark=spark,
@@ -287,8 +295,8 @@ async def open_bot_runtime(
             await application.initialize()  # getMe: the token and the Bot API's address
         stack.push_async_callback(application.shutdown)
 
-        lanes = AnswerLanes()
-        flood = FloodControl()
+        lanes = AnswerLanes(clock)
+        flood = FloodControl(clock=clock)
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
         access = AccessPolicy(
             allowed_user_ids=telegram.allowed_user_ids,
@@ -357,7 +365,7 @@ async def run(settings: Settings, web_routes: WebRoutesFactory | None = None) ->
         print(SETUP_HINT, file=sys.stderr)
         return 2
     settings.spark.require_credentials()
-    async with open_bot_runtime(settings, web_routes) as runtime:
+    async with open_bot_runtime(settings, web_routes=web_routes) as runtime:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):

@@ -3,12 +3,12 @@
 A reply asks :class:`~bot.telegram.flood.FloodControl` for its turn like an answer does, and asks
 again after every wait: a streaming answer may have taken the slot meanwhile, and a reply sent on a
 stale answer meets a 429. A 429 is recorded and waited out; a network failure is tried again. A
-reply gives up only when the chat is held longer than ``max_wait``, and says so in the log.
+reply gives up only when the chat is held longer than ``max_wait``, and says so in the log. Waits
+are on the flood control's clock, the one its budgets are counted in.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -24,8 +24,6 @@ REPLY_MAX_WAIT = 10.0
 NETWORK_ATTEMPTS = 3
 NETWORK_RETRY_DELAY = 1.0
 
-Sleep = Callable[[float], Awaitable[None]]
-
 
 async def send_budgeted(
     flood: FloodControl,
@@ -34,9 +32,9 @@ async def send_budgeted(
     *,
     is_group: bool,
     max_wait: float = REPLY_MAX_WAIT,
-    sleep: Sleep = asyncio.sleep,
 ) -> bool:
     """Send one reply when the chat's budget allows; True when Telegram took it."""
+    sleep = flood.clock.sleep
     give_up_at = flood.now() + max_wait
     failures = 0
     while True:
@@ -49,8 +47,9 @@ async def send_budgeted(
                     delay,
                 )
                 return False
-            await sleep(delay)
-            continue  # ask again: someone else may have used the slot meanwhile
+            with flood.waiting(chat_id):  # previews leave this reply the next slot
+                await sleep(delay)
+            continue  # ask again: another reply may have used the slot meanwhile
         flood.record_send(chat_id, is_group=is_group)
         try:
             await send()

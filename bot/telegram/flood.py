@@ -4,18 +4,22 @@ Telegram enforces (telegram-notes.md): about one message per second per chat, 20
 group, 30 per second for the whole bot, and answers 429 with ``retry_after`` when a budget is
 overdrawn. Edits count like sends. This module answers one question for a stream about to send
 something: how long must it wait? It never sleeps itself, so the Spark read loop is never held
-up by Telegram; the stream renderer does the waiting in its own task.
+up by Telegram; the stream renderer does the waiting in its own task. A message that must go (a
+reply, a final text) marks itself :meth:`FloodControl.waiting`; disposable ones (previews, which
+the next one replaces) then leave it the chat's next slot, however their timers fall. Waits use
+:attr:`FloodControl.clock`, the clock the budgets are counted in, so a wait ends when the budget
+allows, in production and in tests that run time faster alike.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-Clock = Callable[[], float]
+from bot.service.clock import SYSTEM_CLOCK, Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +53,16 @@ def retry_after_seconds(value: int | float | timedelta) -> float:
 class FloodControl:
     """Per-chat floors and 429 deadlines, per-group minute budget, global second budget."""
 
-    def __init__(self, policy: FloodPolicy | None = None, clock: Clock = time.monotonic) -> None:
+    def __init__(self, policy: FloodPolicy | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.policy = policy or FloodPolicy()
-        self._clock = clock
+        self.clock = clock
         self._chats: dict[int, _ChatBudget] = {}
         self._global: deque[float] = deque()
-        self._next_sweep = clock() + self.policy.sweep_every
+        self._waiting: dict[int, int] = {}  # chat_id: messages that must go, waiting for it
+        self._next_sweep = clock.now() + self.policy.sweep_every
 
     def now(self) -> float:
-        return self._clock()
+        return self.clock.now()
 
     def _chat(self, chat_id: int) -> _ChatBudget:
         budget = self._chats.get(chat_id)
@@ -65,9 +70,12 @@ class FloodControl:
             budget = self._chats[chat_id] = _ChatBudget()
         return budget
 
-    def delay(self, chat_id: int, *, is_group: bool) -> float:
-        """Seconds to wait before the next message or edit to ``chat_id`` (0 = go now)."""
-        now = self._clock()
+    def delay(self, chat_id: int, *, is_group: bool, disposable: bool = False) -> float:
+        """Seconds to wait before the next message or edit to ``chat_id`` (0 = go now).
+
+        A ``disposable`` one also waits one more interval while a message that must go is
+        :meth:`waiting` for the chat: that one takes the next slot."""
+        now = self.clock.now()
         budget = self._chat(chat_id)
         interval = self.policy.group_interval if is_group else self.policy.private_interval
         ready = max(budget.not_before, budget.last_sent + interval)
@@ -78,14 +86,28 @@ class FloodControl:
         _expire(self._global, now - 1.0)
         if len(self._global) >= self.policy.global_per_second:
             ready = max(ready, self._global[0] + 1.0)
+        if disposable and chat_id in self._waiting:
+            ready = max(ready, now) + interval
         return max(0.0, ready - now)
 
+    @contextmanager
+    def waiting(self, chat_id: int) -> Iterator[None]:
+        """A message that must go waits for ``chat_id``'s budget meanwhile."""
+        self._waiting[chat_id] = self._waiting.get(chat_id, 0) + 1
+        try:
+            yield
+        finally:
+            if self._waiting[chat_id] > 1:
+                self._waiting[chat_id] -= 1
+            else:
+                del self._waiting[chat_id]
+
     def deadline(self, chat_id: int) -> float:
-        """The chat's 429 deadline (monotonic clock), or -inf when there is none."""
+        """The chat's 429 deadline (on :attr:`clock`), or -inf when there is none."""
         return self._chat(chat_id).not_before
 
     def record_send(self, chat_id: int, *, is_group: bool) -> None:
-        now = self._clock()
+        now = self.clock.now()
         budget = self._chat(chat_id)
         budget.last_sent = now
         if is_group:
@@ -103,14 +125,14 @@ class FloodControl:
     def record_retry_after(self, chat_id: int, retry_after: int | float | timedelta) -> float:
         """Telegram said 429: nothing goes to this chat before the returned deadline."""
         budget = self._chat(chat_id)
-        deadline = self._clock() + retry_after_seconds(retry_after)
+        deadline = self.clock.now() + retry_after_seconds(retry_after)
         budget.not_before = max(budget.not_before, deadline)
         return budget.not_before
 
     def forget_idle(self, older_than: float | None = None) -> int:
         """Drop budgets of chats quiet for ``older_than`` seconds (default: the policy's
         ``idle_after``); a chat under a 429 deadline is kept until it has passed."""
-        cutoff = self._clock() - (self.policy.idle_after if older_than is None else older_than)
+        cutoff = self.clock.now() - (self.policy.idle_after if older_than is None else older_than)
         idle = [
             chat_id
             for chat_id, budget in self._chats.items()

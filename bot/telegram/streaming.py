@@ -6,7 +6,8 @@ never held up by Telegram. Reasoning is previewed (its tail, marked 💭) until 
 begins. The pump shows the newest text when the chat's budget allows (:mod:`bot.telegram.flood`)
 and it has grown enough to be worth an update; intermediate texts in between are simply skipped.
 :meth:`TelegramAnswer.finish` renders the final Markdown into entities and always lands, waiting
-out any 429 deadline first.
+out any 429 deadline first. Every wait (budgets, typing, draft refreshes) is on the flood control's
+clock (:mod:`bot.service.clock`).
 
 Two ways to show a growing answer:
 - ``draft`` (private chats): ``sendMessageDraft`` animates a preview, starting empty so the
@@ -39,6 +40,7 @@ from telegram.error import (
     TelegramError,
 )
 
+from bot.service.clock import Clock
 from bot.service.conversation import with_sources
 from bot.service.events import (
     Delivery,
@@ -59,7 +61,6 @@ from bot.telegram.textsplit import TELEGRAM_TEXT_LIMIT, split_text, utf16_len
 log = logging.getLogger(__name__)
 
 StreamMode = Literal["draft", "edit"]
-Sleep = Callable[[float], Awaitable[None]]
 
 T = TypeVar("T")
 
@@ -147,7 +148,6 @@ class TelegramAnswer:
         drafts: DraftSupport,
         draft_id: int,
         tuning: StreamTuning | None = None,
-        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._bot = bot
         self._flood = flood
@@ -156,7 +156,7 @@ class TelegramAnswer:
         self._drafts = drafts
         self._draft_id = draft_id
         self._tuning = tuning or StreamTuning()
-        self._sleep = sleep
+        self._clock: Clock = flood.clock
         self._answer = ""
         self._reasoning = ""
         self._latest = ""
@@ -286,29 +286,27 @@ class TelegramAnswer:
                     ChatAction.TYPING,
                     message_thread_id=self._target.thread_id,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._first_text.wait(), self._tuning.typing_interval)
+            await self._wait(self._first_text, self._tuning.typing_interval)
 
     async def _refresh_drafts(self) -> None:
         interval = self._tuning.draft_refresh
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         while not self._finishing.is_set():
             # Nothing on screen yet (the first draft failed or was deferred): try again soon.
             due = (
                 self._draft_sent_at + interval
                 if self._draft_sent_at is not None
-                else loop.time() + self._tuning.network_retry_delay
+                else clock.now() + self._tuning.network_retry_delay
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finishing.wait(), max(0.0, due - loop.time()))
+            await self._wait(self._finishing, max(0.0, due - clock.now()))
             if self._finishing.is_set() or self._mode != "draft" or self._gone:
                 return
-            if self._draft_sent_at is not None and loop.time() - self._draft_sent_at < interval:
+            if self._draft_sent_at is not None and clock.now() - self._draft_sent_at < interval:
                 continue  # the pump showed something newer meanwhile
             try:
                 await self._send_draft(self._draft_text, refresh=self._draft_sent_at is not None)
             except (_Deferred, NetworkError):
-                await asyncio.sleep(min(1.0, interval))  # the next round tries again
+                await clock.sleep(min(1.0, interval))  # the next round tries again
             except _DraftsRefused:
                 return  # the pump falls back to edits on its next update
             except _Gone:
@@ -321,10 +319,11 @@ class TelegramAnswer:
             self._changed.clear()
             if self._finishing.is_set():
                 return
-            delay = self._flood.delay(self._target.chat_id, is_group=self._target.is_group)
+            delay = self._flood.delay(
+                self._target.chat_id, is_group=self._target.is_group, disposable=True
+            )
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finishing.wait(), delay)
+                await self._wait(self._finishing, delay)
                 if self._finishing.is_set():
                     return
             text = self._latest
@@ -343,6 +342,12 @@ class TelegramAnswer:
             except TelegramError as exc:
                 # A preview is disposable: the next one (or the final text) carries it all.
                 log.warning("chat %s: preview update failed: %s", self._target.chat_id, exc)
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait until ``event`` is set, at most ``seconds`` on the clock."""
+        with contextlib.suppress(TimeoutError):
+            async with self._clock.timeout(seconds):
+                await event.wait()
 
     def _worth(self, text: str) -> int:
         # The first text shows at once; later ones need some growth, except when a part fills
@@ -398,7 +403,7 @@ class TelegramAnswer:
                 # A Bot API server without drafts answers 404, which ptb raises as InvalidToken.
                 raise _DraftsRefused from exc
             self._draft_text = text
-            self._draft_sent_at = asyncio.get_running_loop().time()
+            self._draft_sent_at = self._clock.now()
 
     # -- final --------------------------------------------------------------------------------
 
@@ -471,11 +476,12 @@ class TelegramAnswer:
         chat_id, is_group = self._target.chat_id, self._target.is_group
         failures = 0
         while True:
-            delay = self._flood.delay(chat_id, is_group=is_group)
+            delay = self._flood.delay(chat_id, is_group=is_group, disposable=not final)
             if delay > 0:
                 if not final:
                     raise _Deferred
-                await self._sleep(delay)
+                with self._flood.waiting(chat_id):  # previews leave the final the next slot
+                    await self._clock.sleep(delay)
                 continue
             self._flood.record_send(chat_id, is_group=is_group)
             try:
@@ -502,7 +508,7 @@ class TelegramAnswer:
                 failures += 1
                 if not final or failures >= self._tuning.final_attempts:
                     raise
-                await self._sleep(self._tuning.network_retry_delay * failures)
+                await self._clock.sleep(self._tuning.network_retry_delay * failures)
 
 
 def _reasoning_preview(reasoning: str) -> str:

@@ -5,6 +5,12 @@
 gracefully at teardown. Tests talk to it as users (``bot.driver``) and assert on what users see
 (``bot.fake``), what Spark was asked (``bot.spark.requests``) and what was stored
 (``await bot.stored(chat_id)``).
+
+The bot and the fake share one clock (``bot.clock``), by default a :class:`ScaledClock` running
+:data:`TIME_FACTOR` times faster than real time: every Telegram budget is kept by the bot and
+checked by the fake as in production, in seconds that pass sooner. The fake's call times
+(``RecordedCall.at``) are on that clock. Spark's simulator and the database keep real time;
+:func:`spark_pace` gives the simulator a pace in the bot's seconds.
 """
 
 from __future__ import annotations
@@ -24,14 +30,27 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import Settings, load_settings
+from bot.service.clock import Clock
 from bot.spark.simulator import Credentials, RecordedRequest, SimulatorOptions, SparkSimulator
 from bot.telegram.app import BotRuntime, open_bot_runtime
 from storage.database import Database, create_database
 from storage.dto import StoredMessage
 from storage.models import Conversation, UsageRecord
+from tests.support.clocks import ScaledClock
 from tests.support.fake_telegram import FakeTelegram, FloodLimits
 from tests.support.fake_telegram_errors import JsonDict
 from tests.support.telegram_driver import TelegramDriver
+
+# How much faster than real time a bot under test lives: its 3 s group floor passes in 0.3 s.
+TIME_FACTOR = 10.0
+
+
+def spark_pace(frame_interval: float, chars_per_frame: int) -> SimulatorOptions:
+    """Spark writing ``chars_per_frame`` characters every ``frame_interval`` seconds of the bot's
+    clock: an answer lasts as long next to Telegram's budgets as it would in production."""
+    return SimulatorOptions(
+        frame_interval=frame_interval / TIME_FACTOR, chars_per_frame=chars_per_frame
+    )
 
 
 async def stored_messages(database: Database, chat_id: int) -> list[StoredMessage]:
@@ -83,6 +102,7 @@ class RunningBot:
     task: asyncio.Task[None]
     database: Database
     closing: contextlib.AsyncExitStack
+    clock: Clock  # the bot's and the fake's: pass it on to a runtime opened beside this one
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def stored(self, chat_id: int) -> list[StoredMessage]:
@@ -237,6 +257,7 @@ class BotFactory(Protocol):
         simulator_options: SimulatorOptions | None = None,
         fake_options: dict[str, Any] | None = None,
         database_url: str | None = None,
+        clock: Clock | None = None,
     ) -> RunningBot: ...
 
 
@@ -253,9 +274,11 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
         simulator_options: SimulatorOptions | None = None,
         fake_options: dict[str, Any] | None = None,
         database_url: str | None = None,
+        clock: Clock | None = None,
     ) -> RunningBot:
+        clock = clock or ScaledClock(TIME_FACTOR)
         fake = await resources.enter_async_context(
-            FakeTelegram(limits=limits, **(fake_options or {}))
+            FakeTelegram(limits=limits, clock=clock.now, **(fake_options or {}))
         )
         credentials = Credentials.demo()
         simulator = await resources.enter_async_context(
@@ -287,12 +310,20 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
         )
         closing = contextlib.AsyncExitStack()
         resources.push_async_exit(closing)
-        runtime = await closing.enter_async_context(open_bot_runtime(settings))
+        runtime = await closing.enter_async_context(open_bot_runtime(settings, clock=clock))
         task = asyncio.create_task(runtime.serve(), name="bot")
         database = create_database(database_url)
         resources.push_async_callback(database.dispose)
         bot = RunningBot(
-            fake, TelegramDriver(fake), simulator, settings, runtime, task, database, closing
+            fake,
+            TelegramDriver(fake),
+            simulator,
+            settings,
+            runtime,
+            task,
+            database,
+            closing,
+            clock,
         )
         running.append(bot)
         if settings.telegram.webhook_url:

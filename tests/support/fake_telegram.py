@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tests.support.clocks import ManualClock
 from tests.support.fake_telegram_bot_methods import BOT_METHODS, commands_key
 from tests.support.fake_telegram_call import ApiCall, Handler
 from tests.support.fake_telegram_errors import BotApiError, FaultScript, JsonDict
@@ -27,7 +28,6 @@ from tests.support.fake_telegram_limits import (
     FloodKind,
     FloodLimits,
     FloodViolation,
-    ManualClock,
 )
 from tests.support.fake_telegram_messages import MESSAGE_METHODS
 from tests.support.fake_telegram_state import (
@@ -42,6 +42,7 @@ from tests.support.fake_telegram_state import (
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "DRAFT_TTL",
     "BotApiError",
     "DraftFrame",
     "FakeTelegram",
@@ -288,6 +289,10 @@ class FakeTelegram:
         self._notify()
         return update
 
+    def delivered_at(self, update_id: int) -> float | None:
+        """When getUpdates first handed update ``update_id`` to the bot (on the fake's clock)."""
+        return self.state.delivered_at.get(update_id)
+
     def redeliver(self, update_id: int) -> JsonDict:
         """Deliver update `update_id` once more, with the next getUpdates whatever its offset,
         as Telegram does when it never learnt that the bot got it."""
@@ -438,6 +443,9 @@ class FakeTelegram:
                     )
                 pending = self.state.updates_to_deliver(max(offset, 0), limit)
                 if pending or loop.time() >= deadline:
+                    handed_out = self.clock()
+                    for update in pending:
+                        self.state.delivered_at.setdefault(int(update["update_id"]), handed_out)
                     return pending
                 await self._changed_within(deadline - loop.time())
         finally:

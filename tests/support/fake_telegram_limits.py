@@ -22,21 +22,6 @@ Clock = Callable[[], float]
 FloodKind = Literal["message", "draft"]
 
 
-class ManualClock:
-    """A clock tests move by hand, so minute-long budgets are tested in milliseconds."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self._now = start
-
-    def __call__(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError(f"a clock cannot go back ({seconds} s)")
-        self._now += seconds
-
-
 @dataclass(frozen=True, slots=True)
 class FloodLimits:
     """Request budgets; a per-second rate with a burst capacity, or a count per window."""

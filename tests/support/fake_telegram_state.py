@@ -209,6 +209,7 @@ class FakeState:
         # Every update ever queued, by id, and those to deliver again (see FakeTelegram.redeliver).
         self.sent_updates: dict[int, JsonDict] = {}
         self.redeliveries: list[JsonDict] = []
+        self.delivered_at: dict[int, float] = {}  # update_id: when getUpdates first handed it out
         self.callback_queries: dict[str, JsonDict] = {}
         self.callback_answers: dict[str, JsonDict] = {}
         self.commands: dict[tuple[str, str], list[JsonDict]] = {}
