@@ -204,8 +204,9 @@ async def test_shutdown_under_a_long_429_stays_within_its_grace_and_stores_the_a
         timeout=20,
     )
     process.signal(signal.SIGTERM)
-    # Grace (1 s) plus the fixed shutdown margin: nowhere near the chat's 25 s deadline.
-    assert await process.wait(timeout=6) == 0
+    # Grace (1 s) plus the fixed 3 s margin, and the interpreter's own exit: nowhere near the
+    # chat's 25 s deadline. The bound leaves room for a machine busy with other tests.
+    assert await process.wait(timeout=12) == 0
 
     (answer,) = await _answers(database_url, group.id)
     assert answer.status == "partial"  # marked before exit, not at the next start
