@@ -8,9 +8,8 @@ when TEST_DATABASE_URL or --postgres-url names one) it
    printing how long the load took;
 2. builds the prompt context for ``--samples`` turns in random chats, the way the conversation
    service does before calling Spark: the chat row and the history within the Spark Lite
-   budget for the chat's open conversation (``Database.turns.prompt_context``), and prints
-   p50 / p95 / max; then the same through the Core repositories (chat, open conversation,
-   ``load_context`` in one read-only unit), for comparison;
+   budget for the chat's open conversation (``bot.service.budget.load_prompt``: one read of
+   ``Database.turns.prompt_history``), and prints p50 / p95 / max;
 3. offers turn writes at ``--rate`` per second for ``--seconds`` seconds (open loop, every
    turn its own task), each as the service makes them with ``Database.turns``: the question
    (with its Telegram link), the streaming answer row, then the final answer with its
@@ -62,20 +61,21 @@ from urllib.parse import quote  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncConnection  # noqa: E402
 
+from bot.service.budget import CALIBRATION, PromptSettings, load_prompt  # noqa: E402
 from bot.spark.models import get_model  # noqa: E402
 from bot.spark.tokens import estimate_text_tokens  # noqa: E402
-from bot.spark.types import Usage  # noqa: E402
 from storage.arrival import arrive  # noqa: E402
-from storage.context import load_context  # noqa: E402
 from storage.database import Database, create_database, create_engine, normalise_url  # noqa: E402
-from storage.dto import ChatInfo, ConversationInfo, MessageStatus  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
-from storage.repositories.turns import (  # noqa: E402
-    Arrival,
+from storage.dto import (  # noqa: E402
     Calibration,
+    ChatInfo,
+    ConversationInfo,
     LedgerEntry,
-    PromptSettings,
+    MessageStatus,
+    TokenUsage,
 )
+from storage.migrate import upgrade  # noqa: E402
+from storage.repositories.turns import Arrival  # noqa: E402
 
 MODEL = get_model("lite")
 BATCH = 20_000
@@ -138,7 +138,6 @@ class Figures:
     chats: int
     context_ms: list[float]
     pairs_included: float
-    core_context_ms: list[float]
     offered_rate: float
     achieved_rate: float
     write_ms: list[float]
@@ -277,6 +276,7 @@ async def bulk(
 
 
 QUESTION = "接着上面的话题，再举一个例子好吗？"
+ANSWER_TOKENS = estimate_text_tokens(ANSWER)
 
 
 def lite_settings(chat: ChatInfo | None) -> PromptSettings:
@@ -294,38 +294,12 @@ async def measure_context(
     for _ in range(samples):
         chat_id = rng.randint(1, chats)
         started = time.perf_counter()
-        found = await database.turns.prompt_context(chat_id, chat_id, QUESTION, lite_settings)
+        found = await load_prompt(
+            database.turns, chat_id, chat_id, QUESTION, lite_settings, known=None
+        )
         timings.append((time.perf_counter() - started) * 1000)
         assert found.chat is not None
-        assert found.prompt is not None
-        included.append(found.prompt.pairs_included)
-    return timings, statistics.mean(included)
-
-
-async def measure_core_context(
-    database: Database, chats: int, samples: int
-) -> tuple[list[float], float]:
-    """The same through the Core repositories (and the open conversation looked up)."""
-    timings: list[float] = []
-    included: list[int] = []
-    rng = random.Random(7)
-    for _ in range(samples):
-        chat_id = rng.randint(1, chats)
-        started = time.perf_counter()
-        async with database.repositories(readonly=True) as repo:
-            chat = await repo.chats.get(chat_id)
-            assert chat is not None
-            conversation = await repo.conversations.current(chat_id)
-            context = await load_context(
-                repo.messages,
-                conversation.id,
-                MODEL,
-                QUESTION,
-                system_prompt=chat.system_prompt,
-                ratio=chat.token_ratio,
-            )
-        timings.append((time.perf_counter() - started) * 1000)
-        included.append(context.pairs_included)
+        included.append(found.context.pairs_included)
     return timings, statistics.mean(included)
 
 
@@ -345,8 +319,9 @@ async def turn_write(
     user_id = conversation.chat_id
     if claim and not await turns.claim_update(BOT_ID, 10**9 + n):
         raise RuntimeError(f"update {10**9 + n} claimed twice")
+    chat: ChatInfo | None = None
     if service:
-        _, conversation = await arrive(
+        chat, conversation = await arrive(
             database,
             Arrival(
                 user_id=user_id,
@@ -360,11 +335,18 @@ async def turn_write(
                 scope_user_id=0,
             ),
         )
+    asked = f"benchmark question {n}"
     question = await turns.add_question(
-        conversation, f"benchmark question {n}", user_id=user_id, telegram_message_id=10**7 + n
+        conversation,
+        asked,
+        tokens=estimate_text_tokens(asked),
+        user_id=user_id,
+        telegram_message_id=10**7 + n,
     )
     if service:
-        await turns.prompt_context(conversation.id, conversation.chat_id, QUESTION, lite_settings)
+        await load_prompt(
+            turns, conversation.id, conversation.chat_id, QUESTION, lite_settings, known=chat
+        )
     answer = await turns.start_answer(
         conversation, question_id=question.id, model=MODEL.name, user_id=user_id
     )
@@ -372,17 +354,18 @@ async def turn_write(
         answer.id,
         status=MessageStatus.COMPLETE,
         text=ANSWER,
+        tokens=ANSWER_TOKENS,
         sid=f"bench{n}",
         telegram_message_ids=[2 * 10**7 + n],
         ledger=LedgerEntry(
             model=MODEL.name,
-            usage=Usage(prompt_tokens=900, completion_tokens=180, total_tokens=1080),
+            usage=TokenUsage(prompt_tokens=900, completion_tokens=180, total_tokens=1080),
             user_id=user_id,
             chat_id=conversation.chat_id,
             first_token_ms=400,
             duration_ms=3000,
         ),
-        calibration=Calibration(conversation.chat_id, 850, 900),
+        calibration=Calibration(conversation.chat_id, 850, 900, CALIBRATION),
     )
 
 
@@ -547,12 +530,6 @@ async def run_turns(backend: str, database: Database, args: argparse.Namespace) 
         f"p95 {percentile(context_ms, 95):.2f} ms, max {max(context_ms):.2f} ms "
         f"({len(context_ms)} turns, {pairs:.1f} pairs included on average)"
     )
-    core_ms, core_pairs = await measure_core_context(database, args.chats, args.samples)
-    print(
-        f"[{backend}] context build, Core repositories: p50 {percentile(core_ms, 50):.2f} "
-        f"ms, p95 {percentile(core_ms, 95):.2f} ms, max {max(core_ms):.2f} ms "
-        f"({core_pairs:.1f} pairs included on average)"
-    )
     achieved, write_ms, failures = await measure_writes(
         database,
         args.chats,
@@ -573,7 +550,6 @@ async def run_turns(backend: str, database: Database, args: argparse.Namespace) 
         args.chats,
         context_ms,
         pairs,
-        core_ms,
         args.rate,
         achieved,
         write_ms,

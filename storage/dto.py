@@ -103,9 +103,68 @@ class HistoryTurn:
     answer_id: int
     question: str
     answer: str
-    # Raw token estimates of the two texts as stored; None: estimate when needed.
-    question_tokens: int | None = None
-    answer_tokens: int | None = None
+    # The token counts the service gave the two texts when it stored them.
+    question_tokens: int
+    answer_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromptHistory:
+    """The chat row (None: not stored) and the history read for a prompt, newest first: the
+    turns within the limit asked for, and always the newest; ``total`` counts every turn
+    that counts as history, read or not."""
+
+    chat: ChatInfo | None
+    turns: list[HistoryTurn]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens one request cost, as Spark reported them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """The usage ledger row written with a finished answer (its conversation, message and sid
+    are the answer's)."""
+
+    model: str
+    usage: TokenUsage | None
+    user_id: int | None
+    chat_id: int | None
+    first_token_ms: int | None = None
+    duration_ms: int | None = None
+    # -1 for a failure without a Spark code (transport, timeout), as the ledger keeps it.
+    error_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationRules:
+    """How a chat's token ratio follows the counts Spark reports: start at ``default``, move a
+    share of the way to each new sample (``up`` when it is higher, ``down`` when lower), and
+    stay within [``least``, ``greatest``]. The service owns the rules; storage applies them."""
+
+    default: float
+    least: float
+    greatest: float
+    up: float
+    down: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Spark's ``prompt_tokens`` for a prompt estimated (raw) at ``raw_estimate``, folded into
+    the chat's ratio by ``rules`` in the same unit of work as the answer."""
+
+    chat_id: int
+    raw_estimate: int
+    reported_prompt_tokens: int
+    rules: CalibrationRules
 
 
 @dataclass(frozen=True, slots=True)

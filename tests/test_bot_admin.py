@@ -24,10 +24,10 @@ from sqlalchemy import select
 from bot.config import Settings, load_settings
 from bot.service.limits import RATE_WINDOW_SECONDS
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
-from bot.spark.types import Usage
 from bot.telegram.app import BotRuntime, open_bot_runtime
 from bot.telegram.stats_format import WIDTH, display_width
 from storage.database import Database, create_database
+from storage.dto import TokenUsage
 from storage.models import UsageRecord
 from storage.repositories import UsageRepository
 from tests.support.bot_harness import TIME_FACTOR
@@ -64,7 +64,7 @@ class Bot:
         async with self.database.repositories() as repos:
             await UsageRepository(repos.connection, lambda: at).record(
                 model="lite",
-                usage=Usage(tokens[0], tokens[1], sum(tokens)),
+                usage=TokenUsage(tokens[0], tokens[1], sum(tokens)),
                 user_id=user_id,
                 chat_id=chat_id,
                 first_token_ms=first_token_ms,

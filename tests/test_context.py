@@ -5,20 +5,21 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import QuestionTooLong, SystemPromptTooLong
-from bot.spark.models import get_model
-from bot.spark.tokens import calibrated_tokens, estimate_messages_tokens
-from bot.spark.types import ChatMessage
-from storage.context import (
-    HISTORY_PAGE,
+from bot.service.budget import (
+    PromptContext,
+    PromptSettings,
     build_context,
     check_system_prompt,
-    load_context,
+    load_prompt,
     prompt_budget,
     system_prompt_limit,
     system_prompt_tokens,
 )
+from bot.spark.models import SparkModel, get_model
+from bot.spark.tokens import calibrated_tokens, estimate_messages_tokens, estimate_text_tokens
+from bot.spark.types import ChatMessage
 from storage.database import Database
-from storage.dto import HistoryTurn, MessageStatus
+from storage.dto import ChatInfo, HistoryTurn, MessageStatus
 
 LITE = get_model("lite")  # 8192 context, no system role
 MAX = get_model("max")  # 8192 context, system role
@@ -29,7 +30,14 @@ CHAT_ID = 4242
 def _turns(*texts: tuple[str, str]) -> list[HistoryTurn]:
     """Newest first, as the repository returns them."""
     return [
-        HistoryTurn(question_id=2 * i, answer_id=2 * i + 1, question=q, answer=a)
+        HistoryTurn(
+            question_id=2 * i,
+            answer_id=2 * i + 1,
+            question=q,
+            answer=a,
+            question_tokens=estimate_text_tokens(q),
+            answer_tokens=estimate_text_tokens(a),
+        )
         for i, (q, a) in enumerate(texts)
     ]
 
@@ -133,17 +141,42 @@ def test_system_prompt_may_take_half_the_prompt_budget() -> None:
     check_system_prompt(LITE, "中" * 100_000)  # Lite never sends a system prompt
 
 
+async def _stored_prompt(
+    database: Database,
+    conversation_id: int,
+    model: SparkModel,
+    question: str,
+    *,
+    system_prompt: str | None = None,
+) -> PromptContext:
+    def settings(chat: ChatInfo | None) -> PromptSettings:
+        return PromptSettings(model, system_prompt)
+
+    prompt = await load_prompt(
+        database.turns, conversation_id, CHAT_ID, question, settings, known=None
+    )
+    return prompt.context
+
+
 async def _seed(database: Database, turns: list[tuple[str, str, MessageStatus, bool]]) -> int:
     async with database.repositories() as repo:
         await repo.chats.upsert(CHAT_ID, type="private")
         conversation = await repo.conversations.current(CHAT_ID)
         for question, answer, status, usable in turns:
-            q = await repo.messages.add_user_message(conversation, question, user_id=None)
+            q = await repo.messages.add_user_message(
+                conversation, question, tokens=estimate_text_tokens(question), user_id=None
+            )
             a = await repo.messages.start_assistant_message(
                 conversation, question_id=q.id, model="lite"
             )
             if status is not MessageStatus.STREAMING:
-                await repo.messages.finish(a.id, status=status, text=answer, usable=usable)
+                await repo.messages.finish(
+                    a.id,
+                    status=status,
+                    text=answer,
+                    tokens=estimate_text_tokens(answer),
+                    usable=usable,
+                )
     return conversation.id
 
 
@@ -163,28 +196,22 @@ async def test_stored_history_skips_unfinished_turns_and_keeps_usable_partials(
             ("Q7", "", MessageStatus.STREAMING, False),
         ],
     )
-    async with database.repositories(readonly=True) as repo:
-        context = await load_context(
-            repo.messages, conversation_id, MAX, "Q8", system_prompt="Sys"
-        )
+    context = await _stored_prompt(database, conversation_id, MAX, "Q8", system_prompt="Sys")
     assert [m.content for m in context.messages] == ["Sys", "Q1", "A1", "Q3", "A3", "Q8"]
     assert (context.pairs_included, context.pairs_dropped) == (2, 0)
 
 
-async def test_stored_history_pages_through_long_conversations_and_counts_drops(
+async def test_stored_history_of_long_conversations_counts_what_it_drops(
     database: Database,
 ) -> None:
-    total = HISTORY_PAGE * 2 + 5
+    total = 69
     body = "x" * 160  # one long word: 40 tokens, so the whole history overflows Lite
     conversation_id = await _seed(
         database,
         [(f"Q{i} {body}", f"A{i} {body}", MessageStatus.COMPLETE, True) for i in range(total)],
     )
-    async with database.repositories(readonly=True) as repo:
-        everything = await load_context(
-            repo.messages, conversation_id, get_model("pro-128k"), "next"
-        )
-        limited = await load_context(repo.messages, conversation_id, LITE, "next")
+    everything = await _stored_prompt(database, conversation_id, get_model("pro-128k"), "next")
+    limited = await _stored_prompt(database, conversation_id, LITE, "next")
     assert (everything.pairs_included, everything.pairs_dropped) == (total, 0)
     assert everything.messages[0].content.startswith("Q0 ")
     assert 0 < limited.pairs_included < total

@@ -12,8 +12,8 @@ from bot.errors import QuotaExhausted, RateLimitExceeded
 from bot.service.conversation import AdmissionTicket, Participant
 from bot.service.limits import QuotaState, UsageLimits
 from bot.spark.models import get_model
-from bot.spark.types import Usage
 from storage.database import Database
+from storage.dto import TokenUsage
 from storage.repositories import UsageRepository
 
 NOW = datetime(2026, 11, 29, 15, 30, tzinfo=UTC)
@@ -45,7 +45,7 @@ def limits(
 async def spend(database: Database, user_id: int, tokens: int, at: datetime = NOW) -> None:
     async with database.repositories() as repos:
         await UsageRepository(repos.connection, lambda: at).record(
-            model="lite", usage=Usage(0, tokens, tokens), user_id=user_id, chat_id=user_id
+            model="lite", usage=TokenUsage(0, tokens, tokens), user_id=user_id, chat_id=user_id
         )
 
 

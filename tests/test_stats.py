@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.spark.types import Usage
 from storage.database import Database, create_database
+from storage.dto import TokenUsage
 from storage.migrate import upgrade
 from storage.models import UsageDailyLatency
 from storage.repositories import UsageRepository
@@ -46,7 +46,7 @@ async def record(
         usage = UsageRepository(repos.connection, lambda: at)
         return await usage.record(
             model=model,
-            usage=Usage(prompt, completion, prompt + completion),
+            usage=TokenUsage(prompt, completion, prompt + completion),
             user_id=user_id,
             chat_id=chat_id,
             first_token_ms=first_token_ms,
@@ -289,7 +289,7 @@ async def test_migration_rolls_up_rows_already_in_the_ledger(database_url: str) 
     try:
         async with old.engine.begin() as connection:
             usage = UsageRepository(connection, lambda: NOON)
-            await usage.record(model="lite", usage=Usage(1, 2, 3), user_id=1, chat_id=1,
+            await usage.record(model="lite", usage=TokenUsage(1, 2, 3), user_id=1, chat_id=1,
                                first_token_ms=300, duration_ms=900)  # fmt: skip
             await usage.record(model="lite", usage=None, user_id=2, chat_id=1, error_code=10013)
     finally:

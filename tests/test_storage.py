@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bot.spark.tokens import estimate_text_tokens
-from bot.spark.types import Usage
+from bot.service.budget import CALIBRATION
+from bot.spark.tokens import estimate_text_tokens, update_ratio
 from storage.database import Database, create_database, normalise_url
-from storage.dto import ConversationInfo, MessageStatus
+from storage.dto import Calibration, ConversationInfo, MessageStatus, TokenUsage
 from storage.migrate import upgrade
 
 GROUP_ID = -1001234567890123
@@ -44,6 +44,7 @@ async def _turn(
         q = await repo.messages.add_user_message(
             conversation,
             question,
+            tokens=estimate_text_tokens(question),
             user_id=USER_A,
             telegram_message_id=telegram_ids[0] if telegram_ids else None,
         )
@@ -56,6 +57,7 @@ async def _turn(
                 a.id,
                 status=status,
                 text=answer,
+                tokens=estimate_text_tokens(answer),
                 sid="cht000abc",
                 usable=usable,
                 telegram_message_ids=telegram_ids[1:] if telegram_ids else (),
@@ -213,6 +215,7 @@ async def test_answer_lifecycle_streaming_checkpoint_finish(database: Database) 
             answer_id,
             status=MessageStatus.COMPLETE,
             text="Because it is.",
+            tokens=4,
             sid="cht000sid",
             telegram_message_ids=[501, 502],
         )
@@ -235,10 +238,10 @@ async def test_answer_lifecycle_streaming_checkpoint_finish(database: Database) 
 async def test_finish_refuses_streaming_and_unknown_messages(database: Database) -> None:
     with pytest.raises(ValueError, match="final status"):
         async with database.repositories() as repo:
-            await repo.messages.finish(1, status=MessageStatus.STREAMING, text="")
+            await repo.messages.finish(1, status=MessageStatus.STREAMING, text="", tokens=0)
     with pytest.raises(LookupError, match="message 12345"):
         async with database.repositories() as repo:
-            await repo.messages.finish(12345, status=MessageStatus.FAILED, text="")
+            await repo.messages.finish(12345, status=MessageStatus.FAILED, text="", tokens=0)
 
 
 async def test_recover_interrupted_leaves_no_streaming_row(database: Database) -> None:
@@ -279,7 +282,9 @@ async def test_retry_supersedes_the_last_answer_and_returns_the_question(
         retry = await repo.messages.start_assistant_message(
             conversation, question_id=q2, model="max"
         )
-        await repo.messages.finish(retry.id, status=MessageStatus.COMPLETE, text="A2 (good)")
+        await repo.messages.finish(
+            retry.id, status=MessageStatus.COMPLETE, text="A2 (good)", tokens=3
+        )
     async with database.repositories(readonly=True) as repo:
         last = await repo.messages.last_turn(conversation.id)
         history = await repo.messages.recent_turns(conversation.id)
@@ -342,33 +347,30 @@ async def test_history_counts_only_complete_and_usable_partial_turns(database: D
 
 
 async def test_calibration_ratio_is_stored_per_chat(database: Database) -> None:
-    await _group(database)
+    conversation = await _group(database)
     async with database.repositories() as repo:
         await repo.chats.upsert(USER_A, type="private")
-        ratios = [await repo.chats.update_calibration(GROUP_ID, 100, 180) for _ in range(8)]
+    ratios = []
+    for n in range(8):
+        _, answer_id = await _turn(database, conversation, f"Q{n}", "", MessageStatus.STREAMING)
+        await database.turns.finish_answer(
+            answer_id,
+            status=MessageStatus.COMPLETE,
+            text="A",
+            tokens=1,
+            calibration=Calibration(GROUP_ID, 100, 180, CALIBRATION),
+        )
+        async with database.repositories(readonly=True) as repo:
+            group = await repo.chats.get(GROUP_ID)
+        assert group is not None
+        ratios.append(group.token_ratio)
     async with database.repositories(readonly=True) as repo:
-        group = await repo.chats.get(GROUP_ID)
         private = await repo.chats.get(USER_A)
-    assert group is not None
     assert private is not None
     assert ratios == sorted(ratios)
-    assert group.token_ratio == pytest.approx(ratios[-1])
-    assert 1.75 < group.token_ratio <= 1.8
+    assert ratios[0] == update_ratio(1.0, 100, 180)
+    assert 1.75 < ratios[-1] <= 1.8
     assert private.token_ratio == 1.0
-    with pytest.raises(LookupError, match="chat 5"):
-        async with database.repositories() as repo:
-            await repo.chats.update_calibration(5, 100, 100)
-    # With the ratio the prompt was built with, no read is needed; the result is the same.
-    async with database.repositories() as repo:
-        given = await repo.chats.update_calibration(
-            USER_A, 100, 180, current_ratio=private.token_ratio
-        )
-        stored = await repo.chats.get(USER_A)
-    assert stored is not None
-    assert stored.token_ratio == given == ratios[0]
-    with pytest.raises(LookupError, match="chat 6"):
-        async with database.repositories() as repo:
-            await repo.chats.update_calibration(6, 100, 100, current_ratio=1.0)
 
 
 async def test_usage_ledger_totals_quota_top_users_and_latency(database: Database) -> None:
@@ -389,7 +391,7 @@ async def test_usage_ledger_totals_quota_top_users_and_latency(database: Databas
         async with timed.repositories() as repo:
             await repo.usage.record(
                 model="lite",
-                usage=Usage(
+                usage=TokenUsage(
                     prompt_tokens=tokens // 2,
                     completion_tokens=tokens - tokens // 2,
                     total_tokens=tokens,

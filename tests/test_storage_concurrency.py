@@ -7,13 +7,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bot.spark.types import Usage
+from bot.service.budget import CALIBRATION
 from storage.arrival import arrive
 from storage.database import Database, create_database
-from storage.dto import MessageStatus
+from storage.dto import Calibration, LedgerEntry, MessageStatus, TokenUsage
 from storage.migrate import upgrade
 from storage.models import Conversation, Message, UsageRecord
-from storage.repositories.turns import Arrival, Calibration, LedgerEntry
+from storage.repositories.turns import Arrival
 from tests.support.db_fixtures import sqlite_url
 
 TURNS = 320
@@ -41,7 +41,7 @@ async def _turn_write(database: Database, chat_id: int) -> int:
     user_id = chat_id
     turns = database.turns
     question = await turns.add_question(
-        conversation, f"question {chat_id}", user_id=user_id, telegram_message_id=1
+        conversation, f"question {chat_id}", tokens=2, user_id=user_id, telegram_message_id=1
     )
     answer = await turns.start_answer(
         conversation, question_id=question.id, model="lite", user_id=user_id
@@ -52,17 +52,18 @@ async def _turn_write(database: Database, chat_id: int) -> int:
         answer.id,
         status=MessageStatus.COMPLETE,
         text=f"answer {chat_id}",
+        tokens=2,
         sid=f"sid{chat_id}",
         telegram_message_ids=[2],
         ledger=LedgerEntry(
             model="lite",
-            usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+            usage=TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
             user_id=user_id,
             chat_id=chat.id,
             first_token_ms=100,
             duration_ms=900,
         ),
-        calibration=Calibration(chat.id, 10, 12),
+        calibration=Calibration(chat.id, 10, 12, CALIBRATION),
     )
     return answer.id
 

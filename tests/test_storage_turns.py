@@ -1,6 +1,7 @@
 """The turn hot path (``Database.turns``) on real databases: what it stores is what the Core
 repositories read back, the ledger row and calibration land with the answer or not at all,
-the prompt matches ``load_context``, and SQLite's grouped commits keep units apart."""
+the prompt read within its limit is the prompt built from every turn, and SQLite's grouped
+commits keep units apart."""
 
 from __future__ import annotations
 
@@ -13,14 +14,27 @@ import pytest
 from sqlalchemy import text
 
 from bot.errors import QuestionTooLong
+from bot.service.budget import (
+    CALIBRATION,
+    TURN_OVERHEAD,
+    PromptSettings,
+    build_context,
+    load_prompt,
+)
 from bot.spark.models import get_model
 from bot.spark.tokens import estimate_text_tokens, update_ratio
-from bot.spark.types import Usage
 from storage.arrival import arrive
-from storage.context import load_context
 from storage.database import Database, create_database
-from storage.dto import ChatInfo, ConversationInfo, MessageStatus
-from storage.repositories.turns import Arrival, Calibration, LedgerEntry, PromptSettings
+from storage.dto import (
+    Calibration,
+    ChatInfo,
+    ConversationInfo,
+    HistoryTurn,
+    LedgerEntry,
+    MessageStatus,
+    TokenUsage,
+)
+from storage.repositories.turns import Arrival
 
 CHAT_ID = -100777
 USER_ID = 5_000_000_001
@@ -45,11 +59,19 @@ async def _answered(
     usable: bool | None = None,
 ) -> int:
     turns = database.turns
-    asked = await turns.add_question(conversation, question, user_id=USER_ID)
+    asked = await turns.add_question(
+        conversation, question, tokens=estimate_text_tokens(question), user_id=USER_ID
+    )
     started = await turns.start_answer(
         conversation, question_id=asked.id, model="lite", user_id=USER_ID
     )
-    await turns.finish_answer(started.id, status=status, text=answer, usable=usable)
+    await turns.finish_answer(
+        started.id,
+        status=status,
+        text=answer,
+        tokens=estimate_text_tokens(answer),
+        usable=usable,
+    )
     return started.id
 
 
@@ -63,7 +85,7 @@ async def test_a_turn_stores_what_the_repositories_read_back(database: Database)
     conversation = await _conversation(timed)
     try:
         asked = await timed.turns.add_question(
-            conversation, "你好，world?", user_id=USER_ID, telegram_message_id=11
+            conversation, "你好，world?", tokens=5, user_id=USER_ID, telegram_message_id=11
         )
         started = await timed.turns.start_answer(
             conversation, question_id=asked.id, model="lite", user_id=USER_ID
@@ -81,6 +103,7 @@ async def test_a_turn_stores_what_the_repositories_read_back(database: Database)
             started.id,
             status=MessageStatus.COMPLETE,
             text="Hello!",
+            tokens=3,
             sid="cht001",
             telegram_message_ids=[12, 13, 12],
         )
@@ -105,7 +128,7 @@ async def test_a_turn_stores_what_the_repositories_read_back(database: Database)
     assert finished.telegram_message_ids == (12, 13)
     assert (finished.model, finished.reply_to_id, finished.user_id) == ("lite", asked.id, USER_ID)
     assert finished.created_at == finished.updated_at == moment
-    assert tokens == estimate_text_tokens("Hello!")
+    assert tokens == 3  # the count the service gave the text
 
 
 async def test_finish_writes_the_ledger_row_and_calibration_in_the_same_unit(
@@ -113,24 +136,27 @@ async def test_finish_writes_the_ledger_row_and_calibration_in_the_same_unit(
 ) -> None:
     conversation = await _conversation(database)
     turns = database.turns
-    asked = await turns.add_question(conversation, "Q", user_id=USER_ID)
+    asked = await turns.add_question(conversation, "Q", tokens=1, user_id=USER_ID)
     started = await turns.start_answer(conversation, question_id=asked.id, model="lite")
     await turns.finish_answer(
         started.id,
         status=MessageStatus.PARTIAL,
         text="A",
+        tokens=1,
         sid="cht002",
         error_code=10013,
         ledger=LedgerEntry(
             model="lite",
-            usage=Usage(prompt_tokens=180, completion_tokens=20, total_tokens=200),
+            usage=TokenUsage(prompt_tokens=180, completion_tokens=20, total_tokens=200),
             user_id=USER_ID,
             chat_id=CHAT_ID,
             first_token_ms=420,
             duration_ms=3100,
             error_code=10013,
         ),
-        calibration=Calibration(CHAT_ID, raw_estimate=100, reported_prompt_tokens=180),
+        calibration=Calibration(
+            CHAT_ID, raw_estimate=100, reported_prompt_tokens=180, rules=CALIBRATION
+        ),
     )
     since = datetime(2000, 1, 1, tzinfo=UTC)
     async with database.repositories(readonly=True) as repo:
@@ -169,7 +195,8 @@ async def test_calibration_in_sql_is_update_ratio(
         answer_id,
         status=MessageStatus.FAILED,
         text="",
-        calibration=Calibration(CHAT_ID, raw, reported),
+        tokens=0,
+        calibration=Calibration(CHAT_ID, raw, reported, CALIBRATION),
     )
     async with database.repositories(readonly=True) as repo:
         chat = await repo.chats.get(CHAT_ID)
@@ -184,12 +211,13 @@ async def test_finishing_an_unknown_answer_writes_nothing(database: Database) ->
             999,
             status=MessageStatus.COMPLETE,
             text="x",
+            tokens=1,
             telegram_message_ids=[5],
             ledger=LedgerEntry(model="lite", usage=None, user_id=USER_ID, chat_id=CHAT_ID),
-            calibration=Calibration(CHAT_ID, 100, 400),
+            calibration=Calibration(CHAT_ID, 100, 400, CALIBRATION),
         )
     with pytest.raises(ValueError, match="final status"):
-        await database.turns.finish_answer(1, status=MessageStatus.STREAMING, text="")
+        await database.turns.finish_answer(1, status=MessageStatus.STREAMING, text="", tokens=0)
     async with database.repositories(readonly=True) as repo:
         ledger = (await repo.connection.execute(text("SELECT count(*) FROM usage_records"))).one()
         links = (
@@ -201,7 +229,14 @@ async def test_finishing_an_unknown_answer_writes_nothing(database: Database) ->
     assert chat.token_ratio == 1.0
 
 
-async def test_prompt_context_matches_load_context_and_reads_the_chat(database: Database) -> None:
+async def _every_turn(database: Database, conversation_id: int) -> list[HistoryTurn]:
+    async with database.repositories(readonly=True) as repo:
+        return await repo.messages.recent_turns(conversation_id, limit=1000)
+
+
+async def test_the_prompt_read_within_its_limit_is_the_prompt_of_every_turn(
+    database: Database,
+) -> None:
     conversation = await _conversation(database)
     body = "word " * 300  # about 375 tokens a text: a few turns overflow Max's budget
     partial = MessageStatus.PARTIAL
@@ -211,53 +246,75 @@ async def test_prompt_context_matches_load_context_and_reads_the_chat(database: 
         await _answered(database, conversation, f"Q{i} " + body, f"A{i} " + body)
     await _answered(database, conversation, "Q14", "A14", partial, usable=True)
     await _answered(database, conversation, "Q15", "A15", partial, usable=False)
-    asked = await database.turns.add_question(conversation, "Q16", user_id=USER_ID)
+    asked = await database.turns.add_question(conversation, "Q16", tokens=2, user_id=USER_ID)
     await database.turns.start_answer(conversation, question_id=asked.id, model="lite")
 
-    found = await database.turns.prompt_context(conversation.id, CHAT_ID, "Next?", _settings)
-    async with database.repositories(readonly=True) as repo:
-        expected = await load_context(
-            repo.messages,
-            conversation.id,
-            MAX,
-            "Next?",
-            system_prompt="Be brief.",
-            max_tokens=1024,
-        )
+    found = await load_prompt(
+        database.turns, conversation.id, CHAT_ID, "Next?", _settings, known=None
+    )
+    expected = build_context(
+        MAX,
+        "Next?",
+        await _every_turn(database, conversation.id),
+        system_prompt="Be brief.",
+        max_tokens=1024,
+    )
     assert found.chat is not None
     assert (found.chat.id, found.chat.system_prompt) == (CHAT_ID, "Be brief.")
     assert found.settings == PromptSettings(MAX, "Be brief.", 1024)
-    assert found.prompt == expected
-    assert found.prompt is not None
-    assert found.prompt.messages[-3].content == "Q14"
+    assert found.context == expected
+    assert found.context.messages[-3].content == "Q14"
     assert (
         0
-        < found.prompt.pairs_included
+        < found.context.pairs_included
         < 14
-        == found.prompt.pairs_included + (found.prompt.pairs_dropped)
+        == found.context.pairs_included + (found.context.pairs_dropped)
     )
-    assert found.too_long is None
+    # The chat as last seen may be out of date: a dearer ratio (less room) or no system
+    # prompt yet. The prompt is built for the chat as stored, reading again only if needed.
+    for known in (replace(found.chat, token_ratio=2.5), replace(found.chat, system_prompt=None)):
+        again = await load_prompt(
+            database.turns, conversation.id, CHAT_ID, "Next?", _settings, known=known
+        )
+        assert again == found
 
 
-async def test_prompt_context_when_nothing_fits_or_nothing_is_stored(database: Database) -> None:
+async def test_the_history_read_stops_at_its_limit_but_always_counts_every_turn(
+    database: Database,
+) -> None:
+    conversation = await _conversation(database)
+    for i in range(5):
+        await _answered(database, conversation, f"Q{i} " + "word " * 40, f"A{i} " + "word " * 40)
+    every = await _every_turn(database, conversation.id)
+    cost = TURN_OVERHEAD + every[0].question_tokens + every[0].answer_tokens
+    for room, read in ((0, 1), (cost, 1), (2 * cost - 1, 1), (2 * cost, 2), (10**6, 5)):
+        found = await database.turns.prompt_history(
+            conversation.id, CHAT_ID, room=room, turn_overhead=TURN_OVERHEAD
+        )
+        assert found.turns == every[:read]
+        assert found.total == 5
+        assert found.chat is not None
+        assert found.chat.id == CHAT_ID
+
+
+async def test_the_prompt_when_nothing_fits_or_nothing_is_stored(database: Database) -> None:
     conversation = await _conversation(database)
     huge = "word " * 3000
+
+    def lite(chat: ChatInfo | None) -> PromptSettings:
+        return PromptSettings(LITE)
+
     await _answered(database, conversation, "Q " + huge, "A " + huge)
-    tight = await database.turns.prompt_context(
-        conversation.id, CHAT_ID, "Next?", lambda chat: PromptSettings(LITE)
-    )
-    assert tight.prompt is not None
-    assert (tight.prompt.pairs_included, tight.prompt.pairs_dropped) == (0, 1)
-    assert [m.content for m in tight.prompt.messages] == ["Next?"]
-    refused = await database.turns.prompt_context(
-        conversation.id, CHAT_ID, huge * 2, lambda chat: PromptSettings(LITE)
-    )
-    assert refused.prompt is None
-    assert isinstance(refused.too_long, QuestionTooLong)
-    unknown = await database.turns.prompt_context(12345, 999, "Hi", _settings)
+    tight = await load_prompt(database.turns, conversation.id, CHAT_ID, "Next?", lite, known=None)
+    assert (tight.context.pairs_included, tight.context.pairs_dropped) == (0, 1)
+    assert [m.content for m in tight.context.messages] == ["Next?"]
+    with pytest.raises(QuestionTooLong):
+        await load_prompt(database.turns, conversation.id, CHAT_ID, huge * 2, lite, known=None)
+    unknown = await load_prompt(database.turns, 12345, 999, "Hi", _settings, known=None)
     assert unknown.chat is None
-    assert unknown.prompt is not None
-    assert [m.content for m in unknown.prompt.messages] == ["Hi"]
+    assert [m.content for m in unknown.context.messages] == ["Hi"]
+    nothing = await database.turns.prompt_history(12345, 999, room=100, turn_overhead=8)
+    assert (nothing.chat, nothing.turns, nothing.total) == (None, [], 0)
 
 
 async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> None:
@@ -269,7 +326,10 @@ async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> 
             answer_id,
             status=MessageStatus.COMPLETE,
             text=f"A{n}!",
-            ledger=LedgerEntry(model="lite", usage=Usage(1, 1, 2), user_id=USER_ID, chat_id=1),
+            tokens=2,
+            ledger=LedgerEntry(
+                model="lite", usage=TokenUsage(1, 1, 2), user_id=USER_ID, chat_id=1
+            ),
         )
 
     async def setting(n: int) -> None:
@@ -296,7 +356,9 @@ async def test_a_failing_unit_in_a_committed_group_is_undone_alone(
 ) -> None:
     conversation = await _conversation(sqlite_database)
     turns = sqlite_database.turns
-    good = [turns.add_question(conversation, f"Q{n}", user_id=USER_ID) for n in range(20)]
+    good = [
+        turns.add_question(conversation, f"Q{n}", tokens=1, user_id=USER_ID) for n in range(20)
+    ]
     bad = turns.start_answer(conversation, question_id=10**9, model="lite")  # no such question
     # A Core write unit parks the writer thread: everything queued meanwhile is one group.
     async with sqlite_database.repositories():

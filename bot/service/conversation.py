@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.config import GroupHistoryScope, SparkSettings
-from bot.errors import ConversationError
+from bot.errors import ConversationError, QuestionTooLong
+from bot.service.budget import (
+    CALIBRATION,
+    ContextBuilder,
+    Prompt,
+    PromptSettings,
+    check_system_prompt,
+    load_prompt,
+)
 from bot.service.events import (
     AnswerSink,
     Delivery,
@@ -45,19 +53,22 @@ from bot.spark import types as spark_events
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
+from bot.spark.tokens import estimate_text_tokens
 from bot.spark.types import SearchSource, Usage
 from storage.arrival import arrive
-from storage.context import ContextBuilder, PromptContext, check_system_prompt
 from storage.database import Database
 from storage.dto import (
     LEDGER_NO_SPARK_CODE,
     LEDGER_UNDELIVERED,
+    Calibration,
     ChatInfo,
     ConversationInfo,
+    LedgerEntry,
     MessageStatus,
+    TokenUsage,
 )
 from storage.repositories import Repositories
-from storage.repositories.turns import Arrival, Calibration, LedgerEntry, PromptSettings
+from storage.repositories.turns import Arrival
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +129,9 @@ class QueuedQuestion:
     participant: Participant
     place: Place
     ticket: AdmissionTicket | None = None
+    # The chat as stored when the question was taken: what the prompt's history is read for
+    # (the prompt itself is built for the chat as it is when the answer's turn comes).
+    chat: ChatInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +305,7 @@ class ConversationService:
             stored = await turns.add_question(
                 conversation,
                 question,
+                tokens=estimate_text_tokens(question),
                 user_id=participant.user_id,
                 telegram_message_id=telegram_message_id,
             )
@@ -307,7 +322,7 @@ class ConversationService:
                 refusal,
             )
             raise refusal
-        return QueuedQuestion(conversation, stored.id, question, participant, place, ticket)
+        return QueuedQuestion(conversation, stored.id, question, participant, place, ticket, chat)
 
     async def _arrive(
         self, participant: Participant, place: Place
@@ -359,7 +374,13 @@ class ConversationService:
                 ticket.release()
             return None
         return QueuedQuestion(
-            conversation, turn.question.id, turn.question.content, participant, place, ticket
+            conversation,
+            turn.question.id,
+            turn.question.content,
+            participant,
+            place,
+            ticket,
+            chat,
         )
 
     async def recover_interrupted(self) -> int:
@@ -391,7 +412,7 @@ class ConversationService:
         marker = await turns.start_answer(
             conversation, question_id=question_id, model=model.name, user_id=user_id
         )
-        await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="")
+        await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="", tokens=0)
 
     def begin_shutdown(self) -> None:
         """From now on a cancelled answer was interrupted, not stopped by its user."""
@@ -411,27 +432,32 @@ class ConversationService:
         language = queued.participant.language
         conversation = queued.conversation
         turns = self._db.turns
-        turn = await turns.prompt_context(
-            conversation.id, conversation.chat_id, queued.text, self._prompt_settings
-        )
-        model = turn.settings.model
         user_id = queued.participant.user_id
-        if turn.prompt is None:  # the chat switched to a smaller model while this waited
-            assert turn.too_long is not None
-            reason = describe_failure(turn.too_long, language, model.title)
+        try:
+            prompt = await load_prompt(
+                turns,
+                conversation.id,
+                conversation.chat_id,
+                queued.text,
+                self._prompt_settings,
+                known=queued.chat,
+            )
+        except QuestionTooLong as exc:  # the chat switched to a smaller model while this waited
+            model = (await self.chat_settings(queued.place)).model
+            reason = describe_failure(exc, language, model.title)
             await sink.start()
             note = text(language, "footer_error", error=reason)
-            delivery = await sink.finish(Failed("", turn.too_long, note))
+            delivery = await sink.finish(Failed("", exc, note))
             await self._store_unanswered(conversation, queued.question_id, model, user_id)
             return AnswerOutcome(MessageStatus.FAILED, "", None, None, None, delivery)
+        model = prompt.settings.model
         answer_row = await turns.start_answer(
             conversation, question_id=queued.question_id, model=model.name, user_id=user_id
         )
-        return await self._stream(queued, sink, model, turn.prompt, answer_row.id, language)
+        return await self._stream(queued, sink, prompt, answer_row.id, language)
 
     def _prompt_settings(self, chat: ChatInfo | None) -> PromptSettings:
-        """What the prompt is built for; a plain function of the chat (it may run on a
-        database reader thread)."""
+        """What the prompt is built for, decided from the chat."""
         model = self._model_of(chat)
         return PromptSettings(model, self._system_prompt_of(chat), self._max_tokens(model))
 
@@ -439,12 +465,13 @@ class ConversationService:
         self,
         queued: QueuedQuestion,
         sink: AnswerSink,
-        model: SparkModel,
-        context: PromptContext,
+        prompt: Prompt,
         answer_id: int,
         language: Language,
     ) -> AnswerOutcome:
         place = queued.place
+        model = prompt.settings.model
+        context = prompt.context
         started = self._monotonic()
         first_token_at: float | None = None
         last_checkpoint = started
@@ -515,7 +542,7 @@ class ConversationService:
             status = MessageStatus.UNDELIVERED  # what the user saw, not what Spark wrote
         finished = self._monotonic()
         calibration = (
-            Calibration(place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens)
+            Calibration(place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens, CALIBRATION)
             if usage is not None and usage.prompt_tokens
             else None
         )
@@ -523,12 +550,13 @@ class ConversationService:
             answer_id,
             status=status,
             text=answer,
+            tokens=estimate_text_tokens(answer),
             sid=sid,
             error_code=error.code if isinstance(error, SparkAPIError) else None,
             telegram_message_ids=delivery.message_ids,
             ledger=LedgerEntry(
                 model=model.name,
-                usage=usage,
+                usage=_token_usage(usage),
                 user_id=queued.participant.user_id,
                 chat_id=place.chat_id,
                 first_token_ms=_ms(first_token_at - started) if first_token_at else None,
@@ -604,6 +632,12 @@ def with_sources(answer: str, sources: tuple[SearchSource, ...]) -> str:
     """The answer followed by its numbered search sources as Markdown links."""
     lines = [f"{source.index}. [{source.title or source.url}]({source.url})" for source in sources]
     return answer.rstrip() + "\n\n" + "\n".join(lines)
+
+
+def _token_usage(usage: Usage | None) -> TokenUsage | None:
+    if usage is None:
+        return None
+    return TokenUsage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
 
 
 def _ms(seconds: float) -> int:

@@ -1,5 +1,6 @@
 """Telegram chats: type and title, per-chat model and system prompt, the Spark uid, and the
-token calibration ratio; plus the Spark uids of forum topics."""
+token calibration ratio (the schema's default for a new chat; updated with each finished
+answer, see :mod:`storage.repositories.turns`); plus the Spark uids of forum topics."""
 
 from __future__ import annotations
 
@@ -8,19 +9,12 @@ from typing import Any
 
 from sqlalchemy import Row, bindparam, select
 
-from bot.spark.tokens import DEFAULT_RATIO, update_ratio
 from storage.dto import ChatInfo
 from storage.repositories.base import Repository, insert_for, new_spark_uid, table
 
 CHATS = table("chats")
 TOPICS = table("chat_topics")
 _GET = select(CHATS).where(CHATS.c.id == bindparam("b_id"))
-_RATIO_FOR_UPDATE = (
-    select(CHATS.c.token_ratio).where(CHATS.c.id == bindparam("b_id")).with_for_update()
-)
-_SET_RATIO = (
-    CHATS.update().where(CHATS.c.id == bindparam("b_id")).values(token_ratio=bindparam("b_ratio"))
-)
 _TOPIC_UID = select(TOPICS.c.spark_uid).where(
     TOPICS.c.chat_id == bindparam("b_chat"), TOPICS.c.thread_id == bindparam("b_thread")
 )
@@ -68,7 +62,6 @@ class ChatRepository(Repository):
                 "id": chat_id,
                 "type": type,
                 "title": title,
-                "token_ratio": DEFAULT_RATIO,
                 "spark_uid": new_spark_uid(),
                 "created_at": now,
                 "updated_at": now,
@@ -93,32 +86,6 @@ class ChatRepository(Repository):
             CHATS.update().where(CHATS.c.id == chat_id).values(updated_at=self.clock(), **values)
         )
         return bool(result.rowcount)
-
-    async def update_calibration(
-        self,
-        chat_id: int,
-        raw_estimate: int,
-        reported_prompt_tokens: int,
-        *,
-        current_ratio: float | None = None,
-    ) -> float:
-        """Fold Spark's reported ``prompt_tokens`` for a prompt estimated (raw) at
-        ``raw_estimate`` into the chat's ratio; returns the new ratio.
-
-        Pass ``current_ratio`` (the ratio the prompt was built with) to save a read when the
-        chat's turns are processed one at a time anyway; otherwise it is read under a row lock.
-        """
-        current = current_ratio
-        if current is None:
-            current = (await self.execute(_RATIO_FOR_UPDATE, {"b_id": chat_id})).scalar()
-            if current is None:
-                raise LookupError(f"chat {chat_id} is not stored")
-        ratio = update_ratio(current, raw_estimate, reported_prompt_tokens)
-        if ratio != current or current_ratio is not None:
-            result = await self.execute(_SET_RATIO, {"b_id": chat_id, "b_ratio": ratio})
-            if not result.rowcount:
-                raise LookupError(f"chat {chat_id} is not stored")
-        return ratio
 
     async def topic_uid(self, chat_id: int, thread_id: int) -> str:
         """The Spark uid of a forum topic, created on first use."""

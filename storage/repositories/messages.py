@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import JSON, Row, and_, bindparam, func, or_, select
 
-from bot.spark.tokens import estimate_text_tokens
 from storage.dto import (
     FINAL_STATUSES,
     ConversationInfo,
@@ -100,6 +99,12 @@ _SET_IDS = (
     .values(telegram_message_ids=bindparam("b_ids", type_=JSON), updated_at=bindparam("b_now"))
     .returning(_M.conversation_id)
 )
+_SUPERSEDE = (
+    MESSAGES.update()
+    .where(_M.id == bindparam("b_id"))
+    .values(status=MessageStatus.SUPERSEDED.value, usable=False, updated_at=bindparam("b_now"))
+    .returning(*MESSAGES.c)
+)
 _RECOVER = (
     MESSAGES.update()
     .where(_M.status == _STREAMING)
@@ -176,6 +181,7 @@ class MessageRepository(Repository):
         conversation: ConversationInfo,
         text: str,
         *,
+        tokens: int,
         user_id: int | None,
         telegram_message_id: int | None = None,
     ) -> StoredMessage:
@@ -185,6 +191,7 @@ class MessageRepository(Repository):
             conversation,
             role="user",
             content=text,
+            tokens=tokens,
             status=MessageStatus.COMPLETE,
             usable=True,
             telegram_message_ids=ids,
@@ -208,6 +215,7 @@ class MessageRepository(Repository):
             conversation,
             role="assistant",
             content="",
+            tokens=0,
             status=MessageStatus.STREAMING,
             usable=False,
             telegram_message_ids=[],
@@ -230,6 +238,7 @@ class MessageRepository(Repository):
         *,
         status: MessageStatus,
         text: str,
+        tokens: int,
         sid: str | None = None,
         error_code: int | None = None,
         telegram_message_ids: Sequence[int] = (),
@@ -245,7 +254,7 @@ class MessageRepository(Repository):
             "b_id": message_id,
             "b_status": status.value,
             "b_text": text,
-            "b_tokens": estimate_text_tokens(text),
+            "b_tokens": tokens,
             "b_sid": sid,
             "b_error": error_code,
             "b_usable": status is MessageStatus.COMPLETE if usable is None else usable,
@@ -311,15 +320,10 @@ class MessageRepository(Repository):
         turn = await self.last_turn(conversation_id)
         if turn is None or turn.answer is None:
             return turn
-        answer = await self.finish(
-            turn.answer.id,
-            status=MessageStatus.SUPERSEDED,
-            text=turn.answer.content,
-            sid=turn.answer.sid,
-            error_code=turn.answer.error_code,
-            usable=False,
-        )
-        return LastTurn(turn.question, answer)
+        row = (
+            await self.execute(_SUPERSEDE, {"b_id": turn.answer.id, "b_now": self.clock()})
+        ).one()
+        return LastTurn(turn.question, _stored(row))
 
     async def recent_turns(
         self, conversation_id: int, *, before_answer_id: int | None = None, limit: int = 32
@@ -379,7 +383,6 @@ class MessageRepository(Repository):
                     **values,
                     "conversation_id": conversation.id,
                     "status": status.value,
-                    "tokens": estimate_text_tokens(values["content"]),
                     "created_at": now,
                     "updated_at": now,
                 },

@@ -26,77 +26,26 @@ unknown message.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.errors import QuestionTooLong
-from bot.spark.models import SparkModel
-from bot.spark.tokens import DEFAULT_RATIO, MESSAGE_OVERHEAD_TOKENS, estimate_text_tokens
-from bot.spark.types import Usage
-from storage.context import ContextBuilder, PromptContext
 from storage.dto import (
     FINAL_STATUSES,
+    Calibration,
     ChatInfo,
     Clock,
     ConversationInfo,
     HistoryTurn,
+    LedgerEntry,
     MessageRole,
     MessageStatus,
+    PromptHistory,
     StoredMessage,
+    TokenUsage,
 )
 from storage.repositories.base import member_spark_uid
-
-_TURN_OVERHEAD = 2 * MESSAGE_OVERHEAD_TOKENS
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """The usage ledger row written with a finished answer (its conversation, message and sid
-    are the answer's)."""
-
-    model: str
-    usage: Usage | None
-    user_id: int | None
-    chat_id: int | None
-    first_token_ms: int | None = None
-    duration_ms: int | None = None
-    # -1 for a failure without a Spark code (transport, timeout), as the ledger keeps it.
-    error_code: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """Spark's ``prompt_tokens`` for a prompt estimated (raw) at ``raw_estimate``: folded into
-    the chat's ratio as :func:`bot.spark.tokens.update_ratio` does, in the same statement."""
-
-    chat_id: int
-    raw_estimate: int
-    reported_prompt_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class PromptSettings:
-    """What the prompt is built for, decided from the chat row (None: chat not stored)."""
-
-    model: SparkModel
-    system_prompt: str | None = None
-    max_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TurnContext:
-    """The chat, what was decided from it, and the prompt; or why there is none."""
-
-    chat: ChatInfo | None
-    settings: PromptSettings
-    prompt: PromptContext | None
-    # Set instead of ``prompt`` when the question alone does not fit.
-    too_long: QuestionTooLong | None = None
-
-
-Resolve = Callable[[ChatInfo | None], PromptSettings]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,55 +187,25 @@ def new_message(
     )
 
 
-class PromptAssembly:
-    """Builds the prompt from the chat row and the history rows of :data:`HISTORY`."""
-
-    def __init__(self, question: str, resolve: Resolve) -> None:
-        self.question = question
-        self.resolve = resolve
-
-    def start(self, chat_row: Sequence[Any] | None) -> tuple[TurnContext, ContextBuilder | None]:
-        chat = chat_info(chat_row)
-        settings = self.resolve(chat)
-        try:
-            builder = ContextBuilder(
-                settings.model,
-                self.question,
-                system_prompt=settings.system_prompt,
-                max_tokens=settings.max_tokens,
-                ratio=chat.token_ratio if chat is not None else DEFAULT_RATIO,
-            )
-        except QuestionTooLong as exc:
-            return TurnContext(chat, settings, None, exc), None
-        return TurnContext(chat, settings, None), builder
-
-    @staticmethod
-    def history_params(conversation_id: int, builder: ContextBuilder) -> dict[str, object]:
-        return {
-            "conversation": conversation_id,
-            "overhead": _TURN_OVERHEAD,
-            "room": builder.room(),
-        }
-
-    @staticmethod
-    def finish(
-        started: TurnContext, builder: ContextBuilder, rows: Sequence[Sequence[Any]]
-    ) -> TurnContext:
-        total = int(rows[0][4]) if rows else 0
-        taken = 0
-        for row in rows:
-            turn = HistoryTurn(
-                question_id=row[1],
-                answer_id=row[0],
-                question=row[6],
-                answer=row[5],
-                question_tokens=row[3],
-                answer_tokens=row[2],
-            )
-            if not builder.offer(turn):
-                break
-            taken += 1
-        return TurnContext(started.chat, started.settings, builder.result(total - taken))
+def prompt_history(rows: Sequence[Sequence[Any]]) -> PromptHistory:
+    """The chat and history from the rows of :data:`~.turns_sql.PROMPT`: one per turn read,
+    newest first, each with the chat's columns; one row without a turn when none is."""
+    if not rows:
+        return PromptHistory(None, [], 0)
+    chat = chat_info(rows[0][:8]) if rows[0][0] is not None else None
+    turns = [
+        HistoryTurn(
+            question_id=row[9],
+            answer_id=row[8],
+            question=row[14],
+            answer=row[13],
+            question_tokens=row[11],
+            answer_tokens=row[10],
+        )
+        for row in rows
+        if row[8] is not None
+    ]
+    return PromptHistory(chat, turns, int(rows[0][12] or 0))
 
 
 def finish_params(
@@ -295,6 +214,7 @@ def finish_params(
     *,
     status: MessageStatus,
     text: str,
+    tokens: int,
     sid: str | None,
     error_code: int | None,
     telegram_message_ids: Sequence[int],
@@ -306,12 +226,13 @@ def finish_params(
     if status not in FINAL_STATUSES:
         raise ValueError(f"finish needs a final status, got {status!r}")
     ids = list(dict.fromkeys(telegram_message_ids))
-    usage = (ledger.usage if ledger is not None else None) or Usage()
+    usage = (ledger.usage if ledger is not None else None) or TokenUsage()
+    rules = calibration.rules if calibration is not None else None
     params: dict[str, Any] = {
         "message": message_id,
         "status": status.value,
         "content": text,
-        "tokens": estimate_text_tokens(text),
+        "tokens": tokens,
         "sid": sid,
         "error_code": error_code,
         "usable": status is MessageStatus.COMPLETE if usable is None else usable,
@@ -331,6 +252,11 @@ def finish_params(
         "c_chat": calibration.chat_id if calibration is not None else None,
         "raw": float(calibration.raw_estimate) if calibration is not None else 0.0,
         "reported": float(calibration.reported_prompt_tokens) if calibration else 0.0,
+        "r_default": rules.default if rules is not None else 1.0,
+        "r_least": rules.least if rules is not None else 1.0,
+        "r_greatest": rules.greatest if rules is not None else 1.0,
+        "r_up": rules.up if rules is not None else 0.0,
+        "r_down": rules.down if rules is not None else 0.0,
         "now": now,
     }
     return params, ids
@@ -347,10 +273,12 @@ class TurnRepository:
         conversation: ConversationInfo,
         text: str,
         *,
+        tokens: int,
         user_id: int | None,
         telegram_message_id: int | None = None,
     ) -> StoredMessage:
-        """Store the user's question and its Telegram link (committed on return)."""
+        """Store the user's question, with the token count the service gave it, and its
+        Telegram link (committed on return)."""
         raise NotImplementedError
 
     async def start_answer(
@@ -374,6 +302,7 @@ class TurnRepository:
         *,
         status: MessageStatus,
         text: str,
+        tokens: int,
         sid: str | None = None,
         error_code: int | None = None,
         telegram_message_ids: Sequence[int] = (),
@@ -384,7 +313,8 @@ class TurnRepository:
     ) -> StoredMessage:
         """``MessageRepository.finish`` (same arguments and result), plus in the same unit of
         work the ledger row (``ledger``) and the chat's calibration (``calibration``).
-        ``LookupError`` and nothing written if the message is not stored."""
+        ``tokens`` is the text's token count. ``LookupError`` and nothing written if the
+        message is not stored."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -409,11 +339,10 @@ class TurnRepository:
         """Forget the claims received before ``before`` (pruning); returns how many."""
         raise NotImplementedError
 
-    async def prompt_context(
-        self, conversation_id: int, chat_id: int, question: str, resolve: Resolve
-    ) -> TurnContext:
-        """The chat row, the settings ``resolve`` picks from it, and the prompt for
-        ``question`` with the history that fits (as :func:`storage.context.load_context`),
-        reading only the turns that fit. ``resolve`` must be a plain function of the chat:
-        on SQLite it runs on a reader thread, between the two queries."""
+    async def prompt_history(
+        self, conversation_id: int, chat_id: int, *, room: int, turn_overhead: int
+    ) -> PromptHistory:
+        """The chat row and the turns that count as history, newest first, read in one
+        statement: those whose running cost (their two token counts plus ``turn_overhead``
+        each) stays within ``room``, and always the newest, with the count of all."""
         raise NotImplementedError

@@ -8,19 +8,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.spark.tokens import estimate_text_tokens
-from storage.dto import ChatInfo, Clock, ConversationInfo, MessageStatus, StoredMessage
+from storage.dto import (
+    Calibration,
+    ChatInfo,
+    Clock,
+    ConversationInfo,
+    LedgerEntry,
+    MessageStatus,
+    PromptHistory,
+    StoredMessage,
+)
 from storage.pg_lease import ConnectionLease
 from storage.repositories.turns import (
     Arrival,
-    Calibration,
-    LedgerEntry,
-    PromptAssembly,
-    Resolve,
-    TurnContext,
     TurnRepository,
     finish_params,
     new_message,
+    prompt_history,
     stored_message,
 )
 from storage.repositories.turns_sql import Numbered, Postgres
@@ -46,6 +50,7 @@ class PostgresTurns(TurnRepository):
         conversation: ConversationInfo,
         text: str,
         *,
+        tokens: int,
         user_id: int | None,
         telegram_message_id: int | None = None,
     ) -> StoredMessage:
@@ -55,7 +60,7 @@ class PostgresTurns(TurnRepository):
             "conversation": conversation.id,
             "user": user_id,
             "content": text,
-            "tokens": estimate_text_tokens(text),
+            "tokens": tokens,
             "ids": json.dumps(ids),
             "now": now,
             "chat": conversation.chat_id,
@@ -114,6 +119,7 @@ class PostgresTurns(TurnRepository):
         *,
         status: MessageStatus,
         text: str,
+        tokens: int,
         sid: str | None = None,
         error_code: int | None = None,
         telegram_message_ids: Sequence[int] = (),
@@ -127,6 +133,7 @@ class PostgresTurns(TurnRepository):
             self.clock(),
             status=status,
             text=text,
+            tokens=tokens,
             sid=sid,
             error_code=error_code,
             telegram_message_ids=telegram_message_ids,
@@ -157,15 +164,13 @@ class PostgresTurns(TurnRepository):
             gone: int = await driver.fetchval(Postgres.FORGET.text, before)
         return gone
 
-    async def prompt_context(
-        self, conversation_id: int, chat_id: int, question: str, resolve: Resolve
-    ) -> TurnContext:
-        prompt = PromptAssembly(question, resolve)
-        async with self._lease.driver() as driver:
-            chat_row = await driver.fetchrow(Postgres.CHAT.text, chat_id)
-            started, builder = prompt.start(chat_row)
-            if builder is None:
-                return started
-            params = prompt.history_params(conversation_id, builder)
-            rows = await driver.fetch(Postgres.HISTORY.text, *Postgres.HISTORY.args(params))
-        return prompt.finish(started, builder, rows)
+    async def prompt_history(
+        self, conversation_id: int, chat_id: int, *, room: int, turn_overhead: int
+    ) -> PromptHistory:
+        params: dict[str, object] = {
+            "conversation": conversation_id,
+            "chat": chat_id,
+            "room": room,
+            "overhead": turn_overhead,
+        }
+        return prompt_history(await self._fetch(Postgres.PROMPT, params))

@@ -17,8 +17,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.spark.tokens import DEFAULT_RATIO, MAX_RATIO, MIN_RATIO, SMOOTHING_DOWN, SMOOTHING_UP
-
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_]+)")
 
 
@@ -51,8 +49,6 @@ MESSAGE_COLUMNS = (
 )
 CHAT_COLUMNS = "id, type, title, model, system_prompt, token_ratio, spark_uid, created_at"
 
-CHAT = f"SELECT {CHAT_COLUMNS} FROM chats WHERE id = :chat"
-
 # Everything a question's arrival needs, read in one statement: the chat, the asker's stored
 # profile, the open conversation and the topic's uid. When all is there and unchanged, the
 # arrival writes nothing (see TurnRepository.arrival).
@@ -68,13 +64,12 @@ LEFT JOIN chat_topics t ON t.chat_id = c.id AND t.thread_id = :thread
 WHERE c.id = :chat
 """
 
-# Turns that count as history, newest first, with the running total of their raw cost; only
-# those within :room leave the database, plus always the newest (so the count of all turns,
-# which the prompt reports as dropped, arrives even when none fits).
-HISTORY = """
-SELECT t.answer_id, t.question_id, t.answer_tokens, t.question_tokens, t.total,
-       a.content, q.content
-FROM (
+# The chat row and the turns that count as history, newest first, with the running total of
+# their raw cost; only those within :room leave the database, plus always the newest (so the
+# count of all turns, which the prompt reports as dropped, arrives even when none fits). One
+# row per turn, each with the chat's columns; a single row without a turn when there is none.
+PROMPT = f"""
+WITH counted AS (
     SELECT a.id AS answer_id, a.reply_to_id AS question_id,
            a.tokens AS answer_tokens, q.tokens AS question_tokens,
            sum(a.tokens + q.tokens) OVER w AS running, row_number() OVER w AS position,
@@ -84,11 +79,21 @@ FROM (
       AND a.reply_to_id IS NOT NULL
       AND (a.status = 'complete' OR (a.status = 'partial' AND a.usable = TRUE))
     WINDOW w AS (ORDER BY a.id DESC ROWS UNBOUNDED PRECEDING)
-) t
-JOIN messages a ON a.id = t.answer_id
-JOIN messages q ON q.id = t.question_id
-WHERE t.running + :overhead * t.position <= :room OR t.position = 1
-ORDER BY t.answer_id DESC
+), taken AS (
+    SELECT t.answer_id, t.question_id, t.answer_tokens, t.question_tokens, t.total,
+           a.content AS answer, q.content AS question
+    FROM counted t
+    JOIN messages a ON a.id = t.answer_id
+    JOIN messages q ON q.id = t.question_id
+    WHERE t.running + :overhead * t.position <= :room OR t.position = 1
+)
+SELECT {", ".join("c." + column for column in CHAT_COLUMNS.split(", "))},
+       h.answer_id, h.question_id, h.answer_tokens, h.question_tokens, h.total,
+       h.answer, h.question
+FROM (SELECT 1 AS one) o
+LEFT JOIN chats c ON c.id = :chat
+LEFT JOIN taken h ON 1 = 1
+ORDER BY h.answer_id DESC
 """
 
 _INSERT_MESSAGE = """
@@ -103,20 +108,22 @@ _LINK_CONFLICT = (
 )
 
 
+def _number(name: str) -> str:
+    # asyncpg prepares the statement, so PostgreSQL must learn each parameter's type.
+    return f"CAST(:{name} AS DOUBLE PRECISION)"
+
+
 def _clamp(value: str, least: str, greatest: str) -> str:
-    return f"{least}({greatest}({value}, {MIN_RATIO!r}), {MAX_RATIO!r})"
+    return f"{least}({greatest}({value}, {_number('r_least')}), {_number('r_greatest')})"
 
 
 def ratio_update(least: str, greatest: str) -> str:
-    """``token_ratio``'s next value in SQL: :func:`bot.spark.tokens.update_ratio` step by
-    step, for a chat row being updated (params :raw and :reported, both > 0)."""
-    current = _clamp(f"COALESCE(token_ratio, {DEFAULT_RATIO!r})", least, greatest)
-    sample = _clamp(
-        "CAST(:reported AS DOUBLE PRECISION) / NULLIF(CAST(:raw AS DOUBLE PRECISION), 0)",
-        least,
-        greatest,
-    )
-    weight = f"CASE WHEN {sample} > {current} THEN {SMOOTHING_UP!r} ELSE {SMOOTHING_DOWN!r} END"
+    """``token_ratio``'s next value in SQL, for a chat row being updated: the calibration
+    rules passed as numbers (params :r_default, :r_least, :r_greatest, :r_up, :r_down;
+    ``CalibrationRules``), applied to Spark's count :reported for the raw estimate :raw."""
+    current = _clamp(f"COALESCE(token_ratio, {_number('r_default')})", least, greatest)
+    sample = _clamp(f"{_number('reported')} / NULLIF({_number('raw')}, 0)", least, greatest)
+    weight = f"CASE WHEN {sample} > {current} THEN {_number('r_up')} ELSE {_number('r_down')} END"
     return _clamp(f"{current} + {weight} * ({sample} - {current})", least, greatest)
 
 
@@ -199,8 +206,7 @@ class Sqlite:
         f"UPDATE chats SET token_ratio = {ratio_update('min', 'max')} "
         "WHERE id = :c_chat AND :raw > 0 AND :reported > 0"
     )
-    CHAT = CHAT
-    HISTORY = HISTORY
+    PROMPT = PROMPT
     ARRIVAL = ARRIVAL
     CLAIM = _CLAIM
     FORGET = _FORGET
@@ -262,8 +268,7 @@ class Postgres:
         "AND CAST(:reported AS DOUBLE PRECISION) > 0 AND EXISTS (SELECT 1 FROM answer)"
         f") SELECT {MESSAGE_COLUMNS}, {ASYNC_COMMIT} FROM answer"
     )
-    CHAT = numbered(CHAT)
-    HISTORY = numbered(HISTORY)
+    PROMPT = numbered(PROMPT)
     ARRIVAL = numbered(ARRIVAL)
     CLAIM = numbered(f"{_CLAIM} RETURNING update_id, {ASYNC_COMMIT}")
     FORGET = numbered(f"WITH gone AS ({_FORGET} RETURNING 1) SELECT count(*) FROM gone")

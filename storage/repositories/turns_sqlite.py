@@ -10,18 +10,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.spark.tokens import estimate_text_tokens
-from storage.dto import ChatInfo, Clock, ConversationInfo, MessageStatus, StoredMessage
+from storage.dto import (
+    Calibration,
+    ChatInfo,
+    Clock,
+    ConversationInfo,
+    LedgerEntry,
+    MessageStatus,
+    PromptHistory,
+    StoredMessage,
+)
 from storage.repositories.turns import (
     Arrival,
-    Calibration,
-    LedgerEntry,
-    PromptAssembly,
-    Resolve,
-    TurnContext,
     TurnRepository,
     finish_params,
     new_message,
+    prompt_history,
     sqlite_time,
     stored_message,
 )
@@ -44,6 +48,7 @@ class SqliteTurns(TurnRepository):
         conversation: ConversationInfo,
         text: str,
         *,
+        tokens: int,
         user_id: int | None,
         telegram_message_id: int | None = None,
     ) -> StoredMessage:
@@ -53,7 +58,7 @@ class SqliteTurns(TurnRepository):
             "conversation": conversation.id,
             "user": user_id,
             "content": text,
-            "tokens": estimate_text_tokens(text),
+            "tokens": tokens,
             "ids": json.dumps(ids),
             "now": sqlite_time(now),
         }
@@ -131,6 +136,7 @@ class SqliteTurns(TurnRepository):
         *,
         status: MessageStatus,
         text: str,
+        tokens: int,
         sid: str | None = None,
         error_code: int | None = None,
         telegram_message_ids: Sequence[int] = (),
@@ -144,6 +150,7 @@ class SqliteTurns(TurnRepository):
             self.clock(),
             status=status,
             text=text,
+            tokens=tokens,
             sid=sid,
             error_code=error_code,
             telegram_message_ids=telegram_message_ids,
@@ -199,18 +206,17 @@ class SqliteTurns(TurnRepository):
 
         return await self._worker.write(unit)
 
-    async def prompt_context(
-        self, conversation_id: int, chat_id: int, question: str, resolve: Resolve
-    ) -> TurnContext:
-        prompt = PromptAssembly(question, resolve)
+    async def prompt_history(
+        self, conversation_id: int, chat_id: int, *, room: int, turn_overhead: int
+    ) -> PromptHistory:
+        params = {
+            "conversation": conversation_id,
+            "chat": chat_id,
+            "room": room,
+            "overhead": turn_overhead,
+        }
 
-        def unit(connection: sqlite3.Connection) -> TurnContext:
-            chat_row = connection.execute(Sqlite.CHAT, {"chat": chat_id}).fetchone()
-            started, builder = prompt.start(chat_row)
-            if builder is None:
-                return started
-            params = prompt.history_params(conversation_id, builder)
-            rows = connection.execute(Sqlite.HISTORY, params).fetchall()
-            return prompt.finish(started, builder, rows)
+        def unit(connection: sqlite3.Connection) -> list[Any]:
+            return connection.execute(Sqlite.PROMPT, params).fetchall()
 
-        return await self._worker.read(unit)
+        return prompt_history(await self._worker.read(unit))

@@ -11,8 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, func, select
 
-from bot.spark.types import Usage
-from storage.dto import LatencyStats, TopUser, UsageTotals
+from storage.dto import LatencyStats, TokenUsage, TopUser, UsageTotals
 from storage.repositories.base import Repository, table
 
 USAGE = table("usage_records")
@@ -34,7 +33,7 @@ class UsageRepository(Repository):
         self,
         *,
         model: str,
-        usage: Usage | None,
+        usage: TokenUsage | None,
         user_id: int | None,
         chat_id: int | None,
         conversation_id: int | None = None,
@@ -45,7 +44,7 @@ class UsageRepository(Repository):
         error_code: int | None = None,
     ) -> int:
         """Append one request to the ledger (``usage`` None when Spark reported none)."""
-        usage = usage or Usage()
+        usage = usage or TokenUsage()
         result = await self.execute(
             _INSERT,
             {

@@ -1,4 +1,4 @@
-"""The prompt for the next turn: system prompt, as much recent history as fits, the question.
+"""The prompt budget: what a question may cost, how much history fits, and the calibration rules.
 
 Budget: the model's context minus the ``max_tokens`` reserved for the answer. Estimates come
 from :mod:`bot.spark.tokens`, scaled by the chat's calibration ratio. The most recent turns are
@@ -10,12 +10,16 @@ error names the system prompt's part, since that may be what makes a short quest
 A system prompt may take at most :data:`SYSTEM_PROMPT_SHARE` of the prompt budget
 (:func:`check_system_prompt`, when it is set and when the chat switches model), so a question
 and some history always fit beside it.
+
+Storage knows none of this: it stores the token counts computed here, reads the history up to
+a limit in raw tokens (:meth:`ContextBuilder.room`) and folds Spark's counts into the chat's
+ratio with the rules of :data:`CALIBRATION`, passed down as numbers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bot.errors import QuestionTooLong, SystemPromptTooLong
@@ -23,23 +27,44 @@ from bot.spark.models import SparkModel
 from bot.spark.tokens import (
     CJK_CHARS_PER_TOKEN,
     DEFAULT_RATIO,
+    MAX_RATIO,
     MESSAGE_OVERHEAD_TOKENS,
+    MIN_RATIO,
     PROMPT_OVERHEAD_TOKENS,
     SAFETY_MARGIN,
+    SMOOTHING_DOWN,
+    SMOOTHING_UP,
     WORDS_PER_TOKEN,
     calibrated_tokens,
     clamp_ratio,
     estimate_message_tokens,
-    estimate_text_tokens,
 )
 from bot.spark.types import ChatMessage
-from storage.dto import HistoryTurn
-from storage.repositories.messages import MessageRepository
+from storage.dto import CalibrationRules, ChatInfo, HistoryTurn
+from storage.repositories.turns import TurnRepository
 
-HISTORY_PAGE = 32
 # The most of the prompt budget a system prompt may take; the rest is for the question and
 # history.
 SYSTEM_PROMPT_SHARE = 0.5
+# Raw tokens a stored turn adds beside its two texts: the framing of its two messages.
+TURN_OVERHEAD = 2 * MESSAGE_OVERHEAD_TOKENS
+# bot.spark.tokens.update_ratio, as numbers storage applies in the answer's own statement.
+CALIBRATION = CalibrationRules(
+    default=DEFAULT_RATIO,
+    least=MIN_RATIO,
+    greatest=MAX_RATIO,
+    up=SMOOTHING_UP,
+    down=SMOOTHING_DOWN,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSettings:
+    """What a prompt is built for, decided from the chat (the operator's defaults without one)."""
+
+    model: SparkModel
+    system_prompt: str | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +74,20 @@ class PromptContext:
     messages: list[ChatMessage]
     # Calibrated, conservative: what was checked against ``budget_tokens``.
     estimated_prompt_tokens: int
-    # Before calibration: pass it with Spark's reported prompt_tokens to update_calibration.
+    # Before calibration: what Spark's reported prompt_tokens is compared with (calibration).
     raw_prompt_tokens: int
     budget_tokens: int
     pairs_included: int
     pairs_dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """The prompt of a turn with the chat it was built for, as stored when it was built."""
+
+    chat: ChatInfo | None
+    settings: PromptSettings
+    context: PromptContext
 
 
 def prompt_budget(model: SparkModel, max_tokens: int | None = None) -> int:
@@ -98,6 +132,10 @@ def check_system_prompt(
     )
 
 
+def ratio_of(chat: ChatInfo | None) -> float:
+    return chat.token_ratio if chat is not None else DEFAULT_RATIO
+
+
 class ContextBuilder:
     """Accumulates history newest first; raises QuestionTooLong at construction."""
 
@@ -128,10 +166,20 @@ class ContextBuilder:
         self._turns: list[HistoryTurn] = []
         self.full = False
 
+    @classmethod
+    def of(cls, settings: PromptSettings, question: str, ratio: float) -> ContextBuilder:
+        return cls(
+            settings.model,
+            question,
+            system_prompt=settings.system_prompt,
+            max_tokens=settings.max_tokens,
+            ratio=ratio,
+        )
+
     def room(self) -> int:
-        """The most raw tokens of history that can still be taken: what a query may cut its
-        running total of turn costs at (see :meth:`turn_cost`), so that only turns that fit
-        leave the database. :meth:`offer` stays the judge; this only bounds what is read."""
+        """The most raw tokens of history that can still be taken: the limit storage reads
+        history up to (turn costs as :meth:`turn_cost` counts them), so that only turns that
+        fit leave the database. :meth:`offer` stays the judge; this only bounds what is read."""
         if self.full:
             return -1
         room = max(0, math.floor(self.budget / (clamp_ratio(self.ratio) * SAFETY_MARGIN)))
@@ -147,21 +195,13 @@ class ContextBuilder:
     @staticmethod
     def turn_cost(question_tokens: int, answer_tokens: int) -> int:
         """Raw tokens a stored turn adds to the prompt (its two texts and their framing)."""
-        return 2 * MESSAGE_OVERHEAD_TOKENS + question_tokens + answer_tokens
+        return TURN_OVERHEAD + question_tokens + answer_tokens
 
     def offer(self, turn: HistoryTurn) -> bool:
         """Take the next older turn if it fits; once one does not, take no more."""
         if self.full:
             return False
-        question = (
-            estimate_text_tokens(turn.question)
-            if turn.question_tokens is None
-            else turn.question_tokens
-        )
-        answer = (
-            estimate_text_tokens(turn.answer) if turn.answer_tokens is None else turn.answer_tokens
-        )
-        cost = self.turn_cost(question, answer)
+        cost = self.turn_cost(turn.question_tokens, turn.answer_tokens)
         if calibrated_tokens(self._raw + cost, self.ratio) > self.budget:
             self.full = True
             return False
@@ -202,31 +242,41 @@ def build_context(
     return builder.result(dropped)
 
 
-async def load_context(
-    messages: MessageRepository,
+async def load_prompt(
+    turns: TurnRepository,
     conversation_id: int,
-    model: SparkModel,
+    chat_id: int,
     question: str,
+    settings_of: Callable[[ChatInfo | None], PromptSettings],
     *,
-    system_prompt: str | None = None,
-    max_tokens: int | None = None,
-    ratio: float = DEFAULT_RATIO,
-) -> PromptContext:
-    """The prompt for ``question`` in a stored conversation, reading only as much history as
-    fits (pages of :data:`HISTORY_PAGE` turns, newest first).
+    known: ChatInfo | None,
+) -> Prompt:
+    """The prompt for ``question`` from the chat and history as stored now, in one read.
 
-    Call it before the question itself has an answer row, or after: a question without a
-    counted answer is never history.
+    The history is read up to the room the chat as last seen (``known``) leaves; the chat comes
+    back with it, and the prompt is built for the chat as it is now. Only when that leaves more
+    room than was read (a lower ratio, another model) and turns were left in the database is
+    the history read again. Raises :class:`~bot.errors.QuestionTooLong` when the question
+    alone does not fit the chat's model now.
     """
-    builder = ContextBuilder(
-        model, question, system_prompt=system_prompt, max_tokens=max_tokens, ratio=ratio
+    try:
+        room = ContextBuilder.of(settings_of(known), question, ratio_of(known)).room()
+    except QuestionTooLong:
+        room = 0  # the chat may have changed since: judge by what is stored now
+    found = await turns.prompt_history(
+        conversation_id, chat_id, room=room, turn_overhead=TURN_OVERHEAD
     )
-    before: int | None = None
-    while True:
-        page = await messages.history_page(conversation_id, before, HISTORY_PAGE)
-        for taken, turn in enumerate(page.turns):
-            if not builder.offer(turn):
-                return builder.result(page.older_turns - taken)
-        if len(page.turns) < HISTORY_PAGE:
-            return builder.result(0)
-        before = page.turns[-1].answer_id
+    settings = settings_of(found.chat)
+    builder = ContextBuilder.of(settings, question, ratio_of(found.chat))
+    if builder.room() > room and len(found.turns) < found.total:
+        found = await turns.prompt_history(
+            conversation_id, chat_id, room=builder.room(), turn_overhead=TURN_OVERHEAD
+        )
+        settings = settings_of(found.chat)
+        builder = ContextBuilder.of(settings, question, ratio_of(found.chat))
+    taken = 0
+    for turn in found.turns:
+        if not builder.offer(turn):
+            break
+        taken += 1
+    return Prompt(found.chat, settings, builder.result(found.total - taken))
