@@ -41,7 +41,12 @@ from bot.spark import types as spark_events
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel
-from bot.spark.tokens import DEFAULT_RATIO, calibrated_tokens, estimate_messages_tokens
+from bot.spark.tokens import (
+    DEFAULT_RATIO,
+    calibrated_tokens,
+    estimate_messages_tokens,
+    estimate_text_tokens,
+)
 from bot.spark.types import ChatMessage, GenerationOptions, Usage
 from storage.database import Database
 from storage.dto import (
@@ -49,6 +54,7 @@ from storage.dto import (
     LEDGER_NO_SPARK_CODE,
     LEDGER_UNDELIVERED,
     MessageStatus,
+    TokenUsage,
 )
 
 log = logging.getLogger(__name__)
@@ -343,8 +349,9 @@ class CompletionService:
                     chat_id = caller.user_id
                     await repos.chats.upsert(chat_id, type="api", title=f"key {caller.key_name}")
                     conversation = await repos.conversations.current(chat_id)
+                    asked = admitted.request.messages[-1].content
                     question = await repos.messages.add_user_message(
-                        conversation, admitted.request.messages[-1].content, user_id=chat_id
+                        conversation, asked, user_id=chat_id, tokens=estimate_text_tokens(asked)
                     )
                     answer = await repos.messages.start_assistant_message(
                         conversation, question_id=question.id, model=model.name, user_id=chat_id
@@ -355,11 +362,12 @@ class CompletionService:
                         text=text,
                         sid=sid,
                         error_code=code,
+                        tokens=estimate_text_tokens(text),
                     )
                     conversation_id, message_id = conversation.id, answer.id
                 await repos.usage.record(
                     model=model.name,
-                    usage=usage,
+                    usage=_token_usage(usage),
                     user_id=caller.user_id,
                     chat_id=chat_id,
                     conversation_id=conversation_id,
@@ -389,3 +397,10 @@ def _status(code: int | None, text: str) -> MessageStatus:
 
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
+
+
+def _token_usage(usage: Usage | None) -> TokenUsage | None:
+    """Spark's usage in storage's terms."""
+    if usage is None:
+        return None
+    return TokenUsage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
