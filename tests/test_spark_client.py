@@ -457,3 +457,19 @@ async def test_client_options_carry_the_operators_configuration(
     lite_record = spark_simulator.request_for_sid(lite.sid)
     assert lite_record.request is not None
     assert lite_record.request["parameter"]["chat"]["max_tokens"] == LITE.max_tokens_limit
+
+
+async def test_the_session_id_is_told_before_the_first_event(
+    spark_simulator: SparkSimulator, http_session: aiohttp.ClientSession
+) -> None:
+    client = make_client(http_session, spark_simulator)
+    heard: list[str] = []
+    seen_before_first_event: list[list[str]] = []
+    stream = client.stream(ask("who am I talking to?"), "u", on_sid=heard.append)
+    async with aclosing(stream) as events:
+        async for event in events:
+            if not seen_before_first_event:
+                seen_before_first_event.append(list(heard))
+            if isinstance(event, Finished):
+                assert heard == [event.sid]
+    assert seen_before_first_event == [heard]

@@ -119,6 +119,19 @@ async def test_a_stream_has_one_id_the_role_first_the_deltas_a_finish_and_usage(
     assert row.sid == record.sid
 
 
+async def test_a_stream_names_sparks_session_in_its_headers(gateway: RunningGateway) -> None:
+    key = await gateway.create_key("app")
+    stream = await gateway.client(key).chat.completions.create(
+        model="lite", messages=[{"role": "user", "content": "which session?"}], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert chunks
+    [record] = gateway.spark.requests
+    assert stream.response.headers["x-spark-sid"] == record.sid
+    [row] = await gateway.wait_ledger(1)
+    assert row.sid == record.sid
+
+
 async def test_a_stream_without_include_usage_sends_no_usage_chunk(
     gateway: RunningGateway,
 ) -> None:

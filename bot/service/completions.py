@@ -222,16 +222,25 @@ class CompletionService:
                 raise
         return Admitted(caller, request, max_tokens, ticket)
 
-    async def run(self, admitted: Admitted, sink: AnswerSink) -> CompletionOutcome:
+    async def run(
+        self,
+        admitted: Admitted,
+        sink: AnswerSink,
+        *,
+        on_sid: Callable[[str], None] | None = None,
+    ) -> CompletionOutcome:
         """Stream the answer into ``sink`` and store the ledger row; a cancellation (the
-        client hung up, or shutdown) is recorded, then re-raised."""
+        client hung up, or shutdown) is recorded, then re-raised. ``on_sid`` hears Spark's
+        session id as soon as Spark names it, before the first event."""
         try:
-            return await self._run(admitted, sink)
+            return await self._run(admitted, sink, on_sid)
         finally:
             if admitted.ticket is not None:
                 admitted.ticket.release()
 
-    async def _run(self, admitted: Admitted, sink: AnswerSink) -> CompletionOutcome:
+    async def _run(
+        self, admitted: Admitted, sink: AnswerSink, on_sid: Callable[[str], None] | None
+    ) -> CompletionOutcome:
         request, caller = admitted.request, admitted.caller
         model = request.model
         options = self._options(request, admitted.max_tokens)
@@ -249,6 +258,7 @@ class CompletionService:
                 spark_uid(caller, request.end_user),
                 model=model,
                 options=options,
+                on_sid=on_sid,
             )
             async with aclosing(stream) as events:
                 async for event in events:

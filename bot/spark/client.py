@@ -194,8 +194,13 @@ class SparkClient:
         *,
         model: SparkModel | None = None,
         options: GenerationOptions | None = None,
+        on_sid: Callable[[str], None] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield events as frames arrive; the last one is always :class:`Finished`.
+
+        ``on_sid`` is called with Spark's session id as soon as the first frame names it, before
+        any event (again for an attempt retried before any event); an HTTP front end puts it in
+        a response header.
 
         Consume it with ``contextlib.aclosing`` when you may stop early, so the socket closes
         at once rather than when the generator is collected. Cancelling the consuming task
@@ -253,6 +258,8 @@ class SparkClient:
                         frames += 1
                         if not sid:
                             sid = frame.sid
+                            if sid and on_sid is not None:
+                                on_sid(sid)
                         if frame.code:
                             raise spark_api_error(frame.code, frame.message, sid=frame.sid or sid)
                         if frame.sources:

@@ -240,7 +240,7 @@ class Gateway:
         )
         self.metrics.streams.inc()
         try:
-            outcome = await self._completions.run(admitted, sink)
+            outcome = await self._completions.run(admitted, sink, on_sid=sink.name_session)
         except asyncio.CancelledError:
             self.metrics.spark(_gone(chat))
             raise

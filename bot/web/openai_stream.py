@@ -36,7 +36,7 @@ from bot.service.events import (
 )
 from bot.spark.errors import SparkContentBlocked
 from bot.spark.types import FunctionCall, Usage
-from bot.web.errors import api_error
+from bot.web.errors import SID_HEADER, api_error
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -182,6 +182,12 @@ class SseSink:
     @property
     def committed(self) -> bool:
         return self.response is not None
+
+    def name_session(self, sid: str) -> None:
+        """Spark's session id, sent as ``X-Spark-Sid`` unless the headers already went out
+        (a keep-alive while Spark said nothing yet)."""
+        if self.response is None:
+            self._headers[SID_HEADER] = sid
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="sse-writer")
