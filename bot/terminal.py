@@ -132,6 +132,7 @@ async def chat(settings: Settings, *, simulate: bool = False) -> int:
             database=database,
             spark=SparkClient(session, effective.spark.client_options()),
             spark_settings=effective.spark,
+            front_end="terminal",
         )
         await service.recover_interrupted()
         view = await service.chat_settings(TERMINAL_PLACE)

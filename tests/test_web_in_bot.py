@@ -183,6 +183,45 @@ async def test_models_metrics_and_healthz_beside_telegram(bot: BotWithApi) -> No
         async with session.get(bot.base_url + "/v1/models") as response:
             assert response.status == 401
     assert 'http_requests_total{route="/v1/chat/completions",status="200"} 1.0' in metrics
-    assert 'spark_requests_total{code="",model="max",outcome="ok"} 1.0' in metrics
+    assert 'spark_requests_total{code="",front_end="api",model="max",outcome="ok"} 1.0' in metrics
     assert "spark_time_to_first_token_seconds_bucket" in metrics
     assert "http_streams_in_flight 0.0" in metrics
+
+
+async def _metrics_when(bot: BotWithApi, *lines: str) -> str:
+    """The bot's /metrics once it shows every line (the count follows the stored answer)."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(10):
+        while True:
+            async with session.get(bot.base_url + "/metrics") as response:
+                metrics = await response.text()
+            if all(line in metrics for line in lines):
+                return metrics
+            await asyncio.sleep(0.02)
+
+
+async def test_telegram_answers_are_counted_in_metrics_beside_the_api(bot: BotWithApi) -> None:
+    alice = bot.driver.user(ALICE, "Alice")
+    chat = bot.driver.private_chat(alice)
+    await bot.driver.send_text(chat, alice, "Hello")
+    await _answer(bot, ALICE, 1)
+    await bot.driver.send_text(chat, alice, "Fail [[error:10013]]")
+    assert "content policy" in await _answer(bot, ALICE, 2)
+    key = await bot.create_key("app")
+    async with bot.client(key) as client:
+        await client.chat.completions.create(
+            model="max", messages=[{"role": "user", "content": "Hi"}]
+        )
+    metrics = await _metrics_when(
+        bot,
+        'spark_requests_total{code="",front_end="telegram",model="max",outcome="ok"} 1.0',
+        'spark_requests_total{code="10013",front_end="telegram",model="max",outcome="error"} 1.0',
+        'spark_requests_total{code="",front_end="api",model="max",outcome="ok"} 1.0',
+    )
+    completion = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('spark_tokens_total{front_end="telegram",kind="completion"')
+    ]
+    assert len(completion) == 1
+    assert float(completion[0].rsplit(" ", 1)[1]) > 0
+    assert 'spark_request_duration_seconds_count{model="max"} 2.0' in metrics

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from bot.errors import QuestionTooLong, RateLimitExceeded
 from bot.service.conversation import Admission, AdmissionTicket, Participant
 from bot.service.events import (
+    NO_OBSERVER,
     AnswerSink,
     Ending,
     Failed,
@@ -35,6 +36,8 @@ from bot.service.events import (
     FunctionCalled,
     ReasoningDelta,
     SourcesFound,
+    SparkCall,
+    SparkCallObserver,
     TextDelta,
 )
 from bot.spark import types as spark_events
@@ -97,19 +100,6 @@ class Admitted:
     ticket: AdmissionTicket | None
 
 
-@dataclass(frozen=True, slots=True)
-class CompletionOutcome:
-    """What became of one request, for the front end's metrics and log line."""
-
-    model: str
-    outcome: str  # "ok", "error", "client_gone", "interrupted"
-    error_code: int | None
-    usage: Usage | None
-    sid: str | None
-    first_token_seconds: float | None
-    duration_seconds: float
-
-
 def spark_uid(caller: ApiCaller, end_user: str | None) -> str:
     """The uid Spark sees. Stable per key and ``user`` (so Spark can tell a key's users
     apart), with no key or user text in it; without a ``user``, a fresh one per request:
@@ -164,9 +154,11 @@ class CompletionService:
         spark: SparkClient,
         admission: Admission | None = None,
         store_bodies: bool = False,
+        observer: SparkCallObserver = NO_OBSERVER,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
+        self._observer = observer
         self._store_bodies = store_bodies
         self._spark = spark
         self._admission = admission
@@ -228,7 +220,7 @@ class CompletionService:
         sink: AnswerSink,
         *,
         on_sid: Callable[[str], None] | None = None,
-    ) -> CompletionOutcome:
+    ) -> SparkCall:
         """Stream the answer into ``sink`` and store the ledger row; a cancellation (the
         client hung up, or shutdown) is recorded, then re-raised. ``on_sid`` hears Spark's
         session id as soon as Spark names it, before the first event."""
@@ -240,7 +232,7 @@ class CompletionService:
 
     async def _run(
         self, admitted: Admitted, sink: AnswerSink, on_sid: Callable[[str], None] | None
-    ) -> CompletionOutcome:
+    ) -> SparkCall:
         request, caller = admitted.request, admitted.caller
         model = request.model
         options = self._options(request, admitted.max_tokens)
@@ -318,12 +310,14 @@ class CompletionService:
             sid,
             code,
         )
+        call = SparkCall(
+            "api", model.name, outcome, code, usage, sid, first_token, finished - started
+        )
+        self._observer.spark_call(call)
         if cancelled is not None:
             await sink.aclose()
             raise cancelled
-        return CompletionOutcome(
-            model.name, outcome, code, usage, sid, first_token, finished - started
-        )
+        return call
 
     def _verdict(
         self, error: SparkError | None, cancelled: asyncio.CancelledError | None, gone: bool

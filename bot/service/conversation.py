@@ -36,6 +36,7 @@ from bot.service.budget import (
     load_prompt,
 )
 from bot.service.events import (
+    NO_OBSERVER,
     AnswerSink,
     Delivery,
     Ending,
@@ -44,6 +45,8 @@ from bot.service.events import (
     FunctionCalled,
     ReasoningDelta,
     SourcesFound,
+    SparkCall,
+    SparkCallObserver,
     TextDelta,
 )
 from bot.service.i18n import Language, language_of, text
@@ -175,10 +178,14 @@ class ConversationService:
         admission: Admission | None = None,
         checkpoint_interval: float = 3.0,
         shutdown_delivery_timeout: float = SHUTDOWN_DELIVERY_TIMEOUT,
+        observer: SparkCallObserver = NO_OBSERVER,
+        front_end: str = "telegram",
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = database
         self._spark = spark
+        self._observer = observer
+        self._front_end = front_end
         self._settings = spark_settings
         self._group_scope: GroupHistoryScope = group_scope
         self._admission = admission
@@ -541,6 +548,10 @@ class ConversationService:
         if status is MessageStatus.COMPLETE and not delivery.complete:
             status = MessageStatus.UNDELIVERED  # what the user saw, not what Spark wrote
         finished = self._monotonic()
+        first_token = first_token_at - started if first_token_at is not None else None
+        ledger_code = (
+            LEDGER_UNDELIVERED if status is MessageStatus.UNDELIVERED else _error_code(error)
+        )
         calibration = (
             Calibration(place.chat_id, context.raw_prompt_tokens, usage.prompt_tokens, CALIBRATION)
             if usage is not None and usage.prompt_tokens
@@ -559,15 +570,23 @@ class ConversationService:
                 usage=_token_usage(usage),
                 user_id=queued.participant.user_id,
                 chat_id=place.chat_id,
-                first_token_ms=_ms(first_token_at - started) if first_token_at else None,
+                first_token_ms=_ms(first_token) if first_token is not None else None,
                 duration_ms=_ms(finished - started),
-                error_code=(
-                    LEDGER_UNDELIVERED
-                    if status is MessageStatus.UNDELIVERED
-                    else _error_code(error)
-                ),
+                error_code=ledger_code,
             ),
             calibration=calibration,
+        )
+        self._observer.spark_call(
+            SparkCall(
+                self._front_end,
+                model.name,
+                self._call_outcome(status, error, cancelled, sink.gone),
+                ledger_code,
+                usage,
+                sid,
+                first_token,
+                finished - started,
+            )
         )
         log.info(
             "chat %s: answer %s, %d chars, %s tokens, %.2f s (model=%s sid=%s)",
@@ -582,6 +601,23 @@ class ConversationService:
         if cancelled is not None:
             raise cancelled
         return AnswerOutcome(status, answer, sid, usage, error, delivery, sources)
+
+    def _call_outcome(
+        self,
+        status: MessageStatus,
+        error: SparkError | None,
+        cancelled: asyncio.CancelledError | None,
+        gone: bool,
+    ) -> str:
+        if error is not None:
+            return "error"
+        if cancelled is not None:
+            return "interrupted" if self._shutting_down else "stopped"
+        if gone:
+            return "client_gone"
+        if status is MessageStatus.UNDELIVERED:
+            return "undelivered"
+        return "ok"
 
     def _verdict(
         self,

@@ -117,3 +117,35 @@ class AnswerSink(Protocol):
 
     async def aclose(self) -> None:
         """Stop without delivering anything more (cancelled while finishing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SparkCall:
+    """One Spark request as it ended, whichever front end asked: what the operator's metrics
+    count. ``error_code`` is the ledger's (Spark's code, or one of the ledger's own negative
+    codes), None on success."""
+
+    front_end: str  # "telegram", "api", "terminal", …
+    model: str
+    outcome: str  # "ok", "error", "stopped", "client_gone", "undelivered", "interrupted"
+    error_code: int | None
+    usage: Usage | None
+    sid: str | None
+    first_token_seconds: float | None
+    duration_seconds: float
+
+
+class SparkCallObserver(Protocol):
+    """Hears of every Spark request when it ends (metrics). Must not block or raise."""
+
+    def spark_call(self, call: SparkCall) -> None: ...
+
+
+class NoObserver:
+    """Hears nothing: where no one counts."""
+
+    def spark_call(self, call: SparkCall) -> None:
+        pass
+
+
+NO_OBSERVER = NoObserver()

@@ -39,6 +39,7 @@ from telegram.ext import Application, ApplicationBuilder
 from bot.config import Settings
 from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.conversation import ConversationService
+from bot.service.events import NO_OBSERVER, SparkCallObserver
 from bot.service.lanes import AnswerLanes
 from bot.service.limits import UsageLimits
 from bot.spark.client import SparkClient
@@ -75,8 +76,9 @@ Meanwhile you can talk to Spark in this terminal:
 """
 
 
-class WebRoutes(Protocol):
-    """Routes another front end serves from the bot's web app (the HTTP API)."""
+class WebRoutes(SparkCallObserver, Protocol):
+    """Routes another front end serves from the bot's web app (the HTTP API); it also counts
+    the bot's own Spark requests for its ``/metrics``."""
 
     def mount(self, app: web.Application) -> None: ...
 
@@ -275,21 +277,21 @@ async def open_bot_runtime(
         limits = UsageLimits(
             database, settings.limits, admin_user_ids=telegram.admin_user_ids, monotonic=clock.now
         )
+        gateway = (
+            web_routes(settings, database, spark, limits)
+            if web_routes is not None and settings.http_api.enabled
+            else None
+        )
         service = ConversationService(
             database=database,
             spark=spark,
             spark_settings=settings.spark,
             group_scope=telegram.group_history_scope,
             admission=limits,
+            observer=gateway or NO_OBSERVER,
         )
         with database_failures(settings.database.url):  # the first write: a read-only file
             await service.recover_interrupted()
-
-        gateway = (
-            web_routes(settings, database, spark, limits)
-            if web_routes is not None and settings.http_api.enabled
-            else None
-        )
         application = _application(settings, token, gateway)
         with telegram_failures(telegram.api_base_url):
             await application.initialize()  # getMe: the token and the Bot API's address

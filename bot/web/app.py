@@ -30,10 +30,10 @@ from bot.config import Settings
 from bot.service.completions import (
     Admitted,
     ApiCaller,
-    CompletionOutcome,
     CompletionRequest,
     CompletionService,
 )
+from bot.service.events import SparkCall
 from bot.service.limits import UsageLimits
 from bot.spark.client import SparkClient
 from bot.spark.models import get_model
@@ -100,6 +100,10 @@ class Gateway:
 
     def telegram_call(self, method: str, status: int) -> None:
         self.metrics.telegram_call(method, status)
+
+    def spark_call(self, call: SparkCall) -> None:
+        """Count a Spark request another front end (Telegram) made."""
+        self.metrics.spark_call(call)
 
     async def wait_closed(self, timeout: float = WAIT_CLOSED_SECONDS) -> None:  # noqa: ASYNC109
         """Wait for requests still being handled (after the server stopped serving)."""
@@ -205,12 +209,7 @@ class Gateway:
 
     async def _complete(self, admitted: Admitted, chat: ChatRequest) -> web.StreamResponse:
         sink = CollectingSink()
-        try:
-            outcome = await self._completions.run(admitted, sink)
-        except asyncio.CancelledError:
-            self.metrics.spark(_gone(chat))
-            raise
-        self.metrics.spark(outcome)
+        outcome = await self._completions.run(admitted, sink)
         ending = sink.ending
         headers = {SID_HEADER: outcome.sid} if outcome.sid else {}
         if ending is None or not ends_as_answer(ending, sink.started):
@@ -240,14 +239,10 @@ class Gateway:
         )
         self.metrics.streams.inc()
         try:
-            outcome = await self._completions.run(admitted, sink, on_sid=sink.name_session)
-        except asyncio.CancelledError:
-            self.metrics.spark(_gone(chat))
-            raise
+            await self._completions.run(admitted, sink, on_sid=sink.name_session)
         finally:
             self.metrics.streams.dec()
             await sink.aclose()
-        self.metrics.spark(outcome)
         if sink.failure is not None:
             return _error_response(api_error(sink.failure.error))
         if sink.response is None:  # the client left before anything was written
@@ -255,10 +250,6 @@ class Gateway:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await sink.response.write_eof()
         return sink.response
-
-
-def _gone(chat: ChatRequest) -> CompletionOutcome:
-    return CompletionOutcome(chat.model.name, "client_gone", None, None, None, None, 0.0)
 
 
 def _dumps(value: Any) -> str:
@@ -312,15 +303,15 @@ def build_gateway(
     settings: Settings, database: Database, spark: SparkClient, limits: UsageLimits
 ) -> Gateway:
     """The gateway over parts built elsewhere (the bot's, when it serves the API too)."""
+    metrics = Metrics()
     completions = CompletionService(
         database=database,
         spark=spark,
         admission=limits,
         store_bodies=settings.http_api.store_bodies,
+        observer=metrics,
     )
-    return Gateway(
-        settings=settings, database=database, completions=completions, metrics=Metrics()
-    )
+    return Gateway(settings=settings, database=database, completions=completions, metrics=metrics)
 
 
 @asynccontextmanager

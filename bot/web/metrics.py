@@ -1,9 +1,9 @@
 """Prometheus metrics of the process, in one registry of its own (no global state).
 
-HTTP requests by route and status; the HTTP API's Spark requests by model, outcome and error
-code, their tokens, time to first token and duration (Telegram's are in the ledger's /stats);
-streams open now; Telegram Bot API calls and the 429s among them by method. ``GET /metrics``
-serves them in the text format.
+HTTP requests by route and status; Spark requests of every front end (Telegram, the HTTP
+API) by front end, model, outcome and error code, their tokens, time to first token and
+duration; streams open now; Telegram Bot API calls and the 429s among them by method.
+``GET /metrics`` serves them in the text format.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from bot.service.completions import CompletionOutcome
+from bot.service.events import SparkCall
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -36,15 +36,16 @@ class Metrics:
         )
         self.spark_requests = Counter(
             "spark_requests",
-            "Spark requests, by model, outcome (ok, error, client_gone, interrupted) and "
-            "error code (empty on success; negative codes are the ledger's own).",
-            ["model", "outcome", "code"],
+            "Spark requests, by front end (telegram, api), model, outcome (ok, error, "
+            "stopped, client_gone, undelivered, interrupted) and error code (empty on "
+            "success; negative codes are the ledger's own).",
+            ["front_end", "model", "outcome", "code"],
             registry=registry,
         )
         self.spark_tokens = Counter(
             "spark_tokens",
-            "Tokens Spark reported, by model and kind (prompt, completion).",
-            ["model", "kind"],
+            "Tokens Spark reported, by front end, model and kind (prompt, completion).",
+            ["front_end", "model", "kind"],
             registry=registry,
         )
         self.first_token = Histogram(
@@ -77,18 +78,20 @@ class Metrics:
     def request(self, route: str, status: int) -> None:
         self.http_requests.labels(route, str(status)).inc()
 
-    def spark(self, outcome: CompletionOutcome) -> None:
-        code = "" if outcome.error_code is None else str(outcome.error_code)
-        self.spark_requests.labels(outcome.model, outcome.outcome, code).inc()
-        if outcome.usage is not None:
-            self.spark_tokens.labels(outcome.model, "prompt").inc(outcome.usage.prompt_tokens)
-            self.spark_tokens.labels(outcome.model, "completion").inc(
-                outcome.usage.completion_tokens
+    def spark_call(self, call: SparkCall) -> None:
+        """Count one Spark request as it ended (the service's observer)."""
+        code = "" if call.error_code is None else str(call.error_code)
+        self.spark_requests.labels(call.front_end, call.model, call.outcome, code).inc()
+        if call.usage is not None:
+            tokens = self.spark_tokens
+            tokens.labels(call.front_end, call.model, "prompt").inc(call.usage.prompt_tokens)
+            tokens.labels(call.front_end, call.model, "completion").inc(
+                call.usage.completion_tokens
             )
-        if outcome.outcome == "ok":
-            if outcome.first_token_seconds is not None:
-                self.first_token.labels(outcome.model).observe(outcome.first_token_seconds)
-            self.duration.labels(outcome.model).observe(outcome.duration_seconds)
+        if call.outcome == "ok":
+            if call.first_token_seconds is not None:
+                self.first_token.labels(call.model).observe(call.first_token_seconds)
+            self.duration.labels(call.model).observe(call.duration_seconds)
 
     def telegram_call(self, method: str, status: int) -> None:
         self.telegram_calls.labels(method).inc()
