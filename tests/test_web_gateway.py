@@ -294,6 +294,8 @@ async def test_the_rate_of_a_key_is_a_rate_limit_error_with_the_retry_time(
     ("extra", "param"),
     [
         ({"n": 2}, "n"),
+        ({"n": True}, "n"),
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
         ({"logprobs": True}, "logprobs"),
         ({"max_tokens": 100_000}, "max_tokens"),
         ({"temperature": 5}, "temperature"),

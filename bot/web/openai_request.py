@@ -95,7 +95,9 @@ def parse_chat_request(
     if stream_options is not None:
         if not isinstance(stream_options, dict):
             raise InvalidRequest("`stream_options` must be an object.", param="stream_options")
-        include_usage = _bool(stream_options, "include_usage", default=False, prefix="stream_")
+        include_usage = _bool(
+            stream_options, "include_usage", default=False, prefix="stream_options."
+        )
     functions = _functions(body, model)
     options = GenerationOptions(
         temperature=_temperature(body.get("temperature"), model),
@@ -128,7 +130,7 @@ def _model(name: Any, enabled: Collection[str]) -> SparkModel:
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (isinstance(n, bool) or n != 1):
         raise InvalidRequest(
             "Spark writes one answer per request: `n` must be 1.", param="n", code="unsupported"
         )
