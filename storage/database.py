@@ -1,19 +1,17 @@
-"""The database handle: URL normalisation, the async engine, and short units of work.
+"""The database handle: URL normalisation, the engine, and the repositories.
 
-:class:`Database` owns the engine and the session factory. ``session()`` opens one transaction
-for one unit of work and commits it on success; ``repositories()`` does the same and hands out
-the repositories bound to that session.
+:class:`Database` is opened in one step (:func:`create_database`): it builds the runner of
+units of work for its backend (:mod:`storage.backends`) and every repository on it, as
+attributes: ``users``, ``chats``, ``conversations``, ``messages``, ``usage``, ``updates``,
+``api_keys`` and ``stats``. Each repository method is one unit of work; there is no other way
+in. Threads (SQLite) and leased connections (PostgreSQL) are taken on first use and released
+by :meth:`Database.dispose`.
 
-SQLite specifics, because hundreds of chats write at once: WAL (readers never block the
-writer), ``synchronous=NORMAL`` (a commit survives a crash of the bot, not of the machine),
-foreign keys on, a busy timeout for writers in other processes, and inside this process one
-write lock plus ``BEGIN IMMEDIATE`` so a writer never starts as a reader and then fails to
-upgrade its lock ("database is locked"). Read-only units take no lock and run in autocommit.
-
-The turn hot path does not go through these units: :attr:`Database.turns` runs each of its
-methods as a unit of work of its own on the driver directly (see
-:mod:`storage.repositories.turns`); on SQLite through a :class:`~storage.sqlite_worker.
-SqliteWorker`, which the write units here pause while they run.
+SQLite, because hundreds of chats write at once: WAL (readers never block the writer),
+``synchronous=NORMAL`` (a commit survives a crash of the bot, not of the machine), foreign keys
+on, a busy timeout for writers in other processes; every write of the process goes through the
+worker's one writer thread (:mod:`storage.sqlite_worker`), so two writers of one process never
+wait on each other's lock inside SQLite.
 
 A database taken away under the running process (the SQLite file deleted, moved, replaced,
 made immutable) is noticed before each unit of work by :mod:`storage.sqlite_guard` and raised
@@ -21,47 +19,52 @@ as :class:`~storage.errors.DatabaseUnavailable`; :meth:`Database.health` answers
 with the same checks. Connections open an existing file only (``mode=rw``); the migration is
 the one place that may create it.
 
-PostgreSQL connections are not pinged on checkout (a ping is three round trips through
-SQLAlchemy's asyncpg adapter, more than a turn's writes): a connection the server closed is
-known to asyncpg already and is replaced on checkout instead.
+The SQLAlchemy engine remains the migration's (alembic) and, on PostgreSQL, the source of the
+connections the runner leases (same URL, server settings and schema). Its connections are not
+pinged on checkout (a ping is three round trips through SQLAlchemy's asyncpg adapter): a
+connection the server closed is known to asyncpg already and is replaced on checkout instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from storage.availability import Availability
+from storage.backends import Backend, BackendName, PostgresBackend, SqliteBackend
+from storage.backends import Connection as UnitConnection
 from storage.dto import Clock, utc_now
 from storage.errors import DatabaseUnavailable
 from storage.pg_lease import ConnectionLease
-from storage.repositories import Repositories
-from storage.repositories.turns import TurnRepository
-from storage.repositories.turns_postgres import PostgresTurns
-from storage.repositories.turns_sqlite import SqliteTurns
-from storage.sqlite_guard import SCHEMA_QUERY, SqliteFileGuard, read_write_uri
+from storage.repositories.api_keys import ApiKeys
+from storage.repositories.chats import Chats
+from storage.repositories.conversations import Conversations
+from storage.repositories.messages import Messages
+from storage.repositories.updates import Updates
+from storage.repositories.usage import Usage
+from storage.repositories.users import Users
+from storage.sql import sql
+from storage.sqlite_guard import SqliteFileGuard, read_write_uri
 from storage.sqlite_worker import SqliteWorker
+from storage.stats import Stats
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# PostgreSQL connections the turn hot path keeps (at most half the pool): two cores' worth of
+# PostgreSQL connections the runner keeps (at most half the pool): two cores' worth of
 # statements in flight; more only adds server processes switching on the same cores.
-HOT_PATH_CONNECTIONS = 4
+LEASED_CONNECTIONS = 4
 # /healthz waits this long for the database before calling it unavailable.
 HEALTH_TIMEOUT_SECONDS = 3.0
-_WRITE_OPTION = "storage_write"
-_READ_OPTION = "storage_read"
+HEALTH = sql("SELECT 1 AS ok FROM alembic_version")
 
 
 def normalise_url(url: str) -> str:
@@ -135,9 +138,7 @@ def create_engine(
         if path is not None and create:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
-        # Every statement is a round trip to aiosqlite's thread, so skip the ones that buy
-        # nothing here: a file needs no liveness ping, and Database.session always ends its
-        # transaction itself, so the pool's rollback on check-in would be a second no-op.
+        # The engine only migrates (units of work run on the worker's own connections).
         engine = _create_async_engine(parsed, pool_reset_on_return=None, **kwargs)
         _configure_sqlite(engine)
         if path is not None and not create:
@@ -189,111 +190,54 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        options = connection.get_execution_options()
-        if options.get(_WRITE_OPTION, False):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        elif not options.get(_READ_OPTION, False):
-            connection.exec_driver_sql("BEGIN")
-        # Read-only units run in autocommit: each statement sees the newest commit, and the
-        # BEGIN round trip is saved on the hottest path (history for every turn).
+        # A writer takes the write lock at once, never failing to upgrade a read lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
-    """Owns the engine and the session factory; one per process, closed with :meth:`dispose`."""
+    """The repositories on one database; one per process, closed with :meth:`dispose`."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
         self.engine = engine
         self.clock = clock
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
-        # Reads need no transaction of their own: autocommit saves BEGIN / ROLLBACK round
-        # trips (on PostgreSQL via the driver's autocommit, on SQLite by emitting no BEGIN).
-        self._read_engine = (
-            engine.execution_options(**{_READ_OPTION: True})
-            if self.is_sqlite
-            else engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
-        self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
-        self._reader = async_sessionmaker(self._read_engine, expire_on_commit=False)
-        self._worker: SqliteWorker | None = None
-        self._turns: TurnRepository | None = None
         self.availability = Availability()
-        path = sqlite_file(engine.url.render_as_string(hide_password=False))
-        self._guard = SqliteFileGuard(path, self.availability) if path is not None else None
-        if self._guard is not None:
-            # First of the connect listeners: the pragmas after it would already write.
-            event.listen(engine.sync_engine, "connect", self._check_new_connection, insert=True)
+        self.runner = self._runner(engine)
+        self.users = Users(self.runner, clock)
+        self.chats = Chats(self.runner, clock)
+        self.conversations = Conversations(self.runner, clock)
+        self.messages = Messages(self.runner, clock)
+        self.usage = Usage(self.runner, clock)
+        self.updates = Updates(self.runner, clock)
+        self.api_keys = ApiKeys(self.runner, clock)
+        self.stats = Stats(self.runner, clock)
+
+    def _runner(self, engine: AsyncEngine) -> Backend:
+        if engine.dialect.name == "sqlite":
+            path = sqlite_file(engine.url.render_as_string(hide_password=False))
+            if path is None:
+                # The worker's own connections would each open a different database.
+                raise NotImplementedError("storage needs an SQLite database file")
+            guard = SqliteFileGuard(path, self.availability)
+            return SqliteBackend(SqliteWorker(guard, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS))
+        pool = engine.pool
+        pool_size = pool.size() if isinstance(pool, QueuePool) else LEASED_CONNECTIONS
+        size = min(LEASED_CONNECTIONS, max(1, pool_size // 2))
+        return PostgresBackend(ConnectionLease(engine, size))
 
     @property
-    def backend(self) -> str:
-        return self.engine.dialect.name
-
-    @asynccontextmanager
-    async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
-        """One unit of work: a transaction committed when the block succeeds and rolled back
-        when it raises. ``readonly`` units run in autocommit (no BEGIN, nothing to commit)
-        and must not write."""
-        factory = self._reader if readonly else self._writer
-        async with (
-            self._lock(readonly),
-            self._pause(readonly),
-            self._checked(),
-            factory() as session,
-        ):
-            yield session
-            if not readonly:
-                await session.commit()
-            # Leaving the block closes the session, which rolls back anything uncommitted.
-
-    @asynccontextmanager
-    async def repositories(self, *, readonly: bool = False) -> AsyncIterator[Repositories]:
-        """One unit of work, like :meth:`session`, with every repository bound to it.
-
-        Repositories work on a bare connection rather than a Session: they return DTOs, so
-        the ORM's unit-of-work machinery would only add cost to every statement.
-        """
-        engine = self._read_engine if readonly else self._write_engine
-        async with (
-            self._lock(readonly),
-            self._pause(readonly),
-            self._checked(),
-            engine.connect() as connection,
-        ):
-            await connection.begin()
-            yield Repositories(connection, self.clock)
-            if not readonly:
-                await connection.commit()
-            # Closing the connection rolls back whatever was not committed.
-
-    @property
-    def turns(self) -> TurnRepository:
-        """The turn hot path (question, answer, ledger, prompt), each method its own unit of
-        work; see :mod:`storage.repositories.turns`."""
-        if self._turns is None:
-            if self.is_sqlite:
-                if self._guard is None:
-                    # The worker's own connections would each open a different database.
-                    raise NotImplementedError("the turn hot path needs an SQLite database file")
-                self._worker = SqliteWorker(self._guard, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
-                self._turns = SqliteTurns(self._worker, self.clock)
-            else:
-                pool = self.engine.pool
-                pool_size = pool.size() if isinstance(pool, QueuePool) else HOT_PATH_CONNECTIONS
-                size = min(HOT_PATH_CONNECTIONS, max(1, pool_size // 2))
-                self._turns = PostgresTurns(ConnectionLease(self.engine, size), self.clock)
-        return self._turns
+    def backend(self) -> BackendName:
+        return self.runner.name
 
     async def health(self) -> str | None:
         """None when the schema can be read now; else what is wrong, in a few words without
         path or secrets (``/healthz`` shows it). The same checks as every unit of work."""
+
+        async def probe(connection: UnitConnection) -> None:
+            await connection.rows(HEALTH)
+
         try:
-            async with (
-                asyncio.timeout(HEALTH_TIMEOUT_SECONDS),
-                self._checked(),
-                self._read_engine.connect() as connection,
-            ):
-                await connection.execute(text("SELECT 1 FROM alembic_version"))
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                await self.runner.read(probe)
         except DatabaseUnavailable as exc:
             return exc.problem
         except TimeoutError:
@@ -302,43 +246,8 @@ class Database:
             return _short_error(exc)
         return None
 
-    @asynccontextmanager
-    async def _checked(self) -> AsyncIterator[None]:
-        """A unit of work on the guarded file: checked before, reported once it succeeded."""
-        guard = self._guard
-        if guard is None:
-            yield
-            return
-        guard.check()
-        yield
-        guard.succeeded()
-
-    def _check_new_connection(
-        self, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
-    ) -> None:
-        guard = self._guard
-        assert guard is not None
-        guard.check()
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(SCHEMA_QUERY)
-            guard.check_schema(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.close()
-
-    def _lock(self, readonly: bool) -> AbstractAsyncContextManager[Any]:
-        if self._write_lock is None or readonly:
-            return nullcontext()
-        return self._write_lock
-
-    def _pause(self, readonly: bool) -> AbstractAsyncContextManager[Any]:
-        if self._worker is None or readonly:
-            return nullcontext()
-        return self._worker.paused()
-
     async def dispose(self) -> None:
-        if self._turns is not None:
-            await self._turns.close()
+        await self.runner.close()
         await self.engine.dispose()
 
 

@@ -1,10 +1,11 @@
-"""A few PostgreSQL connections kept checked out of the engine's pool for the turn hot path.
+"""A few PostgreSQL connections kept checked out of the engine's pool for the units of work.
 
 Checking a connection out of SQLAlchemy's pool and back costs about 0.15 ms of Python, as much
 as the statement a turn runs on it; and under a burst the pool opens overflow connections and
 closes them again, each new one paying a TLS attempt, type introspection and statement
 preparation (measured: 500 offered turns/s fell to 230/s). Here ``size`` connections are
-checked out once, on first need, and handed from one unit of work to the next; a burst waits
+checked out once, on first need, and handed from one unit of work to the next (see
+:mod:`storage.backends`); a burst waits
 for one instead of opening more. They are the engine's own connections (same URL, server
 settings and schema), returned to its pool by :meth:`ConnectionLease.close`.
 

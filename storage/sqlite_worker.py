@@ -12,9 +12,9 @@ finish in one hop:
 - reads run on a few reader threads with a connection each (WAL: readers never wait for the
   writer) in autocommit, so every statement sees the newest commit.
 
-Writers that go through SQLAlchemy instead (rare: settings, /new, retries) call
-:meth:`SqliteWorker.paused` first, which parks the writer thread for the time of their unit,
-so two writers of one process never wait on each other's lock inside SQLite.
+Every write of the process goes through the one writer thread, so two writers of one process
+never wait on each other's lock inside SQLite. Rows come back as :class:`sqlite3.Row`, read by
+column name.
 
 Every write transaction (at BEGIN and again before COMMIT) and every read first asks the
 :class:`~storage.sqlite_guard.SqliteFileGuard` whether the file at the path is still the one
@@ -28,9 +28,8 @@ import asyncio
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from storage.sqlite_guard import SCHEMA_QUERY, SqliteFileGuard
@@ -93,10 +92,11 @@ class SqliteWorker:
             )
         except sqlite3.OperationalError as exc:
             raise guard.cannot_open(exc) from exc
+        connection.row_factory = sqlite3.Row
         try:
             # Before the first pragma: journal_mode=WAL would already write to an empty file.
             guard.check()
-            guard.check_schema(row[0] for row in connection.execute(SCHEMA_QUERY))
+            guard.check_schema(row["name"] for row in connection.execute(SCHEMA_QUERY))
             for pragma in _PRAGMAS:
                 connection.execute(pragma)
             connection.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
@@ -175,24 +175,6 @@ class SqliteWorker:
             self._guard.succeeded()
         for future, value, error in outcomes:
             future.get_loop().call_soon_threadsafe(_settle, future, value, error)
-
-    @asynccontextmanager
-    async def paused(self) -> AsyncIterator[None]:
-        """Hold the writer thread between transactions while the block runs."""
-        loop = asyncio.get_running_loop()
-        parked: asyncio.Future[None] = loop.create_future()
-        resume = threading.Event()
-
-        def park() -> None:
-            loop.call_soon_threadsafe(_settle, parked, None, None)
-            resume.wait()
-
-        self._writer.submit(park)
-        try:
-            await parked
-            yield
-        finally:
-            resume.set()
 
     async def close(self) -> None:
         """Finish every queued unit, then close the threads and connections."""

@@ -13,6 +13,8 @@ histograms (:func:`latency_bucket`: exact below 100 ms, within 5 % above).
 
 from __future__ import annotations
 
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,10 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Date, and_, case, cast, func, or_, select, type_coerce
-
+from storage.backends import Connection
 from storage.dto import UserInfo
-from storage.repositories.base import Repository, table
+from storage.repositories import Repository
+from storage.repositories.users import USER_COLUMNS, user_info
+from storage.sql import Params, Row, Statement, as_date, sql, utc
 
 WINDOWS = (1, 7, 30)
 DAYS = max(WINDOWS)
@@ -31,18 +34,6 @@ TOP = 5
 NO_ID = 0  # how the rollups file a request without a user or chat
 FIRST_TOKEN, DURATION = 0, 1
 
-USAGE = table("usage_records")
-DAILY = table("usage_daily")
-DAILY_USERS = table("usage_daily_users")
-DAILY_CHATS = table("usage_daily_chats")
-DAILY_ERRORS = table("usage_daily_errors")
-MONTHLY_USERS = table("usage_monthly_users")
-MONTHLY_CHATS = table("usage_monthly_chats")
-USERS_SEEN = table("usage_users_seen")
-CHATS_SEEN = table("usage_chats_seen")
-DAILY_LATENCY = table("usage_daily_latency")
-USERS = table("users")
-CHATS = table("chats")
 _ID = re.compile(r"-?[0-9]{1,19}", re.ASCII)
 
 EXPORT_COLUMNS = (
@@ -205,62 +196,161 @@ class _Aggregates:
     latency: dict[int, list[tuple[int, tuple[int, ...]]]]
 
 
-class StatsRepository(Repository):
-    """Read-only statistics queries; use it in a ``readonly`` unit of work."""
+def _per_window(condition: str, value: str) -> str:
+    """One column per window: ``value`` summed where ``condition`` holds for its start."""
+    return ", ".join(
+        f"sum(CASE WHEN {condition.format(start=f':start{index}')} THEN {value} ELSE 0 END) "
+        f"AS window{index}"
+        for index in range(len(WINDOWS))
+    )
+
+
+def _window_params(starts: Sequence[date]) -> dict[str, object]:
+    return {f"start{index}": start for index, start in enumerate(starts)}
+
+
+def _id_list(prefix: str, count: int) -> str:
+    return ", ".join(f":{prefix}{index}" for index in range(count))
+
+
+def _ids(prefix: str, ids: Sequence[int], count: int) -> dict[str, object]:
+    """``count`` id parameters; a short list repeats its first id (harmless in IN)."""
+    padded = [*ids, *[ids[0]] * (count - len(ids))]
+    return {f"{prefix}{index}": value for index, value in enumerate(padded)}
+
+
+_DAYS = "day >= :first AND day <= :today"
+DAILY_TOTALS = sql(
+    "SELECT day, requests, failed_requests, prompt_tokens, completion_tokens, total_tokens "
+    f"FROM usage_daily WHERE {_DAYS}"
+)
+DAILY_ERRORS = sql(f"SELECT day, error_code, requests FROM usage_daily_errors WHERE {_DAYS}")
+DAILY_LATENCY = sql(
+    f"SELECT metric, bucket, {_per_window('day >= {start}', 'requests')} "
+    f"FROM usage_daily_latency WHERE {_DAYS} GROUP BY metric, bucket ORDER BY metric, bucket"
+)
+# Users (or chats) whose last request was on or after each window's start.
+ACTIVE = {
+    kind: sql(
+        f"SELECT {_per_window('last_day >= {start}', '1')} FROM usage_{kind}s_seen "
+        f"WHERE last_day >= :first AND {kind}_id <> {NO_ID}"
+    )
+    for kind in ("user", "chat")
+}
+BOUND_PAGE = TOP * 4
+# Whole calendar months give each subject an upper bound of its sum over the window.
+BOUNDS = {
+    kind: sql(
+        f"SELECT {kind}_id AS subject, sum(total_tokens) AS bound FROM usage_monthly_{kind}s "
+        f"WHERE month >= :first_month AND month <= :last_month AND {kind}_id <> {NO_ID} "
+        f"GROUP BY {kind}_id ORDER BY bound DESC, {kind}_id LIMIT :limit OFFSET :offset"
+    )
+    for kind in ("user", "chat")
+}
+EXACT = {
+    kind: sql(
+        f"SELECT {kind}_id AS subject, sum(requests) AS requests, sum(total_tokens) AS tokens "
+        f"FROM usage_daily_{kind}s WHERE {kind}_id IN ({_id_list('id', BOUND_PAGE)}) "
+        f"AND {_DAYS} GROUP BY {kind}_id"
+    )
+    for kind in ("user", "chat")
+}
+_SUBJECT = (
+    "SELECT {day} AS day, {other}_id AS other, prompt_tokens, completion_tokens, total_tokens, "
+    "error_code, first_token_ms, duration_ms FROM usage_records "
+    "WHERE {subject}_id = :subject AND created_at >= :since AND created_at < :until"
+)
+# One pass over one range of the subject's covering index (migration 0003), so no row of the
+# ledger itself is read; the UTC day is computed by the database, so no timestamp is parsed.
+SUBJECT_ROWS = {
+    subject: sql(
+        _SUBJECT.format(day="date(created_at)", other=other, subject=subject),
+        postgres=_SUBJECT.format(
+            day="CAST(timezone('UTC', created_at) AS DATE)", other=other, subject=subject
+        ),
+    )
+    for subject, other in (("user", "chat"), ("chat", "user"))
+}
+USER_NAMES = sql(f"SELECT id, username, first_name FROM users WHERE id IN ({_id_list('id', TOP)})")
+CHAT_NAMES = sql(f"SELECT id, title FROM chats WHERE id IN ({_id_list('id', TOP)})")
+USER_BY_ID = sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id")
+USER_BY_NAME = sql(
+    f"SELECT {USER_COLUMNS} FROM users WHERE lower(username) = :name ORDER BY id LIMIT 1"
+)
+CHAT_STORED = sql("SELECT id FROM chats WHERE id = :chat")
+CHAT_IN_LEDGER = sql("SELECT id FROM usage_records WHERE chat_id = :chat LIMIT 1")
+_EXPORT = (
+    "SELECT r.id AS id, r.created_at AS created_at, r.user_id AS user_id, "
+    "u.username AS username, r.chat_id AS chat_id, r.model AS model, "
+    "r.prompt_tokens AS prompt_tokens, r.completion_tokens AS completion_tokens, "
+    "r.total_tokens AS total_tokens, r.first_token_ms AS first_token_ms, "
+    "r.duration_ms AS duration_ms, r.error_code AS error_code, r.sid AS sid "
+    "FROM usage_records r LEFT JOIN users u ON u.id = r.user_id WHERE r.created_at >= :since "
+    "{after}ORDER BY r.created_at, r.id LIMIT :limit"
+)
+EXPORT_FIRST = sql(_EXPORT.format(after=""))
+EXPORT_AFTER = sql(
+    _EXPORT.format(after="AND (r.created_at > :at OR (r.created_at = :at AND r.id > :last_id)) ")
+)
+
+
+def _export_row(row: Row) -> ExportRow:
+    return ExportRow(
+        id=row["id"],
+        created_at=utc(row["created_at"]),
+        user_id=row["user_id"],
+        username=row["username"],
+        chat_id=row["chat_id"],
+        model=row["model"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        total_tokens=row["total_tokens"],
+        first_token_ms=row["first_token_ms"],
+        duration_ms=row["duration_ms"],
+        error_code=row["error_code"],
+        sid=row["sid"],
+    )
+
+
+def _windows(row: Row) -> tuple[int, ...]:
+    return tuple(int(row[f"window{index}"] or 0) for index in range(len(WINDOWS)))
+
+
+class Stats(Repository):
+    """Read-only statistics; each method one unit of work."""
 
     async def overview(self, today: date) -> UsageReport:
         """The whole bot over the last :data:`DAYS` days, from the rollups."""
-        first = window_start(today, DAYS)
-        starts = [window_start(today, days) for days in WINDOWS]
-        days: dict[date, _DayTotals] = {}
-        rows = await self.execute(
-            select(
-                DAILY.c.day,
-                DAILY.c.requests,
-                DAILY.c.failed_requests,
-                DAILY.c.prompt_tokens,
-                DAILY.c.completion_tokens,
-                DAILY.c.total_tokens,
-            ).where(DAILY.c.day >= first, DAILY.c.day <= today)
-        )
-        for day, *figures in rows:
-            days[day] = _DayTotals(*(int(value) for value in figures))
-        users = await self._active(USERS_SEEN, USERS_SEEN.c.user_id, starts)
-        chats = await self._active(CHATS_SEEN, CHATS_SEEN.c.chat_id, starts)
-        top_users = await self._top(DAILY_USERS, MONTHLY_USERS, "user_id", first, today)
-        top_chats = await self._top(DAILY_CHATS, MONTHLY_CHATS, "chat_id", first, today)
-        errors = [
-            (day, int(code), int(count))
-            for day, code, count in await self.execute(
-                select(
-                    DAILY_ERRORS.c.day, DAILY_ERRORS.c.error_code, DAILY_ERRORS.c.requests
-                ).where(DAILY_ERRORS.c.day >= first, DAILY_ERRORS.c.day <= today)
-            )
-        ]
-        per_window = [
-            func.sum(case((DAILY_LATENCY.c.day >= start, DAILY_LATENCY.c.requests), else_=0))
-            for start in starts
-        ]
-        latency: dict[int, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
-        for metric, bucket, *counts in await self.execute(
-            select(DAILY_LATENCY.c.metric, DAILY_LATENCY.c.bucket, *per_window)
-            .where(DAILY_LATENCY.c.day >= first, DAILY_LATENCY.c.day <= today)
-            .group_by(DAILY_LATENCY.c.metric, DAILY_LATENCY.c.bucket)
-            .order_by(DAILY_LATENCY.c.metric, DAILY_LATENCY.c.bucket)
-        ):
-            latency[int(metric)].append((int(bucket), tuple(int(c) for c in counts)))
-        aggregates = _Aggregates(days, users, chats, top_users, top_chats, errors, latency)
-        return await self._report("all", None, today, aggregates)
+
+        async def unit(connection: Connection) -> UsageReport:
+            return await _overview(connection, today)
+
+        return await self.backend.read(unit)
 
     async def for_user(self, user_id: int, today: date) -> UsageReport:
         """One user over the last :data:`DAYS` days, from their ledger rows."""
-        data = await self._subject(USAGE.c.user_id == user_id, USAGE.c.chat_id, today, "user")
-        return await self._report("user", user_id, today, data)
 
-    async def for_chat(self, chat_id: int, today: date) -> UsageReport:
-        """One chat over the last :data:`DAYS` days, from its ledger rows."""
-        data = await self._subject(USAGE.c.chat_id == chat_id, USAGE.c.user_id, today, "chat")
-        return await self._report("chat", chat_id, today, data)
+        async def unit(connection: Connection) -> UsageReport:
+            data = await _subject(connection, "user", user_id, today)
+            return await _report(connection, "user", user_id, today, data)
+
+        return await self.backend.read(unit)
+
+    async def for_chat(self, chat_id: int, today: date) -> ChatReport:
+        """One chat over the last :data:`DAYS` days, from its ledger rows, with the stored
+        chat's title; ``report`` None when the chat was never seen (stored, or named in the
+        ledger)."""
+
+        async def unit(connection: Connection) -> ChatReport:
+            stored = await connection.row(CHAT_STORED, {"chat": chat_id})
+            if stored is None and await connection.row(CHAT_IN_LEDGER, {"chat": chat_id}) is None:
+                return ChatReport(None, None)
+            data = await _subject(connection, "chat", chat_id, today)
+            report = await _report(connection, "chat", chat_id, today, data)
+            title = (await _names(connection, "chat", [chat_id])).get(chat_id)
+            return ChatReport(report, title)
+
+        return await self.backend.read(unit)
 
     async def find_user(self, reference: int | str) -> UserInfo | None:
         """A known user by numeric id or ``@username`` (case-insensitive).
@@ -268,39 +358,25 @@ class StatsRepository(Repository):
         Only ASCII digits within signed 64 bits make an id: anything else ("²", a 25-digit
         number) is simply nobody, never a database error.
         """
-        where: ColumnElement[bool]
         if isinstance(reference, str):
             reference = reference.strip()
             if _ID.fullmatch(reference):
                 reference = int(reference)
+        params: Params
         if isinstance(reference, int):
             if not -(2**63) <= reference < 2**63:
                 return None
-            where = USERS.c.id == reference
+            statement, params = USER_BY_ID, {"id": reference}
         elif reference.startswith("@") and len(reference) > 1:
-            where = func.lower(USERS.c.username) == reference[1:].lower()
+            statement, params = USER_BY_NAME, {"name": reference[1:].lower()}
         else:
             return None
-        row = (await self.execute(select(USERS).where(where).order_by(USERS.c.id))).first()
-        if row is None:
-            return None
-        return UserInfo(
-            id=row.id,
-            username=row.username,
-            first_name=row.first_name,
-            language_code=row.language_code,
-            daily_token_quota=row.daily_token_quota,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
 
-    async def chat_known(self, chat_id: int) -> bool:
-        """Whether the chat was ever seen (stored, or named in the ledger)."""
-        stored = select(CHATS.c.id).where(CHATS.c.id == chat_id)
-        if (await self.execute(stored)).first() is not None:
-            return True
-        ledger = select(USAGE.c.id).where(USAGE.c.chat_id == chat_id).limit(1)
-        return (await self.execute(ledger)).first() is not None
+        async def unit(connection: Connection) -> UserInfo | None:
+            row = await connection.row(statement, params)
+            return None if row is None else user_info(row)
+
+        return await self.backend.read(unit)
 
     async def export_page(
         self, since: datetime, after: tuple[datetime, int] | None, limit: int
@@ -311,198 +387,184 @@ class StatsRepository(Repository):
         Paged so that an export of a million rows never holds one unit of work (or, on
         SQLite, one read snapshot) for its whole length.
         """
-        where: list[ColumnElement[bool]] = [USAGE.c.created_at >= since]
+        params: dict[str, object] = {"since": since, "limit": limit}
+        statement = EXPORT_FIRST
         if after is not None:
-            at, last_id = after
-            where.append(
-                or_(
-                    USAGE.c.created_at > at,
-                    and_(USAGE.c.created_at == at, USAGE.c.id > last_id),
-                )
-            )
-        query = (
-            select(
-                USAGE.c.id,
-                USAGE.c.created_at,
-                USAGE.c.user_id,
-                USERS.c.username,
-                USAGE.c.chat_id,
-                USAGE.c.model,
-                USAGE.c.prompt_tokens,
-                USAGE.c.completion_tokens,
-                USAGE.c.total_tokens,
-                USAGE.c.first_token_ms,
-                USAGE.c.duration_ms,
-                USAGE.c.error_code,
-                USAGE.c.sid,
-            )
-            .select_from(USAGE.outerjoin(USERS, USERS.c.id == USAGE.c.user_id))
-            .where(*where)
-            .order_by(USAGE.c.created_at, USAGE.c.id)
-            .limit(limit)
+            statement = EXPORT_AFTER
+            params["at"], params["last_id"] = after
+
+        async def unit(connection: Connection) -> list[ExportRow]:
+            return [_export_row(row) for row in await connection.rows(statement, params)]
+
+        return await self.backend.read(unit)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReport:
+    """A chat's report (None: the chat was never seen) and its stored title."""
+
+    report: UsageReport | None
+    title: str | None
+
+
+async def _overview(connection: Connection, today: date) -> UsageReport:
+    first = window_start(today, DAYS)
+    starts = [window_start(today, days) for days in WINDOWS]
+    span = {"first": first, "today": today}
+    days: dict[date, _DayTotals] = {}
+    for row in await connection.rows(DAILY_TOTALS, span):
+        days[as_date(row["day"])] = _DayTotals(
+            int(row["requests"]),
+            int(row["failed_requests"]),
+            int(row["prompt_tokens"]),
+            int(row["completion_tokens"]),
+            int(row["total_tokens"]),
         )
-        rows = await self.execute(query)
-        return [ExportRow(*row) for row in rows]
+    active = {"first": min(starts), **_window_params(starts)}
+    users = _windows(await _one(connection, ACTIVE["user"], active))
+    chats = _windows(await _one(connection, ACTIVE["chat"], active))
+    top_users = await _top(connection, "user", first, today)
+    top_chats = await _top(connection, "chat", first, today)
+    errors = [
+        (as_date(row["day"]), int(row["error_code"]), int(row["requests"]))
+        for row in await connection.rows(DAILY_ERRORS, span)
+    ]
+    latency: dict[int, list[tuple[int, tuple[int, ...]]]] = defaultdict(list)
+    for row in await connection.rows(DAILY_LATENCY, {**span, **_window_params(starts)}):
+        latency[int(row["metric"])].append((int(row["bucket"]), _windows(row)))
+    aggregates = _Aggregates(days, users, chats, top_users, top_chats, errors, latency)
+    return await _report(connection, "all", None, today, aggregates)
 
-    # -- helpers ---------------------------------------------------------------------------
 
-    async def _active(self, seen: Any, column: Any, starts: Sequence[date]) -> tuple[int, ...]:
-        """Users (or chats) whose last request was on or after each start day."""
-        counts = [func.sum(case((seen.c.last_day >= start, 1), else_=0)) for start in starts]
-        row = (
-            await self.execute(
-                select(*counts).where(seen.c.last_day >= min(starts), column != NO_ID)
-            )
-        ).one()
-        return tuple(int(value or 0) for value in row)
+async def _one(connection: Connection, statement: Statement, params: Params) -> Row:
+    row = await connection.row(statement, params)
+    assert row is not None  # an aggregate without GROUP BY always returns its row
+    return row
 
-    async def _top(
-        self, daily: Any, monthly: Any, column: str, first: date, today: date
-    ) -> list[tuple[int, int, int]]:
-        """The TOP subjects by tokens over [first, today], exactly, without summing every
-        subject's days: whole calendar months give each subject an upper bound; exact sums
-        are taken for the best bounds first, until no bound left can beat the TOP-th sum."""
-        months = _months(first, today)
-        bound = func.sum(monthly.c.total_tokens).label("bound")
-        bounds = (
-            select(monthly.c[column], bound)
-            .where(monthly.c.month.in_(months), monthly.c[column] != NO_ID)
-            .group_by(monthly.c[column])
-            .order_by(bound.desc(), monthly.c[column])
-        )
-        exact: list[tuple[int, int, int]] = []
-        step = TOP * 4
-        offset = 0
-        while True:
-            # A page of bounds at a time: usually the first page settles it.
-            page = [
-                (int(subject), int(ceiling))
-                for subject, ceiling in await self.execute(bounds.limit(step).offset(offset))
-            ]
-            offset += step
-            if not page:
-                break
-            if len(exact) >= TOP and page[0][1] < _ranked(exact)[TOP - 1][2]:
-                break
-            rows = await self.execute(
-                select(daily.c[column], func.sum(daily.c.requests), func.sum(daily.c.total_tokens))
-                .where(
-                    daily.c[column].in_([subject for subject, _ in page]),
-                    daily.c.day >= first,
-                    daily.c.day <= today,
-                )
-                .group_by(daily.c[column])
-            )
-            exact += [(int(a), int(b), int(c)) for a, b, c in rows]
-            if len(page) < step:
-                break
-        return _ranked(exact)[:TOP]
 
-    async def _subject(
-        self, subject: ColumnElement[bool], counterpart: Any, today: date, scope: Scope
-    ) -> _Aggregates:
-        """One subject's figures from one pass over its ledger rows.
-
-        One pass over one range of the subject's covering index (migration 0003), so no row
-        of the ledger itself is read; the day is computed by the database, so no timestamp is
-        parsed.
-        """
-        since = day_start(window_start(today, DAYS))
-        until = day_start(today + timedelta(days=1))
-        rows = await self.execute(
-            select(
-                self._day(USAGE.c.created_at),
-                counterpart,
-                USAGE.c.prompt_tokens,
-                USAGE.c.completion_tokens,
-                USAGE.c.total_tokens,
-                USAGE.c.error_code,
-                USAGE.c.first_token_ms,
-                USAGE.c.duration_ms,
-            ).where(subject, USAGE.c.created_at >= since, USAGE.c.created_at < until)
-        )
-        totals: dict[tuple[date, Any], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-        errors: Counter[tuple[date, int]] = Counter()
-        latency: dict[int, Counter[tuple[date, int]]] = {
-            FIRST_TOKEN: Counter(),
-            DURATION: Counter(),
+async def _top(
+    connection: Connection, kind: Literal["user", "chat"], first: date, today: date
+) -> list[tuple[int, int, int]]:
+    """The TOP subjects by tokens over [first, today], exactly, without summing every
+    subject's days: whole calendar months give each subject an upper bound; exact sums are
+    taken for the best bounds first, until no bound left can beat the TOP-th sum."""
+    months = _months(first, today)
+    exact: list[tuple[int, int, int]] = []
+    offset = 0
+    while True:
+        # A page of bounds at a time: usually the first page settles it.
+        bounds = {
+            "first_month": months[0],
+            "last_month": months[-1],
+            "limit": BOUND_PAGE,
+            "offset": offset,
         }
-        for day, other, prompt, completion, total, error, first_ms, duration in rows:
-            group = totals[(day, other)]
-            group[0] += 1
-            group[2] += prompt
-            group[3] += completion
-            group[4] += total
-            if error is not None:
-                group[1] += 1
-                errors[(day, error)] += 1
-                continue
-            if first_ms is not None:
-                latency[FIRST_TOKEN][(day, latency_bucket(first_ms))] += 1
-            if duration is not None:
-                latency[DURATION][(day, latency_bucket(duration))] += 1
-        return _aggregate(
-            [(day, other, *figures) for (day, other), figures in totals.items()],
-            [(day, code, count) for (day, code), count in errors.items()],
-            {
-                metric: [(day, bucket, count) for (day, bucket), count in counter.items()]
-                for metric, counter in latency.items()
-            },
-            today,
-            scope,
-        )
+        page = [
+            (int(row["subject"]), int(row["bound"]))
+            for row in await connection.rows(BOUNDS[kind], bounds)
+        ]
+        offset += BOUND_PAGE
+        if not page:
+            break
+        if len(exact) >= TOP and page[0][1] < _ranked(exact)[TOP - 1][2]:
+            break
+        ids = _ids("id", [subject for subject, _ in page], BOUND_PAGE)
+        rows = await connection.rows(EXACT[kind], {**ids, "first": first, "today": today})
+        exact += [(int(r["subject"]), int(r["requests"]), int(r["tokens"])) for r in rows]
+        if len(page) < BOUND_PAGE:
+            break
+    return _ranked(exact)[:TOP]
 
-    def _day(self, column: Any) -> ColumnElement[date]:
-        """The UTC day of a timestamp column, as the database computes it."""
-        if self.dialect == "sqlite":
-            return type_coerce(func.date(column), Date)
-        return cast(func.timezone("UTC", column), Date)
 
-    async def _names(self, kind: Literal["user", "chat"], ids: list[int]) -> dict[int, str]:
-        if not ids:
-            return {}
-        names: dict[int, str] = {}
+async def _subject(
+    connection: Connection, kind: Literal["user", "chat"], subject: int, today: date
+) -> _Aggregates:
+    """One subject's figures from one pass over its ledger rows (:data:`SUBJECT_ROWS`)."""
+    params = {
+        "subject": subject,
+        "since": day_start(window_start(today, DAYS)),
+        "until": day_start(today + timedelta(days=1)),
+    }
+    rows = await connection.rows(SUBJECT_ROWS[kind], params)
+    totals: dict[tuple[date, Any], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    errors: Counter[tuple[date, int]] = Counter()
+    latency: dict[int, Counter[tuple[date, int]]] = {
+        FIRST_TOKEN: Counter(),
+        DURATION: Counter(),
+    }
+    for row in rows:
+        when = as_date(row["day"])
+        group = totals[(when, row["other"])]
+        group[0] += 1
+        group[2] += row["prompt_tokens"]
+        group[3] += row["completion_tokens"]
+        group[4] += row["total_tokens"]
+        error = row["error_code"]
+        if error is not None:
+            group[1] += 1
+            errors[(when, error)] += 1
+            continue
+        first_ms, duration = row["first_token_ms"], row["duration_ms"]
+        if first_ms is not None:
+            latency[FIRST_TOKEN][(when, latency_bucket(first_ms))] += 1
+        if duration is not None:
+            latency[DURATION][(when, latency_bucket(duration))] += 1
+    return _aggregate(
+        [(when, other, *figures) for (when, other), figures in totals.items()],
+        [(when, code, count) for (when, code), count in errors.items()],
+        {
+            metric: [(when, bucket, count) for (when, bucket), count in counter.items()]
+            for metric, counter in latency.items()
+        },
+        today,
+        kind,
+    )
+
+
+async def _names(
+    connection: Connection, kind: Literal["user", "chat"], ids: list[int]
+) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for start in range(0, len(ids), TOP):
+        chunk = _ids("id", ids[start : start + TOP], TOP)
         if kind == "user":
-            query = select(USERS.c.id, USERS.c.username, USERS.c.first_name).where(
-                USERS.c.id.in_(ids)
-            )
-            for user_id, username, first_name in await self.execute(query):
-                name = f"@{username}" if username else first_name
+            for row in await connection.rows(USER_NAMES, chunk):
+                name = f"@{row['username']}" if row["username"] else row["first_name"]
                 if name:
-                    names[int(user_id)] = name
+                    names[int(row["id"])] = name
         else:
-            chats = select(CHATS.c.id, CHATS.c.title).where(CHATS.c.id.in_(ids))
-            for chat_id, title in await self.execute(chats):
-                if title:
-                    names[int(chat_id)] = title
-        return names
+            for row in await connection.rows(CHAT_NAMES, chunk):
+                if row["title"]:
+                    names[int(row["id"])] = row["title"]
+    return names
 
-    async def _report(
-        self, scope: Scope, subject_id: int | None, today: date, data: _Aggregates
-    ) -> UsageReport:
-        user_names = await self._names("user", [row[0] for row in data.top_users])
-        chat_names = await self._names("chat", [row[0] for row in data.top_chats])
-        windows = tuple(
-            _window(days, window_start(today, days), index, today, data)
-            for index, days in enumerate(WINDOWS)
-        )
-        daily = tuple(
-            data.days.get(window_start(today, DAYS) + timedelta(days=n), _DayTotals()).total
-            for n in range(DAYS)
-        )
-        return UsageReport(
-            scope=scope,
-            subject_id=subject_id,
-            today=today,
-            windows=windows,
-            daily_tokens=daily,
-            top_users=tuple(
-                Ranked(uid, user_names.get(uid), req, tok) for uid, req, tok in data.top_users
-            ),
-            top_chats=tuple(
-                Ranked(cid, chat_names.get(cid), req, tok) for cid, req, tok in data.top_chats
-            ),
-        )
+
+async def _report(
+    connection: Connection, scope: Scope, subject_id: int | None, today: date, data: _Aggregates
+) -> UsageReport:
+    user_names = await _names(connection, "user", [entry[0] for entry in data.top_users])
+    chat_names = await _names(connection, "chat", [entry[0] for entry in data.top_chats])
+    windows = tuple(
+        _window(days, window_start(today, days), index, today, data)
+        for index, days in enumerate(WINDOWS)
+    )
+    daily = tuple(
+        data.days.get(window_start(today, DAYS) + timedelta(days=n), _DayTotals()).total
+        for n in range(DAYS)
+    )
+    return UsageReport(
+        scope=scope,
+        subject_id=subject_id,
+        today=today,
+        windows=windows,
+        daily_tokens=daily,
+        top_users=tuple(
+            Ranked(uid, user_names.get(uid), req, tok) for uid, req, tok in data.top_users
+        ),
+        top_chats=tuple(
+            Ranked(cid, chat_names.get(cid), req, tok) for cid, req, tok in data.top_chats
+        ),
+    )
 
 
 def _ranked(entries: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:

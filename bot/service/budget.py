@@ -41,7 +41,7 @@ from bot.spark.tokens import (
 )
 from bot.spark.types import ChatMessage
 from storage.dto import CalibrationRules, ChatInfo, HistoryTurn
-from storage.repositories.turns import TurnRepository
+from storage.repositories.messages import Messages
 
 # The most of the prompt budget a system prompt may take; the rest is for the question and
 # history.
@@ -243,7 +243,7 @@ def build_context(
 
 
 async def load_prompt(
-    turns: TurnRepository,
+    messages: Messages,
     conversation_id: int,
     chat_id: int,
     question: str,
@@ -263,13 +263,13 @@ async def load_prompt(
         room = ContextBuilder.of(settings_of(known), question, ratio_of(known)).room()
     except QuestionTooLong:
         room = 0  # the chat may have changed since: judge by what is stored now
-    found = await turns.prompt_history(
+    found = await messages.prompt_history(
         conversation_id, chat_id, room=room, turn_overhead=TURN_OVERHEAD
     )
     settings = settings_of(found.chat)
     builder = ContextBuilder.of(settings, question, ratio_of(found.chat))
     if builder.room() > room and len(found.turns) < found.total:
-        found = await turns.prompt_history(
+        found = await messages.prompt_history(
             conversation_id, chat_id, room=builder.room(), turn_overhead=TURN_OVERHEAD
         )
         settings = settings_of(found.chat)

@@ -56,9 +56,11 @@ from storage.dto import (
     LEDGER_CLIENT_GONE,
     LEDGER_NO_SPARK_CODE,
     LEDGER_UNDELIVERED,
+    LedgerEntry,
     MessageStatus,
     TokenUsage,
 )
+from storage.repositories.messages import Finish
 
 log = logging.getLogger(__name__)
 
@@ -346,41 +348,45 @@ class CompletionService:
         ``store_bodies`` its question and answer."""
         caller, model = admitted.caller, admitted.request.model
         try:
-            async with self._db.repositories() as repos:
-                chat_id = conversation_id = message_id = None
-                if self._store_bodies:
-                    # The key's own "chat": its user id, which no Telegram user has.
-                    chat_id = caller.user_id
-                    await repos.chats.upsert(chat_id, type="api", title=f"key {caller.key_name}")
-                    conversation = await repos.conversations.current(chat_id)
-                    asked = admitted.request.messages[-1].content
-                    question = await repos.messages.add_user_message(
-                        conversation, asked, user_id=chat_id, tokens=estimate_text_tokens(asked)
-                    )
-                    answer = await repos.messages.start_assistant_message(
-                        conversation, question_id=question.id, model=model.name, user_id=chat_id
-                    )
-                    await repos.messages.finish(
-                        answer.id,
-                        status=_status(code, text),
-                        text=text,
-                        sid=sid,
-                        error_code=code,
-                        tokens=estimate_text_tokens(text),
-                    )
-                    conversation_id, message_id = conversation.id, answer.id
-                await repos.usage.record(
+            first_token_ms = _ms(first_token) if first_token is not None else None
+            if not self._store_bodies:
+                await self._db.usage.record(
                     model=model.name,
                     usage=_token_usage(usage),
                     user_id=caller.user_id,
-                    chat_id=chat_id,
-                    conversation_id=conversation_id,
-                    message_id=message_id,
-                    first_token_ms=_ms(first_token) if first_token is not None else None,
+                    chat_id=None,
+                    first_token_ms=first_token_ms,
                     duration_ms=_ms(duration),
                     sid=sid,
                     error_code=code,
                 )
+                return
+            # The key's own "chat": its user id, which no Telegram user has.
+            chat_id = caller.user_id
+            asked = admitted.request.messages[-1].content
+            await self._db.messages.store_completion(
+                chat_id,
+                f"key {caller.key_name}",
+                asked,
+                question_tokens=estimate_text_tokens(asked),
+                model=model.name,
+                finish=Finish(
+                    status=_status(code, text),
+                    text=text,
+                    tokens=estimate_text_tokens(text),
+                    sid=sid,
+                    error_code=code,
+                    ledger=LedgerEntry(
+                        model=model.name,
+                        usage=_token_usage(usage),
+                        user_id=caller.user_id,
+                        chat_id=chat_id,
+                        first_token_ms=first_token_ms,
+                        duration_ms=_ms(duration),
+                        error_code=code,
+                    ),
+                ),
+            )
         except Exception:
             log.exception(
                 "api key %s: ledger row not stored (model=%s sid=%s tokens=%s)",

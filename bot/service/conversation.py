@@ -5,9 +5,9 @@ the model's budget and the user's limits, and commits the question before Spark 
 ``answer`` runs later in the conversation's lane: it builds the context from stored history,
 streams Spark into an :class:`~bot.service.events.AnswerSink` (Telegram or the terminal),
 checkpoints the partial text while it streams, and stores the answer, its usage row and
-the chat's token calibration as one unit of work. Each step of a turn goes through
-:attr:`storage.database.Database.turns`, the storage hot path; no database session is held open
-while an answer streams.
+the chat's token calibration as one unit of work. Each step of a turn is one unit of work of
+the database's repositories (``database.conversations``, ``database.messages``); nothing is held
+open while an answer streams.
 
 Whatever happens, nothing is lost: a stopped answer is stored as ``cancelled``, a failed one as
 ``failed`` or ``partial`` with Spark's error code and sid, one interrupted by shutdown as
@@ -34,6 +34,7 @@ from bot.service.budget import (
     PromptSettings,
     check_system_prompt,
     load_prompt,
+    ratio_of,
 )
 from bot.service.events import (
     NO_OBSERVER,
@@ -58,7 +59,6 @@ from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
 from bot.spark.tokens import estimate_text_tokens
 from bot.spark.types import SearchSource, Usage
-from storage.arrival import arrive
 from storage.database import Database
 from storage.dto import (
     LEDGER_NO_SPARK_CODE,
@@ -70,8 +70,8 @@ from storage.dto import (
     MessageStatus,
     TokenUsage,
 )
-from storage.repositories import Repositories
-from storage.repositories.turns import Arrival
+from storage.repositories.conversations import Arrival
+from storage.repositories.messages import Finish
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +221,7 @@ class ConversationService:
         return (place.chat_id, place.thread_id or 0, scoped_user)
 
     async def chat_settings(self, place: Place) -> ChatSettingsView:
-        async with self._db.repositories(readonly=True) as repos:
-            chat = await repos.chats.get(place.chat_id)
+        chat = await self._db.chats.get(place.chat_id)
         return ChatSettingsView(self._model_of(chat), self._system_prompt_of(chat))
 
     async def set_model(self, place: Place, name: str) -> SparkModel | None:
@@ -235,11 +234,12 @@ class ConversationService:
         model = find_model(name)
         if model is None or model.name not in self._settings.enabled_models:
             return None
-        async with self._db.repositories() as repos:
-            chat = await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
-            if chat.system_prompt:
-                self._check_system_prompt(model, chat.system_prompt, chat.token_ratio)
-            await repos.chats.set_model(place.chat_id, model.name)
+        chat = await self._db.chats.get(place.chat_id)
+        if chat is not None and chat.system_prompt:
+            self._check_system_prompt(model, chat.system_prompt, chat.token_ratio)
+        await self._db.chats.set_model(
+            place.chat_id, model.name, type=place.chat_type, title=place.title
+        )
         return model
 
     async def set_system_prompt(self, place: Place, prompt: str | None) -> None:
@@ -247,11 +247,12 @@ class ConversationService:
         :class:`~bot.errors.SystemPromptTooLong` when it is over its share of the chat
         model's budget, and stores nothing then."""
         prompt = (prompt or "").strip() or None
-        async with self._db.repositories() as repos:
-            chat = await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
-            if prompt is not None:
-                self._check_system_prompt(self._model_of(chat), prompt, chat.token_ratio)
-            await repos.chats.set_system_prompt(place.chat_id, prompt)
+        if prompt is not None:
+            chat = await self._db.chats.get(place.chat_id)
+            self._check_system_prompt(self._model_of(chat), prompt, ratio_of(chat))
+        await self._db.chats.set_system_prompt(
+            place.chat_id, prompt, type=place.chat_type, title=place.title
+        )
 
     def _check_system_prompt(self, model: SparkModel, prompt: str, ratio: float) -> None:
         check_system_prompt(model, prompt, max_tokens=self._max_tokens(model), ratio=ratio)
@@ -259,25 +260,7 @@ class ConversationService:
     # -- conversations -----------------------------------------------------------------------
 
     async def start_new_conversation(self, participant: Participant, place: Place) -> None:
-        async with self._db.repositories() as repos:
-            await self._upsert(repos, participant, place)
-            await repos.conversations.start_new(
-                place.chat_id,
-                thread_id=place.thread_id,
-                user_id=participant.user_id,
-                scope=self._scope(place),
-            )
-
-    async def _upsert(
-        self, repos: Repositories, participant: Participant, place: Place
-    ) -> ChatInfo:
-        await repos.users.upsert(
-            participant.user_id,
-            username=participant.username,
-            first_name=participant.first_name,
-            language_code=participant.language_code,
-        )
-        return await repos.chats.upsert(place.chat_id, type=place.chat_type, title=place.title)
+        await self._db.conversations.start_new(self._arrival(participant, place))
 
     async def record_question(
         self,
@@ -307,9 +290,8 @@ class ConversationService:
             ticket = await self._admit(participant, model)
         except ConversationError as exc:
             refusal = exc
-        turns = self._db.turns
         try:
-            stored = await turns.add_question(
+            stored = await self._db.messages.add_question(
                 conversation,
                 question,
                 tokens=estimate_text_tokens(question),
@@ -336,20 +318,19 @@ class ConversationService:
     ) -> tuple[ChatInfo, ConversationInfo]:
         """The chat and its open conversation; stored or refreshed first only when something
         is new or changed (most questions read one row and write nothing here)."""
-        scope = self._scope(place)
-        return await arrive(
-            self._db,
-            Arrival(
-                user_id=participant.user_id,
-                username=participant.username,
-                first_name=participant.first_name,
-                language_code=participant.language_code,
-                chat_id=place.chat_id,
-                chat_type=place.chat_type,
-                title=place.title,
-                thread_id=place.thread_id or 0,
-                scope_user_id=participant.user_id if scope == "user" else 0,
-            ),
+        return await self._db.conversations.arrive(self._arrival(participant, place))
+
+    def _arrival(self, participant: Participant, place: Place) -> Arrival:
+        return Arrival(
+            user_id=participant.user_id,
+            username=participant.username,
+            first_name=participant.first_name,
+            language_code=participant.language_code,
+            chat_id=place.chat_id,
+            chat_type=place.chat_type,
+            title=place.title,
+            thread_id=place.thread_id or 0,
+            scope_user_id=participant.user_id if self._scope(place) == "user" else 0,
         )
 
     async def _admit(self, participant: Participant, model: SparkModel) -> AdmissionTicket | None:
@@ -364,18 +345,16 @@ class ConversationService:
 
         A retry costs tokens like a question, so it passes the same admission first.
         """
-        async with self._db.repositories(readonly=True) as repos:
-            chat = await repos.chats.get(place.chat_id)
+        chat = await self._db.chats.get(place.chat_id)
         ticket = await self._admit(participant, self._model_of(chat))
-        async with self._db.repositories() as repos:
-            await self._upsert(repos, participant, place)
-            conversation = await repos.conversations.current(
-                place.chat_id,
-                thread_id=place.thread_id,
-                user_id=participant.user_id,
-                scope=self._scope(place),
+        try:
+            conversation, turn = await self._db.messages.supersede_last_answer(
+                self._arrival(participant, place)
             )
-            turn = await repos.messages.supersede_last_answer(conversation.id)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
         if turn is None:
             if ticket is not None:
                 ticket.release()
@@ -392,8 +371,7 @@ class ConversationService:
 
     async def recover_interrupted(self) -> int:
         """At start: answers left ``streaming`` by a dead process become ``partial``."""
-        async with self._db.repositories() as repos:
-            count = await repos.messages.recover_interrupted()
+        count = await self._db.messages.recover_interrupted()
         if count:
             log.warning("marked %d answers interrupted by the last shutdown as partial", count)
         return count
@@ -415,11 +393,13 @@ class ConversationService:
         self, conversation: ConversationInfo, question_id: int, model: SparkModel, user_id: int
     ) -> None:
         """The ``failed`` answer marker of a question that gets no answer from Spark."""
-        turns = self._db.turns
-        marker = await turns.start_answer(
+        messages = self._db.messages
+        marker = await messages.start_answer(
             conversation, question_id=question_id, model=model.name, user_id=user_id
         )
-        await turns.finish_answer(marker.id, status=MessageStatus.FAILED, text="", tokens=0)
+        await messages.finish_answer(
+            marker.id, Finish(status=MessageStatus.FAILED, text="", tokens=0)
+        )
 
     def begin_shutdown(self) -> None:
         """From now on a cancelled answer was interrupted, not stopped by its user."""
@@ -438,11 +418,11 @@ class ConversationService:
     async def _answer(self, queued: QueuedQuestion, sink: AnswerSink) -> AnswerOutcome:
         language = queued.participant.language
         conversation = queued.conversation
-        turns = self._db.turns
+        messages = self._db.messages
         user_id = queued.participant.user_id
         try:
             prompt = await load_prompt(
-                turns,
+                messages,
                 conversation.id,
                 conversation.chat_id,
                 queued.text,
@@ -458,7 +438,7 @@ class ConversationService:
             await self._store_unanswered(conversation, queued.question_id, model, user_id)
             return AnswerOutcome(MessageStatus.FAILED, "", None, None, None, delivery)
         model = prompt.settings.model
-        answer_row = await turns.start_answer(
+        answer_row = await messages.start_answer(
             conversation, question_id=queued.question_id, model=model.name, user_id=user_id
         )
         return await self._stream(queued, sink, prompt, answer_row.id, language)
@@ -557,8 +537,7 @@ class ConversationService:
             if usage is not None and usage.prompt_tokens
             else None
         )
-        await self._db.turns.finish_answer(
-            answer_id,
+        finish = Finish(
             status=status,
             text=answer,
             tokens=estimate_text_tokens(answer),
@@ -576,6 +555,7 @@ class ConversationService:
             ),
             calibration=calibration,
         )
+        await self._db.messages.finish_answer(answer_id, finish)
         self._observer.spark_call(
             SparkCall(
                 self._front_end,
@@ -659,7 +639,7 @@ class ConversationService:
         database fails it, the answer goes on to the user, and storing the final answer fails
         (and is reported) in its turn."""
         try:
-            await self._db.turns.checkpoint(answer_id, answer)
+            await self._db.messages.checkpoint(answer_id, answer)
         except Exception as exc:
             log.warning("answer %d: checkpoint not stored, the answer goes on: %s", answer_id, exc)
 

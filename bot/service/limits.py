@@ -151,21 +151,19 @@ class UsageLimits:
         """The user's quota, today's use and reservations, as /usage and /stats show them."""
         now = self._clock()
         midnight = day_start(now.date())
-        async with self._db.repositories(readonly=True) as repos:
-            user = await repos.users.get(user_id)
-            used = await repos.usage.tokens_used(user_id, midnight)
+        use = await self._db.usage.daily_use(user_id, midnight)
+        used = use.used
         reserved = self.reserved(user_id)
         if self.is_admin(user_id):
             return QuotaState(user_id, None, "admin", used, reserved, next_reset(now))
-        override = user.daily_token_quota if user is not None else None
+        override = use.quota
         source: QuotaSource = "default" if override is None else "user"
         quota = effective_quota(override, self.default_quota)
         return QuotaState(user_id, quota, source, used, reserved, next_reset(now))
 
     async def tokens_since(self, user_id: int, since: date) -> int:
         """Tokens the user spent since the start of ``since`` (UTC)."""
-        async with self._db.repositories(readonly=True) as repos:
-            return await repos.usage.tokens_used(user_id, day_start(since))
+        return await self._db.usage.tokens_used(user_id, day_start(since))
 
     # -- rate limit --------------------------------------------------------------------------
 

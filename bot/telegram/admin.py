@@ -36,7 +36,7 @@ from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.stats_format import compact, render_quota, render_report, render_usage
 from storage.database import Database
 from storage.dto import Clock, UserInfo, utc_now
-from storage.stats import DAYS, EXPORT_COLUMNS, StatsRepository, day_start, window_start
+from storage.stats import DAYS, EXPORT_COLUMNS, day_start, window_start
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,7 @@ class AdminHandlers:
         prefix = ""
         if request.change:
             value = request.tokens
-            async with self._db.repositories() as repos:
-                await repos.users.set_daily_quota(user.id, value)
+            await self._db.users.set_daily_quota(user.id, value)
             log.info("daily quota of user %s set to %s", user.id, value)
             prefix = html.escape(self._quota_confirmation(language, name, value)) + "\n\n"
         state = await self._limits.quota_state(user.id)
@@ -190,8 +189,7 @@ class AdminHandlers:
 
     async def _overview(self, asker: _Asker) -> None:
         now = self._clock()
-        async with self._db.repositories(readonly=True) as repos:
-            report = await StatsRepository(repos.connection, self._clock).overview(now.date())
+        report = await self._db.stats.overview(now.date())
         await self._reply(asker, render_report(report, asker.language, now=now), html=True)
 
     async def _user_report(self, asker: _Asker, reference: UserRef) -> None:
@@ -202,10 +200,7 @@ class AdminHandlers:
             )
             return
         now = self._clock()
-        async with self._db.repositories(readonly=True) as repos:
-            report = await StatsRepository(repos.connection, self._clock).for_user(
-                user.id, now.date()
-            )
+        report = await self._db.stats.for_user(user.id, now.date())
         state = await self._limits.quota_state(user.id)
         body = render_report(
             report, asker.language, now=now, subject=user_label(user), quota=state
@@ -214,16 +209,12 @@ class AdminHandlers:
 
     async def _chat_report(self, asker: _Asker, chat_id: int) -> None:
         now = self._clock()
-        async with self._db.repositories(readonly=True) as repos:
-            stats = StatsRepository(repos.connection, self._clock)
-            known = await stats.chat_known(chat_id)
-            report = await stats.for_chat(chat_id, now.date()) if known else None
-            chat = await repos.chats.get(chat_id) if known else None
-        if report is None:
+        found = await self._db.stats.for_chat(chat_id, now.date())
+        if found.report is None:
             await self._reply(asker, text(asker.language, "stats_unknown_chat", ref=chat_id))
             return
-        subject = (chat.title if chat is not None else None) or str(chat_id)
-        body = render_report(report, asker.language, now=now, subject=subject)
+        subject = found.title or str(chat_id)
+        body = render_report(found.report, asker.language, now=now, subject=subject)
         await self._reply(asker, body, html=True)
 
     async def _export(self, asker: _Asker, context: AnyContext) -> None:
@@ -266,10 +257,7 @@ class AdminHandlers:
         after: tuple[datetime, int] | None = None
         while True:
             # One short unit of work per page: no snapshot or connection held for the export.
-            async with self._db.repositories(readonly=True) as repos:
-                page = await StatsRepository(repos.connection, self._clock).export_page(
-                    since, after, EXPORT_PAGE
-                )
+            page = await self._db.stats.export_page(since, after, EXPORT_PAGE)
             for entry in page:
                 writer.writerow(entry.values())
             rows += len(page)
@@ -283,9 +271,7 @@ class AdminHandlers:
     # -- helpers ------------------------------------------------------------------------------
 
     async def _find_user(self, reference: UserRef) -> UserInfo | None:
-        async with self._db.repositories(readonly=True) as repos:
-            stats = StatsRepository(repos.connection, self._clock)
-            return await stats.find_user(reference.lookup)
+        return await self._db.stats.find_user(reference.lookup)
 
     async def _admin(self, update: Update) -> _Asker | None:
         """The asker if they are an admin in a private chat; otherwise say why not."""

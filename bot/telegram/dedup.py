@@ -68,7 +68,7 @@ class UpdateDeduplicator:
     async def first_time(self, update_id: int) -> bool:
         """Whether ``update_id`` is new to this bot (claimed now), else a re-delivery."""
         try:
-            claimed = await self._database.turns.claim_update(self._bot_id, update_id)
+            claimed = await self._database.updates.claim(self._bot_id, update_id)
         except Exception as exc:  # the database is away: handle it rather than drop it
             log.warning(
                 "update %d: could not record it as handled (%s: %s); handling it anyway, "
@@ -88,7 +88,7 @@ class UpdateDeduplicator:
         # Set before the await: updates arriving meanwhile do not prune as well.
         self._next_prune = now + self._prune_every
         try:
-            forgotten = await self._database.turns.forget_updates(now - self._retention)
+            forgotten = await self._database.updates.forget(now - self._retention)
         except Exception as exc:  # tried again at the next due time; claims still work
             log.warning(
                 "could not forget handled update ids older than %s (%s: %s)",

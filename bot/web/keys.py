@@ -59,8 +59,7 @@ async def authenticate(database: Database, request: web.Request) -> ApiCaller:
     if key is None:
         raise Unauthorized(unauthorized("No API key: send it as `Authorization: Bearer <key>`."))
     hashed = key_hash(key)
-    async with database.repositories(readonly=True) as repos:
-        found = await repos.api_keys.find(hashed)
+    found = await database.api_keys.find(hashed)
     if found is None or not hmac.compare_digest(found.key_hash, hashed):
         raise Unauthorized(unauthorized("Incorrect API key."))
     if found.revoked:

@@ -95,32 +95,29 @@ async def run(settings: Settings, args: argparse.Namespace, out: TextIO = sys.st
         if args.keys_command == "create":
             _check(args)
             key = new_key()
-            async with database.repositories() as repos:
-                try:
-                    info = await repos.api_keys.create(
-                        str(args.name).strip(),
-                        key_hash(key),
-                        daily_tokens=args.daily_tokens,
-                        rate_per_minute=args.rate,
-                        models=_models(args.models),
-                        user_id=args.user,
-                    )
-                except KeyNameTaken:
-                    raise ConfigError(f"a key named {args.name!r} exists already") from None
+            try:
+                info = await database.api_keys.create(
+                    str(args.name).strip(),
+                    key_hash(key),
+                    daily_tokens=args.daily_tokens,
+                    rate_per_minute=args.rate,
+                    models=_models(args.models),
+                    user_id=args.user,
+                )
+            except KeyNameTaken:
+                raise ConfigError(f"a key named {args.name!r} exists already") from None
             print(_describe(info), file=out)
             print(f"key: {key}", file=out)
             print("Store it now: it is kept only as a hash and cannot be shown again.", file=out)
             return 0
         if args.keys_command == "list":
-            async with database.repositories(readonly=True) as repos:
-                keys = await repos.api_keys.list_all()
+            keys = await database.api_keys.list_all()
             for info in keys:
                 print(_describe(info), file=out)
             if not keys:
                 print("no keys yet: python -m bot keys create NAME", file=out)
             return 0
-        async with database.repositories() as repos:
-            revoked = await repos.api_keys.revoke(str(args.name))
+        revoked = await database.api_keys.revoke(str(args.name))
         if not revoked:
             raise ConfigError(f"no active key named {args.name!r}")
         print(f"{args.name}: revoked", file=out)

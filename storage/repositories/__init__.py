@@ -1,41 +1,21 @@
-"""Repositories, one per aggregate, all bound to one connection in one transaction.
+"""The repositories, one per aggregate, each method one unit of work.
 
-Obtain them from :meth:`storage.database.Database.repositories`; they return frozen DTOs from
-:mod:`storage.dto`, never ORM objects.
+Every method runs one unit of work (:mod:`storage.backends`) and returns frozen values
+(:mod:`storage.dto`); the SQL of a repository sits in its own module beside it. A
+:class:`~storage.database.Database` builds them all when it is constructed:
+``database.users``, ``.chats``, ``.conversations``, ``.messages``, ``.usage``, ``.updates``,
+``.api_keys`` and ``.stats`` (:mod:`storage.stats`).
 """
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from storage.backends import Backend
 from storage.dto import Clock
-from storage.repositories.api_keys import ApiKeyRepository
-from storage.repositories.chats import ChatRepository
-from storage.repositories.conversations import ConversationRepository
-from storage.repositories.messages import MessageRepository
-from storage.repositories.usage import UsageRepository
-from storage.repositories.users import UserRepository
 
 
-class Repositories:
-    """Every repository over one connection (one unit of work)."""
+class Repository:
+    """Runs its methods' units of work on ``backend``; time comes from ``clock``."""
 
-    def __init__(self, connection: AsyncConnection, clock: Clock) -> None:
-        self.connection = connection
-        self.users = UserRepository(connection, clock)
-        self.chats = ChatRepository(connection, clock)
-        self.conversations = ConversationRepository(connection, clock)
-        self.messages = MessageRepository(connection, clock)
-        self.usage = UsageRepository(connection, clock)
-        self.api_keys = ApiKeyRepository(connection, clock)
-
-
-__all__ = [
-    "ApiKeyRepository",
-    "ChatRepository",
-    "ConversationRepository",
-    "MessageRepository",
-    "Repositories",
-    "UsageRepository",
-    "UserRepository",
-]
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.backend = backend
+        self.clock = clock

@@ -8,27 +8,34 @@ when created for one, a Telegram user's, whose quota it then shares.
 
 from __future__ import annotations
 
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select
+from storage.backends import Connection
+from storage.repositories import Repository
+from storage.sql import Row, maybe_utc, sql, utc
 
-from storage.repositories.base import Repository, table
-
-API_KEYS = table("api_keys")
-USERS = table("users")
-_K = API_KEYS.c
-_BY_HASH = select(API_KEYS).where(_K.key_hash == bindparam("b_hash"))
-_BY_NAME = select(API_KEYS).where(_K.name == bindparam("b_name"))
-_ALL = select(API_KEYS).order_by(_K.created_at, _K.id)
-_LOWEST_USER = select(func.min(USERS.c.id))
-_REVOKE = (
-    API_KEYS.update()
-    .where(_K.name == bindparam("b_name"), _K.revoked_at.is_(None))
-    .values(revoked_at=bindparam("b_now"))
+KEY_COLUMNS = (
+    "id, name, key_hash, user_id, daily_tokens, rate_per_minute, models, created_at, revoked_at"
 )
+BY_HASH = sql(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = :hash")
+BY_NAME = sql(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE name = :name")
+ALL = sql(f"SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
+LOWEST_USER = sql("SELECT min(id) AS lowest FROM users")
+USER_EXISTS = sql("SELECT id FROM users WHERE id = :id")
+INSERT_USER = sql(
+    "INSERT INTO users (id, username, first_name, language_code, daily_token_quota, "
+    "created_at, updated_at) VALUES (:id, NULL, :first_name, NULL, :quota, :now, :now)"
+)
+INSERT = sql(
+    "INSERT INTO api_keys (name, key_hash, user_id, daily_tokens, rate_per_minute, models, "
+    "created_at, revoked_at) VALUES (:name, :hash, :user, :daily_tokens, :rate, :models, :now, "
+    f"NULL) RETURNING {KEY_COLUMNS}"
+)
+REVOKE = sql("UPDATE api_keys SET revoked_at = :now WHERE name = :name AND revoked_at IS NULL")
 
 
 def key_hash(key: str) -> str:
@@ -57,21 +64,21 @@ class KeyNameTaken(Exception):
     """A key of that name exists already (revoked ones keep their name)."""
 
 
-def _info(row: Row[*tuple[Any, ...]]) -> ApiKeyInfo:
+def _info(row: Row) -> ApiKeyInfo:
     return ApiKeyInfo(
-        id=row.id,
-        name=row.name,
-        user_id=row.user_id,
-        daily_tokens=row.daily_tokens,
-        rate_per_minute=row.rate_per_minute,
-        models=tuple(part for part in (row.models or "").split(",") if part),
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-        key_hash=row.key_hash,
+        id=row["id"],
+        name=row["name"],
+        user_id=row["user_id"],
+        daily_tokens=row["daily_tokens"],
+        rate_per_minute=row["rate_per_minute"],
+        models=tuple(part for part in (row["models"] or "").split(",") if part),
+        created_at=utc(row["created_at"]),
+        revoked_at=maybe_utc(row["revoked_at"]),
+        key_hash=row["key_hash"],
     )
 
 
-class ApiKeyRepository(Repository):
+class ApiKeys(Repository):
     async def create(
         self,
         name: str,
@@ -85,57 +92,57 @@ class ApiKeyRepository(Repository):
         """Store a key (its hash only). Without ``user_id`` the key gets a users row of its
         own, named after it, whose daily quota is ``daily_tokens``; with one, that user's row
         is created if it does not exist yet and the key shares its quota."""
-        if (await self.execute(_BY_NAME, {"b_name": name})).first() is not None:
-            raise KeyNameTaken(name)
         now = self.clock()
-        if user_id is None:
-            lowest = (await self.execute(_LOWEST_USER)).scalar()
-            user_id = min(0, int(lowest or 0)) - 1
-            await self.execute(
-                USERS.insert(),
+
+        async def unit(connection: Connection) -> ApiKeyInfo:
+            if await connection.row(BY_NAME, {"name": name}) is not None:
+                raise KeyNameTaken(name)
+            owner = user_id
+            if owner is None:
+                lowest = await connection.value(LOWEST_USER)
+                owner = min(0, int(lowest or 0)) - 1
+                user = {"id": owner, "first_name": f"key {name}", "quota": daily_tokens}
+                await connection.execute(INSERT_USER, {**user, "now": now})
+            elif await connection.row(USER_EXISTS, {"id": owner}) is None:
+                user = {"id": owner, "first_name": None, "quota": None}
+                await connection.execute(INSERT_USER, {**user, "now": now})
+            row = await connection.row(
+                INSERT,
                 {
-                    "id": user_id,
-                    "username": None,
-                    "first_name": f"key {name}",
-                    "language_code": None,
-                    "daily_token_quota": daily_tokens,
-                    "created_at": now,
-                    "updated_at": now,
+                    "name": name,
+                    "hash": hashed,
+                    "user": owner,
+                    "daily_tokens": daily_tokens,
+                    "rate": rate_per_minute,
+                    "models": ",".join(models) or None,
+                    "now": now,
                 },
             )
-        elif (await self.execute(select(USERS.c.id).where(USERS.c.id == user_id))).first() is None:
-            await self.execute(
-                USERS.insert(),
-                {"id": user_id, "created_at": now, "updated_at": now},
-            )
-        result = await self.execute(
-            API_KEYS.insert().returning(*API_KEYS.c),
-            {
-                "name": name,
-                "key_hash": hashed,
-                "user_id": user_id,
-                "daily_tokens": daily_tokens,
-                "rate_per_minute": rate_per_minute,
-                "models": ",".join(models) or None,
-                "created_at": now,
-                "revoked_at": None,
-            },
-        )
-        return _info(result.one())
+            assert row is not None  # RETURNING of an insert always has its row
+            return _info(row)
+
+        return await self.backend.write(unit)
 
     async def find(self, hashed: str) -> ApiKeyInfo | None:
         """The key whose text hashes to ``hashed`` (revoked or not), or None."""
-        row = (await self.execute(_BY_HASH, {"b_hash": hashed})).first()
-        return None if row is None else _info(row)
 
-    async def by_name(self, name: str) -> ApiKeyInfo | None:
-        row = (await self.execute(_BY_NAME, {"b_name": name})).first()
-        return None if row is None else _info(row)
+        async def unit(connection: Connection) -> ApiKeyInfo | None:
+            row = await connection.row(BY_HASH, {"hash": hashed})
+            return None if row is None else _info(row)
+
+        return await self.backend.read(unit)
 
     async def list_all(self) -> list[ApiKeyInfo]:
-        return [_info(row) for row in await self.execute(_ALL)]
+        async def unit(connection: Connection) -> list[ApiKeyInfo]:
+            return [_info(row) for row in await connection.rows(ALL)]
+
+        return await self.backend.read(unit)
 
     async def revoke(self, name: str) -> bool:
         """Revoke the key; False when no key of that name is active."""
-        result = await self.execute(_REVOKE, {"b_name": name, "b_now": self.clock()})
-        return bool(result.rowcount)
+        params = {"name": name, "now": self.clock()}
+
+        async def unit(connection: Connection) -> bool:
+            return await connection.execute(REVOKE, params) > 0
+
+        return await self.backend.write(unit)

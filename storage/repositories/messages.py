@@ -1,182 +1,460 @@
-"""Messages of a conversation: questions, answers and their life cycle.
+"""Messages of a conversation: questions, answers and their life cycle; the prompt's history.
 
 An answer row is created ``streaming`` when Spark is called, ``checkpoint`` saves its text
-every few seconds while it streams, ``finish`` gives it its final status. After a crash,
-``recover_interrupted`` (called at start) turns what was still streaming into ``partial`` so no
-row stays in progress. History for the next request is read newest first in pages
-(``recent_turns``); only complete answers and partial ones marked usable count.
+every few seconds while it streams, ``finish_answer`` gives it its final status, together
+with the ledger row and the chat's calibration. After a crash, ``recover_interrupted``
+(called at start) turns what was still streaming into ``partial``. History for the next
+request is read newest first (``prompt_history``); only complete answers and partial ones
+marked usable count.
+
+The turn's writes (question, answer row, checkpoint, finish) are one statement each on
+PostgreSQL (data-modifying CTEs), so they run without a transaction round trip and commit
+without waiting for the WAL flush (:data:`ASYNC_COMMIT`); on SQLite the same unit runs a few
+statements in the writer thread.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from functools import cache
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Row, and_, bindparam, func, or_, select
-
+from storage.backends import Connection
 from storage.dto import (
     FINAL_STATUSES,
+    Calibration,
     ConversationInfo,
-    HistoryPage,
     HistoryTurn,
     LastTurn,
+    LedgerEntry,
     MessageRole,
     MessageStatus,
+    PromptHistory,
     StoredMessage,
+    TokenUsage,
 )
-from storage.repositories.base import Repository, insert_for, table
-from storage.repositories.conversations import CONVERSATIONS
+from storage.repositories import Repository
+from storage.repositories.chats import CHAT_COLUMNS, chat_info, upsert_chat
+from storage.repositories.conversations import (
+    Arrival,
+    conversation_key,
+    current_conversation,
+    store_arrival,
+)
+from storage.repositories.usage import LEDGER_COLUMNS, LEDGER_VALUES
+from storage.sql import ASYNC_COMMIT, Row, id_list, sql, utc
 
-MESSAGES = table("messages")
-LINKS = table("telegram_messages")
-_M = MESSAGES.c
-_STREAMING = MessageStatus.STREAMING.value
-_NEWEST = 2**62
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
 
-_COUNTS_AS_HISTORY = or_(
-    _M.status == MessageStatus.COMPLETE.value,
-    and_(_M.status == MessageStatus.PARTIAL.value, _M.usable.is_(True)),
+MESSAGE_COLUMNS = (
+    "id, conversation_id, role, content, status, usable, telegram_message_ids, reply_to_id, "
+    "user_id, model, sid, error_code, created_at, updated_at"
 )
-_ANSWERS_BEFORE = and_(
-    _M.conversation_id == bindparam("b_conversation"),
-    _M.role == "assistant",
-    _M.reply_to_id.is_not(None),
-    _COUNTS_AS_HISTORY,
-    _M.id < bindparam("b_before"),
+
+_INSERT = (
+    "INSERT INTO messages (conversation_id, reply_to_id, user_id, role, content, tokens, status, "
+    "usable, telegram_message_ids, model, created_at, updated_at) "
+    "VALUES (:conversation, {reply_to}, :user, {role}, :content, :tokens, {status}, {usable}, "
+    "{ids}, {model}, :now, :now) RETURNING id"
 )
-_QUESTION = MESSAGES.alias("question")
-_RECENT_TURNS = (
-    select(
-        _M.id.label("answer_id"),
-        _M.content.label("answer"),
-        _M.tokens.label("answer_tokens"),
-        _QUESTION.c.id.label("question_id"),
-        _QUESTION.c.content.label("question"),
-        _QUESTION.c.tokens.label("question_tokens"),
-        # Every counted turn older than the cursor, page or not: evaluated before LIMIT, so
-        # the prompt builder learns how many turns it leaves out without a second query.
-        func.count().over().label("older_turns"),
+_LINK_CONFLICT = (
+    "ON CONFLICT (chat_id, telegram_message_id) DO UPDATE SET message_id = excluded.message_id"
+)
+_QUESTION = dict(reply_to="NULL", role="'user'", status="'complete'", model="NULL")
+INSERT_QUESTION = sql(
+    _INSERT.format(**_QUESTION, usable="1", ids=":ids"),
+    postgres=(
+        "WITH question AS ("
+        + _INSERT.format(**_QUESTION, usable="TRUE", ids="CAST(:ids AS JSON)")
+        + "), link AS (INSERT INTO telegram_messages (chat_id, telegram_message_id, message_id) "
+        "SELECT CAST(:chat AS BIGINT), CAST(:telegram_id AS BIGINT), id FROM question "
+        f"WHERE CAST(:telegram_id AS BIGINT) IS NOT NULL {_LINK_CONFLICT}) "
+        f"SELECT id, {ASYNC_COMMIT} FROM question"
+    ),
+)
+LINK = sql(
+    "INSERT INTO telegram_messages (chat_id, telegram_message_id, message_id) "
+    f"VALUES (:chat, :telegram_id, :message) {_LINK_CONFLICT}"
+)
+_ANSWER = dict(reply_to=":question", role="'assistant'", status="'streaming'")
+INSERT_ANSWER = sql(
+    _INSERT.format(**_ANSWER, usable="0", ids="'[]'", model=":model"),
+    postgres=_INSERT.format(
+        **_ANSWER, usable="FALSE", ids="CAST('[]' AS JSON)", model="CAST(:model AS VARCHAR)"
     )
-    .join_from(MESSAGES, _QUESTION, _QUESTION.c.id == _M.reply_to_id)
-    .where(_ANSWERS_BEFORE)
-    .order_by(_M.id.desc())
-    .limit(bindparam("b_limit"))
+    + f", {ASYNC_COMMIT}",
 )
-_COUNT_TURNS = select(func.count()).select_from(MESSAGES).where(_ANSWERS_BEFORE)
-_INSERT = MESSAGES.insert().returning(_M.id)
-_GET = select(MESSAGES).where(_M.id == bindparam("b_id"))
 _CHECKPOINT = (
-    MESSAGES.update()
-    .where(_M.id == bindparam("b_id"), _M.status == _STREAMING)
-    .values(content=bindparam("b_text"), updated_at=bindparam("b_now"))
+    "UPDATE messages SET content = :content, updated_at = :now "
+    "WHERE id = :message AND status = 'streaming'"
 )
-_FINISH_VALUES = {
-    "status": bindparam("b_status"),
-    "content": bindparam("b_text"),
-    "tokens": bindparam("b_tokens"),
-    "sid": bindparam("b_sid"),
-    "error_code": bindparam("b_error"),
-    "usable": bindparam("b_usable"),
-    "updated_at": bindparam("b_now"),
-    "model": func.coalesce(bindparam("b_model", type_=_M.model.type), _M.model),
-}
-_FINISH = (
-    MESSAGES.update()
-    .where(_M.id == bindparam("b_id"))
-    .values(**_FINISH_VALUES)
-    .returning(*MESSAGES.c)
+CHECKPOINT = sql(
+    _CHECKPOINT + " RETURNING id", postgres=f"{_CHECKPOINT} RETURNING id, {ASYNC_COMMIT}"
 )
-_FINISH_WITH_IDS = (
-    MESSAGES.update()
-    .where(_M.id == bindparam("b_id"))
-    .values(**_FINISH_VALUES, telegram_message_ids=bindparam("b_ids", type_=JSON))
-    .returning(*MESSAGES.c)
-)
-_SET_IDS = (
-    MESSAGES.update()
-    .where(_M.id == bindparam("b_id"))
-    .values(telegram_message_ids=bindparam("b_ids", type_=JSON), updated_at=bindparam("b_now"))
-    .returning(_M.conversation_id)
-)
-_SUPERSEDE = (
-    MESSAGES.update()
-    .where(_M.id == bindparam("b_id"))
-    .values(status=MessageStatus.SUPERSEDED.value, usable=False, updated_at=bindparam("b_now"))
-    .returning(*MESSAGES.c)
-)
-_RECOVER = (
-    MESSAGES.update()
-    .where(_M.status == _STREAMING)
-    .values(status=MessageStatus.PARTIAL.value, usable=False, updated_at=bindparam("b_now"))
-)
-_BY_TELEGRAM_ID = (
-    select(MESSAGES)
-    .join_from(MESSAGES, LINKS, LINKS.c.message_id == _M.id)
-    .where(
-        LINKS.c.chat_id == bindparam("b_chat"), LINKS.c.telegram_message_id == bindparam("b_tg")
-    )
-)
-_LAST_QUESTION = (
-    select(MESSAGES)
-    .where(_M.conversation_id == bindparam("b_conversation"), _M.role == "user")
-    .order_by(_M.id.desc())
-    .limit(1)
-)
-_CURRENT_ANSWER = (
-    select(MESSAGES)
-    .where(
-        _M.conversation_id == bindparam("b_conversation"),
-        _M.reply_to_id == bindparam("b_question"),
-        _M.status != MessageStatus.SUPERSEDED.value,
-    )
-    .order_by(_M.id.desc())
-    .limit(1)
-)
-_ALL = select(MESSAGES).where(_M.conversation_id == bindparam("b_conversation")).order_by(_M.id)
 
 
-@cache
-def _upsert_link(dialect: str) -> Any:
-    # The chat comes from the message's conversation, so callers only need the message id.
-    chat_of = (
-        select(CONVERSATIONS.c.chat_id)
-        .where(CONVERSATIONS.c.id == bindparam("b_conversation"))
-        .scalar_subquery()
-    )
-    stmt = insert_for(dialect, LINKS).values(
-        chat_id=chat_of,
-        telegram_message_id=bindparam("b_tg"),
-        message_id=bindparam("b_id"),
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[LINKS.c.chat_id, LINKS.c.telegram_message_id],
-        set_={"message_id": stmt.excluded.message_id},
+def _number(name: str) -> str:
+    # asyncpg prepares the statement, so PostgreSQL must learn each parameter's type.
+    return f"CAST(:{name} AS DOUBLE PRECISION)"
+
+
+def _clamp(value: str, least: str, greatest: str) -> str:
+    return f"{least}({greatest}({value}, {_number('r_least')}), {_number('r_greatest')})"
+
+
+def ratio_update(least: str, greatest: str) -> str:
+    """``token_ratio``'s next value in SQL, for a chat row being updated: the calibration
+    rules passed as numbers (params :r_default, :r_least, :r_greatest, :r_up, :r_down;
+    ``CalibrationRules``), applied to Spark's count :reported for the raw estimate :raw."""
+    current = _clamp(f"COALESCE(token_ratio, {_number('r_default')})", least, greatest)
+    sample = _clamp(f"{_number('reported')} / NULLIF({_number('raw')}, 0)", least, greatest)
+    weight = f"CASE WHEN {sample} > {current} THEN {_number('r_up')} ELSE {_number('r_down')} END"
+    return _clamp(f"{current} + {weight} * ({sample} - {current})", least, greatest)
+
+
+_FINISH_SET = (
+    "status = :status, content = :content, tokens = :tokens, sid = :sid, "
+    "error_code = :error_code, usable = :usable, updated_at = :now, "
+    "model = COALESCE({model}, model), "
+    "telegram_message_ids = CASE WHEN :replace_ids THEN {ids} ELSE telegram_message_ids END"
+)
+_LEDGER_FROM_ANSWER = LEDGER_VALUES.format(conversation="a.conversation_id", message="a.id")
+
+
+def _finish_postgres(*, async_commit: bool) -> str:
+    """The whole finish as one statement: the answer, its Telegram links, its ledger row and
+    the chat's calibration."""
+    commit = f", {ASYNC_COMMIT}" if async_commit else ""
+    return (
+        "WITH answer AS (UPDATE messages SET "
+        + _FINISH_SET.format(model="CAST(:model AS VARCHAR)", ids="CAST(:ids AS JSON)")
+        + f" WHERE id = :message RETURNING {MESSAGE_COLUMNS}"
+        "), link AS ("
+        "INSERT INTO telegram_messages (chat_id, telegram_message_id, message_id) "
+        "SELECT c.chat_id, t.id, a.id FROM answer a "
+        "JOIN conversations c ON c.id = a.conversation_id "
+        "CROSS JOIN unnest(CAST(:link_ids AS BIGINT[])) AS t(id) "
+        f"{_LINK_CONFLICT}"
+        "), ledger AS ("
+        f"INSERT INTO usage_records ({LEDGER_COLUMNS}) "
+        f"SELECT {_LEDGER_FROM_ANSWER} FROM answer a WHERE :with_ledger"
+        "), ratio AS ("
+        f"UPDATE chats SET token_ratio = {ratio_update('LEAST', 'GREATEST')} "
+        "WHERE id = CAST(:c_chat AS BIGINT) AND CAST(:raw AS DOUBLE PRECISION) > 0 "
+        "AND CAST(:reported AS DOUBLE PRECISION) > 0 AND EXISTS (SELECT 1 FROM answer)"
+        f") SELECT {MESSAGE_COLUMNS}{commit} FROM answer"
     )
 
 
-def _stored(row: Row[*tuple[Any, ...]]) -> StoredMessage:
-    role: MessageRole = "assistant" if row.role == "assistant" else "user"
+_FINISH_SQLITE = (
+    f"UPDATE messages SET {_FINISH_SET.format(model=':model', ids=':ids')} "
+    f"WHERE id = :message RETURNING {MESSAGE_COLUMNS}"
+)
+# On SQLite the finish is four statements in the writer thread (SQLite has no data-modifying
+# CTEs); on PostgreSQL one, committed asynchronously alone, or as part of a larger unit.
+FINISH = sql(_FINISH_SQLITE, postgres=_finish_postgres(async_commit=True))
+FINISH_IN_UNIT = sql(_FINISH_SQLITE, postgres=_finish_postgres(async_commit=False))
+LINK_OF_CONVERSATION = sql(
+    "INSERT INTO telegram_messages (chat_id, telegram_message_id, message_id) "
+    "SELECT chat_id, :telegram_id, :message FROM conversations WHERE id = :conversation "
+    f"{_LINK_CONFLICT}"
+)
+LEDGER_OF_ANSWER = sql(
+    f"INSERT INTO usage_records ({LEDGER_COLUMNS}) "
+    f"VALUES ({LEDGER_VALUES.format(conversation=':conversation', message=':message')})"
+)
+CALIBRATE = sql(
+    f"UPDATE chats SET token_ratio = {ratio_update('min', 'max')} "
+    "WHERE id = :c_chat AND :raw > 0 AND :reported > 0"
+)
+
+_CHAT = ", ".join(f"c.{column} AS {column}" for column in CHAT_COLUMNS.split(", "))
+# The chat row and the turns that count as history, newest first, with the running total of
+# their raw cost; only those within :room leave the database, plus always the newest (so the
+# count of all turns, which the prompt reports as dropped, arrives even when none fits). One
+# row per turn, each with the chat's columns; a single row without a turn when there is none.
+PROMPT = sql(
+    f"""
+WITH counted AS (
+    SELECT a.id AS answer_id, a.reply_to_id AS question_id,
+           a.tokens AS answer_tokens, q.tokens AS question_tokens,
+           sum(a.tokens + q.tokens) OVER w AS running, row_number() OVER w AS position,
+           count(*) OVER () AS total
+    FROM messages a JOIN messages q ON q.id = a.reply_to_id
+    WHERE a.conversation_id = :conversation AND a.role = 'assistant'
+      AND a.reply_to_id IS NOT NULL
+      AND (a.status = 'complete' OR (a.status = 'partial' AND a.usable = TRUE))
+    WINDOW w AS (ORDER BY a.id DESC ROWS UNBOUNDED PRECEDING)
+), taken AS (
+    SELECT t.answer_id, t.question_id, t.answer_tokens, t.question_tokens, t.total,
+           a.content AS answer, q.content AS question
+    FROM counted t
+    JOIN messages a ON a.id = t.answer_id
+    JOIN messages q ON q.id = t.question_id
+    WHERE t.running + :overhead * t.position <= :room OR t.position = 1
+)
+SELECT {_CHAT},
+       h.answer_id AS answer_id, h.question_id AS question_id,
+       h.answer_tokens AS answer_tokens, h.question_tokens AS question_tokens,
+       h.total AS total, h.answer AS answer, h.question AS question
+FROM (SELECT 1 AS one) o
+LEFT JOIN chats c ON c.id = :chat
+LEFT JOIN taken h ON 1 = 1
+ORDER BY h.answer_id DESC
+"""
+)
+RECOVER = sql(
+    "UPDATE messages SET status = 'partial', usable = FALSE, updated_at = :now "
+    "WHERE status = 'streaming'"
+)
+LAST_QUESTION = sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :conversation "
+    "AND role = 'user' ORDER BY id DESC LIMIT 1"
+)
+CURRENT_ANSWER = sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :conversation "
+    "AND reply_to_id = :question AND status <> 'superseded' ORDER BY id DESC LIMIT 1"
+)
+SUPERSEDE = sql(
+    "UPDATE messages SET status = 'superseded', usable = FALSE, updated_at = :now "
+    f"WHERE id = :message RETURNING {MESSAGE_COLUMNS}"
+)
+
+
+def stored_message(row: Row) -> StoredMessage:
+    role: MessageRole = "assistant" if row["role"] == "assistant" else "user"
     return StoredMessage(
-        id=row.id,
-        conversation_id=row.conversation_id,
+        id=row["id"],
+        conversation_id=row["conversation_id"],
         role=role,
-        content=row.content,
-        status=MessageStatus(row.status),
-        usable=bool(row.usable),
-        telegram_message_ids=tuple(row.telegram_message_ids or ()),
-        reply_to_id=row.reply_to_id,
-        user_id=row.user_id,
-        model=row.model,
-        sid=row.sid,
-        error_code=row.error_code,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        content=row["content"],
+        status=MessageStatus(row["status"]),
+        usable=bool(row["usable"]),
+        telegram_message_ids=id_list(row["telegram_message_ids"]),
+        reply_to_id=row["reply_to_id"],
+        user_id=row["user_id"],
+        model=row["model"],
+        sid=row["sid"],
+        error_code=row["error_code"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
     )
 
 
-class MessageRepository(Repository):
-    async def add_user_message(
+def _new_message(
+    message_id: int,
+    conversation: ConversationInfo,
+    now: datetime,
+    *,
+    role: MessageRole,
+    content: str,
+    status: MessageStatus,
+    ids: Sequence[int] = (),
+    reply_to_id: int | None = None,
+    user_id: int | None = None,
+    model: str | None = None,
+) -> StoredMessage:
+    return StoredMessage(
+        id=message_id,
+        conversation_id=conversation.id,
+        role=role,
+        content=content,
+        status=status,
+        usable=status is MessageStatus.COMPLETE,
+        telegram_message_ids=tuple(ids),
+        reply_to_id=reply_to_id,
+        user_id=user_id,
+        model=model,
+        sid=None,
+        error_code=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def prompt_history(rows: Sequence[Row]) -> PromptHistory:
+    """The chat and history from the rows of :data:`PROMPT`: one per turn read, newest first,
+    each with the chat's columns; one row without a turn when none is."""
+    if not rows:
+        return PromptHistory(None, [], 0)
+    chat = chat_info(rows[0]) if rows[0]["id"] is not None else None
+    turns = [
+        HistoryTurn(
+            question_id=row["question_id"],
+            answer_id=row["answer_id"],
+            question=row["question"],
+            answer=row["answer"],
+            question_tokens=row["question_tokens"],
+            answer_tokens=row["answer_tokens"],
+        )
+        for row in rows
+        if row["answer_id"] is not None
+    ]
+    return PromptHistory(chat, turns, int(rows[0]["total"] or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """An answer's final state, and what is written with it in the same unit of work: the
+    ledger row (``ledger``) and the chat's calibration (``calibration``). ``usable``
+    defaults to True for a complete answer and False otherwise (True for a partial answer
+    worth keeping as history); ``telegram_message_ids``, when given, replace the row's list
+    and are linked for replies. ``tokens`` is the text's token count."""
+
+    status: MessageStatus
+    text: str
+    tokens: int
+    sid: str | None = None
+    error_code: int | None = None
+    telegram_message_ids: Sequence[int] = ()
+    usable: bool | None = None
+    model: str | None = None
+    ledger: LedgerEntry | None = None
+    calibration: Calibration | None = None
+
+    def params(self, message_id: int, now: datetime) -> dict[str, Any]:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(f"finish needs a final status, got {self.status!r}")
+        ids = list(dict.fromkeys(self.telegram_message_ids))
+        ledger, calibration = self.ledger, self.calibration
+        usage = (ledger.usage if ledger is not None else None) or TokenUsage()
+        rules = calibration.rules if calibration is not None else None
+        usable = self.status is MessageStatus.COMPLETE if self.usable is None else self.usable
+        return {
+            "message": message_id,
+            "status": self.status.value,
+            "content": self.text,
+            "tokens": self.tokens,
+            "sid": self.sid,
+            "error_code": self.error_code,
+            "usable": usable,
+            "model": self.model,
+            "replace_ids": bool(ids),
+            "ids": json.dumps(ids),
+            "link_ids": ids,
+            "with_ledger": ledger is not None,
+            "l_user": ledger.user_id if ledger is not None else None,
+            "l_chat": ledger.chat_id if ledger is not None else None,
+            "l_model": ledger.model if ledger is not None else None,
+            "l_prompt": usage.prompt_tokens,
+            "l_completion": usage.completion_tokens,
+            "l_total": usage.total_tokens,
+            "l_first_token": ledger.first_token_ms if ledger is not None else None,
+            "l_duration": ledger.duration_ms if ledger is not None else None,
+            "l_error": ledger.error_code if ledger is not None else None,
+            "c_chat": calibration.chat_id if calibration is not None else None,
+            "raw": float(calibration.raw_estimate) if calibration is not None else 0.0,
+            "reported": float(calibration.reported_prompt_tokens) if calibration else 0.0,
+            "r_default": rules.default if rules is not None else 1.0,
+            "r_least": rules.least if rules is not None else 1.0,
+            "r_greatest": rules.greatest if rules is not None else 1.0,
+            "r_up": rules.up if rules is not None else 0.0,
+            "r_down": rules.down if rules is not None else 0.0,
+            "now": now,
+        }
+
+
+async def finish_answer(
+    connection: Connection, now: datetime, message_id: int, finish: Finish, *, alone: bool
+) -> StoredMessage:
+    """Give an answer its final status, with its links, ledger row and calibration: the one
+    place an answer is finished. ``alone``: the unit runs nothing else (PostgreSQL: one
+    statement in autocommit). ``LookupError``, nothing written, if the message is not stored."""
+    params = finish.params(message_id, now)
+    statement = FINISH if alone else FINISH_IN_UNIT
+    row = await connection.row(statement, params)
+    if row is None:
+        raise LookupError(f"message {message_id} is not stored")
+    if connection.backend == "sqlite":  # PostgreSQL did the rest in the same statement
+        conversation_id = row["conversation_id"]
+        ids: list[int] = params["link_ids"]
+        if ids:
+            links = [
+                {"telegram_id": i, "message": message_id, "conversation": conversation_id}
+                for i in ids
+            ]
+            await connection.execute_many(LINK_OF_CONVERSATION, links)
+        if finish.ledger is not None:
+            await connection.execute(LEDGER_OF_ANSWER, {**params, "conversation": conversation_id})
+        if finish.calibration is not None:
+            await connection.execute(CALIBRATE, params)
+    return stored_message(row)
+
+
+async def add_question(
+    connection: Connection,
+    now: datetime,
+    conversation: ConversationInfo,
+    text: str,
+    *,
+    tokens: int,
+    user_id: int | None,
+    telegram_message_id: int | None,
+) -> StoredMessage:
+    ids = [telegram_message_id] if telegram_message_id is not None else []
+    params: dict[str, object] = {
+        "conversation": conversation.id,
+        "user": user_id,
+        "content": text,
+        "tokens": tokens,
+        "ids": json.dumps(ids),
+        "now": now,
+        "chat": conversation.chat_id,
+        "telegram_id": telegram_message_id,
+    }
+    message_id: int = await connection.value(INSERT_QUESTION, params)
+    if connection.backend == "sqlite" and telegram_message_id is not None:
+        link = {"chat": conversation.chat_id, "telegram_id": telegram_message_id}
+        await connection.execute(LINK, {**link, "message": message_id})
+    return _new_message(
+        message_id,
+        conversation,
+        now,
+        role="user",
+        content=text,
+        status=MessageStatus.COMPLETE,
+        ids=ids,
+        user_id=user_id,
+    )
+
+
+async def start_answer(
+    connection: Connection,
+    now: datetime,
+    conversation: ConversationInfo,
+    *,
+    question_id: int,
+    model: str,
+    user_id: int | None,
+) -> StoredMessage:
+    params: dict[str, object] = {
+        "conversation": conversation.id,
+        "question": question_id,
+        "user": user_id,
+        "content": "",
+        "tokens": 0,
+        "model": model,
+        "now": now,
+    }
+    message_id: int = await connection.value(INSERT_ANSWER, params)
+    return _new_message(
+        message_id,
+        conversation,
+        now,
+        role="assistant",
+        content="",
+        status=MessageStatus.STREAMING,
+        reply_to_id=question_id,
+        user_id=user_id,
+        model=model,
+    )
+
+
+class Messages(Repository):
+    async def add_question(
         self,
         conversation: ConversationInfo,
         text: str,
@@ -185,24 +463,24 @@ class MessageRepository(Repository):
         user_id: int | None,
         telegram_message_id: int | None = None,
     ) -> StoredMessage:
-        """Store the user's question (commit it before Spark is called)."""
-        ids = [telegram_message_id] if telegram_message_id is not None else []
-        message = await self._insert(
-            conversation,
-            role="user",
-            content=text,
-            tokens=tokens,
-            status=MessageStatus.COMPLETE,
-            usable=True,
-            telegram_message_ids=ids,
-            reply_to_id=None,
-            user_id=user_id,
-            model=None,
-        )
-        await self._link(conversation.id, message.id, ids)
-        return message
+        """Store the user's question, with the token count the service gave it, and its
+        Telegram link (committed on return, before Spark is called)."""
+        now = self.clock()
 
-    async def start_assistant_message(
+        async def unit(connection: Connection) -> StoredMessage:
+            return await add_question(
+                connection,
+                now,
+                conversation,
+                text,
+                tokens=tokens,
+                user_id=user_id,
+                telegram_message_id=telegram_message_id,
+            )
+
+        return await self.backend.write(unit, one_statement=True)
+
+    async def start_answer(
         self,
         conversation: ConversationInfo,
         *,
@@ -211,206 +489,120 @@ class MessageRepository(Repository):
         user_id: int | None = None,
     ) -> StoredMessage:
         """The answer row, in status ``streaming``, created before the first delta arrives."""
-        return await self._insert(
-            conversation,
-            role="assistant",
-            content="",
-            tokens=0,
-            status=MessageStatus.STREAMING,
-            usable=False,
-            telegram_message_ids=[],
-            reply_to_id=question_id,
-            user_id=user_id,
-            model=model,
-        )
+        now = self.clock()
+
+        async def unit(connection: Connection) -> StoredMessage:
+            return await start_answer(
+                connection,
+                now,
+                conversation,
+                question_id=question_id,
+                model=model,
+                user_id=user_id,
+            )
+
+        return await self.backend.write(unit, one_statement=True)
 
     async def checkpoint(self, message_id: int, text: str) -> bool:
         """Save the text streamed so far; False (and nothing written) once the answer is no
         longer streaming, so a late checkpoint cannot overwrite the final text."""
-        result = await self.execute(
-            _CHECKPOINT, {"b_id": message_id, "b_text": text, "b_now": self.clock()}
-        )
-        return bool(result.rowcount)
+        params = {"message": message_id, "content": text, "now": self.clock()}
 
-    async def finish(
-        self,
-        message_id: int,
-        *,
-        status: MessageStatus,
-        text: str,
-        tokens: int,
-        sid: str | None = None,
-        error_code: int | None = None,
-        telegram_message_ids: Sequence[int] = (),
-        usable: bool | None = None,
-        model: str | None = None,
-    ) -> StoredMessage:
-        """Give an answer its final status and text. ``usable`` defaults to True for a complete
-        answer and False otherwise (say True for a partial answer worth keeping as history).
-        ``telegram_message_ids``, when given, replace the list stored on the row."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"finish needs a final status, got {status!r}")
-        params: dict[str, Any] = {
-            "b_id": message_id,
-            "b_status": status.value,
-            "b_text": text,
-            "b_tokens": tokens,
-            "b_sid": sid,
-            "b_error": error_code,
-            "b_usable": status is MessageStatus.COMPLETE if usable is None else usable,
-            "b_now": self.clock(),
-            "b_model": model,
+        async def unit(connection: Connection) -> bool:
+            return bool(await connection.rows(CHECKPOINT, params))
+
+        return await self.backend.write(unit, one_statement=True)
+
+    async def finish_answer(self, message_id: int, finish: Finish) -> StoredMessage:
+        """Give the answer its final state (:class:`Finish`) in one unit of work."""
+        now = self.clock()
+        finish.params(message_id, now)  # a wrong status fails here, before any hop
+
+        async def unit(connection: Connection) -> StoredMessage:
+            return await finish_answer(connection, now, message_id, finish, alone=True)
+
+        return await self.backend.write(unit, one_statement=True)
+
+    async def prompt_history(
+        self, conversation_id: int, chat_id: int, *, room: int, turn_overhead: int
+    ) -> PromptHistory:
+        """The chat row and the turns that count as history, newest first, read in one
+        statement: those whose running cost (their two token counts plus ``turn_overhead``
+        each) stays within ``room``, and always the newest, with the count of all."""
+        params = {
+            "conversation": conversation_id,
+            "chat": chat_id,
+            "room": room,
+            "overhead": turn_overhead,
         }
-        ids = list(dict.fromkeys(telegram_message_ids))
-        if ids:
-            params["b_ids"] = ids
-        row = (await self.execute(_FINISH_WITH_IDS if ids else _FINISH, params)).first()
-        if row is None:
-            raise LookupError(f"message {message_id} is not stored")
-        await self._link(row.conversation_id, message_id, ids)
-        return _stored(row)
 
-    async def set_telegram_message_ids(self, message_id: int, ids: Sequence[int]) -> None:
-        """Record the Telegram messages that show this message (e.g. as soon as the first
-        draft is sent, so replies to it resolve while it still streams)."""
-        unique = list(dict.fromkeys(ids))
-        conversation_id = (
-            await self.execute(
-                _SET_IDS, {"b_id": message_id, "b_ids": unique, "b_now": self.clock()}
-            )
-        ).scalar()
-        if conversation_id is None:
-            raise LookupError(f"message {message_id} is not stored")
-        await self._link(conversation_id, message_id, unique)
+        async def unit(connection: Connection) -> PromptHistory:
+            return prompt_history(await connection.rows(PROMPT, params))
+
+        return await self.backend.read(unit)
+
+    async def supersede_last_answer(
+        self, arrival: Arrival
+    ) -> tuple[ConversationInfo, LastTurn | None]:
+        """For /retry: in the asker's open conversation, mark the last answer ``superseded``
+        and return the turn (the answer as it is now stored), so the question can be asked
+        again. The turn is None when nothing was asked."""
+        now = self.clock()
+
+        async def unit(connection: Connection) -> tuple[ConversationInfo, LastTurn | None]:
+            _chat, conversation = await store_arrival(connection, now, arrival)
+            key = {"conversation": conversation.id}
+            question = await connection.row(LAST_QUESTION, key)
+            if question is None:
+                return conversation, None
+            answer = await connection.row(CURRENT_ANSWER, {**key, "question": question["id"]})
+            if answer is not None:
+                answer = await connection.row(SUPERSEDE, {"message": answer["id"], "now": now})
+            stored = None if answer is None else stored_message(answer)
+            return conversation, LastTurn(stored_message(question), stored)
+
+        return await self.backend.write(unit)
 
     async def recover_interrupted(self) -> int:
         """Turn every answer still ``streaming`` (the process died mid-answer) into a
         ``partial``, not usable as history; returns how many."""
-        return int((await self.execute(_RECOVER, {"b_now": self.clock()})).rowcount)
+        params = {"now": self.clock()}
 
-    async def get(self, message_id: int) -> StoredMessage | None:
-        row = (await self.execute(_GET, {"b_id": message_id})).first()
-        return None if row is None else _stored(row)
+        async def unit(connection: Connection) -> int:
+            return await connection.execute(RECOVER, params)
 
-    async def find_by_telegram_id(
-        self, chat_id: int, telegram_message_id: int
-    ) -> StoredMessage | None:
-        """The stored message a Telegram message shows (the question or the answer)."""
-        params = {"b_chat": chat_id, "b_tg": telegram_message_id}
-        row = (await self.execute(_BY_TELEGRAM_ID, params)).first()
-        return None if row is None else _stored(row)
+        return await self.backend.write(unit)
 
-    async def last_turn(self, conversation_id: int) -> LastTurn | None:
-        """The newest question and its current (not superseded) answer, if any."""
-        question = (
-            await self.execute(_LAST_QUESTION, {"b_conversation": conversation_id})
-        ).first()
-        if question is None:
-            return None
-        answer = (
-            await self.execute(
-                _CURRENT_ANSWER, {"b_conversation": conversation_id, "b_question": question.id}
-            )
-        ).first()
-        return LastTurn(_stored(question), None if answer is None else _stored(answer))
-
-    async def supersede_last_answer(self, conversation_id: int) -> LastTurn | None:
-        """For /retry: mark the last answer ``superseded`` and return the turn (the answer as
-        it is now stored), so the question can be asked again. None when nothing was asked."""
-        turn = await self.last_turn(conversation_id)
-        if turn is None or turn.answer is None:
-            return turn
-        row = (
-            await self.execute(_SUPERSEDE, {"b_id": turn.answer.id, "b_now": self.clock()})
-        ).one()
-        return LastTurn(turn.question, _stored(row))
-
-    async def recent_turns(
-        self, conversation_id: int, *, before_answer_id: int | None = None, limit: int = 32
-    ) -> list[HistoryTurn]:
-        """Turns that count as history, newest first, older than ``before_answer_id``."""
-        return (await self.history_page(conversation_id, before_answer_id, limit)).turns
-
-    async def history_page(
-        self, conversation_id: int, before_answer_id: int | None = None, limit: int = 32
-    ) -> HistoryPage:
-        """Like :meth:`recent_turns`, plus how many counted turns are older than the cursor
-        in all (this page included)."""
-        rows = (
-            await self.execute(
-                _RECENT_TURNS,
-                {
-                    "b_conversation": conversation_id,
-                    "b_before": _NEWEST if before_answer_id is None else before_answer_id,
-                    "b_limit": limit,
-                },
-            )
-        ).all()
-        turns = [
-            HistoryTurn(
-                question_id=row.question_id,
-                answer_id=row.answer_id,
-                question=row.question,
-                answer=row.answer,
-                question_tokens=row.question_tokens,
-                answer_tokens=row.answer_tokens,
-            )
-            for row in rows
-        ]
-        return HistoryPage(turns, int(rows[0].older_turns) if rows else 0)
-
-    async def count_turns(
-        self, conversation_id: int, *, before_answer_id: int | None = None
-    ) -> int:
-        params = {
-            "b_conversation": conversation_id,
-            "b_before": _NEWEST if before_answer_id is None else before_answer_id,
-        }
-        return int((await self.execute(_COUNT_TURNS, params)).scalar() or 0)
-
-    async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
-        """Every message of a conversation, oldest first (exports, tests)."""
-        rows = await self.execute(_ALL, {"b_conversation": conversation_id})
-        return [_stored(row) for row in rows]
-
-    async def _insert(self, conversation: ConversationInfo, **values: Any) -> StoredMessage:
+    async def store_completion(
+        self,
+        chat_id: int,
+        title: str,
+        question: str,
+        *,
+        question_tokens: int,
+        model: str,
+        finish: Finish,
+    ) -> StoredMessage:
+        """A stateless completion kept whole in one unit: its "chat" (type ``api``, stored or
+        refreshed), the chat's open conversation, the question, and the answer finished with
+        ``finish`` (its ledger row included). Returns the answer."""
         now = self.clock()
-        status: MessageStatus = values["status"]
-        message_id = (
-            await self.execute(
-                _INSERT,
-                {
-                    **values,
-                    "conversation_id": conversation.id,
-                    "status": status.value,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-        ).scalar_one()
-        return StoredMessage(
-            id=message_id,
-            conversation_id=conversation.id,
-            role=values["role"],
-            content=values["content"],
-            status=status,
-            usable=values["usable"],
-            telegram_message_ids=tuple(values["telegram_message_ids"]),
-            reply_to_id=values["reply_to_id"],
-            user_id=values["user_id"],
-            model=values["model"],
-            sid=None,
-            error_code=None,
-            created_at=now,
-            updated_at=now,
-        )
 
-    async def _link(self, conversation_id: int, message_id: int, ids: Sequence[int]) -> None:
-        # Links are only ever added: Telegram never reuses a message id within a chat, so a
-        # link to a message that was since replaced can never resolve to the wrong answer.
-        statement = _upsert_link(self.dialect)
-        for telegram_id in ids:
-            await self.execute(
-                statement,
-                {"b_conversation": conversation_id, "b_tg": telegram_id, "b_id": message_id},
+        async def unit(connection: Connection) -> StoredMessage:
+            await upsert_chat(connection, now, chat_id, type="api", title=title)
+            conversation = await current_conversation(connection, now, conversation_key(chat_id))
+            asked = await add_question(
+                connection,
+                now,
+                conversation,
+                question,
+                tokens=question_tokens,
+                user_id=chat_id,
+                telegram_message_id=None,
             )
+            answer = await start_answer(
+                connection, now, conversation, question_id=asked.id, model=model, user_id=chat_id
+            )
+            return await finish_answer(connection, now, answer.id, finish, alone=False)
+
+        return await self.backend.write(unit)

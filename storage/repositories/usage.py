@@ -1,34 +1,62 @@
-"""The usage ledger: one row per Spark request, and the queries quotas and admin stats need.
+"""The usage ledger: one row per Spark request, and what quotas read from it.
 
-Every query is a time range (``created_at >= since``), alone or per user or chat, so each is
-served by one of the ledger's three indexes however large it grows.
+Each query is a time range (``created_at >= since``) of one user, served by the ledger's
+``(user_id, created_at, ...)`` index however large it grows. Admin statistics read the
+ledger's rollups instead (:mod:`storage.stats`).
 """
 
 from __future__ import annotations
 
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select
+from storage.backends import Connection
+from storage.dto import TokenUsage
+from storage.repositories import Repository
+from storage.sql import sql
 
-from storage.dto import LatencyStats, TokenUsage, TopUser, UsageTotals
-from storage.repositories.base import Repository, table
-
-USAGE = table("usage_records")
-_U = USAGE.c
-_INSERT = USAGE.insert().returning(_U.id)
-
-
-def _sum(column: Any) -> ColumnElement[Any]:
-    return func.coalesce(func.sum(column), 0)
-
-
-_TOKENS_USED = select(_sum(_U.total_tokens)).where(
-    _U.user_id == bindparam("b_user"), _U.created_at >= bindparam("b_since")
+LEDGER_COLUMNS = (
+    "created_at, user_id, chat_id, conversation_id, message_id, model, prompt_tokens, "
+    "completion_tokens, total_tokens, first_token_ms, duration_ms, sid, error_code"
+)
+# A ledger row's values from params :now, :l_user, :l_chat, :l_model, :l_prompt,
+# :l_completion, :l_total, :l_first_token, :l_duration, :sid, :l_error; the conversation and
+# message are filled in by the statement that uses it. Typed, because asyncpg prepares the
+# statement and PostgreSQL must learn each parameter's type (SQLite takes the casts as is).
+LEDGER_VALUES = (
+    ":now, CAST(:l_user AS BIGINT), CAST(:l_chat AS BIGINT), {conversation}, {message}, "
+    "CAST(:l_model AS VARCHAR), CAST(:l_prompt AS INTEGER), CAST(:l_completion AS INTEGER), "
+    "CAST(:l_total AS INTEGER), CAST(:l_first_token AS INTEGER), "
+    "CAST(:l_duration AS INTEGER), :sid, CAST(:l_error AS INTEGER)"
+)
+RECORD = sql(
+    f"INSERT INTO usage_records ({LEDGER_COLUMNS}) VALUES "
+    f"({LEDGER_VALUES.format(conversation=':conversation', message=':message')}) RETURNING id"
+)
+TOKENS_USED = sql(
+    "SELECT COALESCE(SUM(total_tokens), 0) AS used FROM usage_records "
+    "WHERE user_id = :user AND created_at >= :since"
+)
+DAILY_USE = sql(
+    "SELECT u.daily_token_quota AS quota, "
+    "(SELECT COALESCE(SUM(r.total_tokens), 0) FROM usage_records r "
+    " WHERE r.user_id = :user AND r.created_at >= :since) AS used "
+    "FROM (SELECT 1 AS one) o LEFT JOIN users u ON u.id = :user"
 )
 
 
-class UsageRepository(Repository):
+@dataclass(frozen=True, slots=True)
+class DailyUse:
+    """A user's own quota override (None: the default applies, or no such user) and the
+    tokens billed to them since the day's start."""
+
+    quota: int | None
+    used: int
+
+
+class Usage(Repository):
     async def record(
         self,
         *,
@@ -43,107 +71,46 @@ class UsageRepository(Repository):
         sid: str | None = None,
         error_code: int | None = None,
     ) -> int:
-        """Append one request to the ledger (``usage`` None when Spark reported none)."""
+        """Append one request to the ledger (``usage`` None when Spark reported none); a
+        finished answer's row is written with it instead (``Messages.finish_answer``)."""
         usage = usage or TokenUsage()
-        result = await self.execute(
-            _INSERT,
-            {
-                "created_at": self.clock(),
-                "user_id": user_id,
-                "chat_id": chat_id,
-                "conversation_id": conversation_id,
-                "message_id": message_id,
-                "model": model,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-                "first_token_ms": first_token_ms,
-                "duration_ms": duration_ms,
-                "sid": sid,
-                "error_code": error_code,
-            },
-        )
-        return int(result.scalar_one())
+        params = {
+            "now": self.clock(),
+            "l_user": user_id,
+            "l_chat": chat_id,
+            "conversation": conversation_id,
+            "message": message_id,
+            "l_model": model,
+            "l_prompt": usage.prompt_tokens,
+            "l_completion": usage.completion_tokens,
+            "l_total": usage.total_tokens,
+            "l_first_token": first_token_ms,
+            "l_duration": duration_ms,
+            "sid": sid,
+            "l_error": error_code,
+        }
+
+        async def unit(connection: Connection) -> int:
+            return int(await connection.value(RECORD, params))
+
+        return await self.backend.write(unit)
 
     async def tokens_used(self, user_id: int, since: datetime) -> int:
-        """Total tokens billed to ``user_id`` since ``since`` (the daily quota check)."""
-        params = {"b_user": user_id, "b_since": since}
-        return int((await self.execute(_TOKENS_USED, params)).scalar() or 0)
+        """Total tokens billed to ``user_id`` since ``since``."""
+        params = {"user": user_id, "since": since}
 
-    async def totals(
-        self,
-        since: datetime,
-        until: datetime | None = None,
-        *,
-        user_id: int | None = None,
-        chat_id: int | None = None,
-    ) -> UsageTotals:
-        query = select(
-            func.count(),
-            func.count(_U.error_code),
-            _sum(_U.prompt_tokens),
-            _sum(_U.completion_tokens),
-            _sum(_U.total_tokens),
-        ).where(*self._range(since, until, user_id=user_id, chat_id=chat_id))
-        requests, failed, prompt, completion, all_tokens = (await self.execute(query)).one()
-        return UsageTotals(
-            requests=int(requests),
-            failed_requests=int(failed),
-            prompt_tokens=int(prompt),
-            completion_tokens=int(completion),
-            total_tokens=int(all_tokens),
-        )
+        async def unit(connection: Connection) -> int:
+            return int(await connection.value(TOKENS_USED, params) or 0)
 
-    async def top_users(
-        self, since: datetime, until: datetime | None = None, *, limit: int = 10
-    ) -> list[TopUser]:
-        tokens = _sum(_U.total_tokens).label("tokens")
-        rows = await self.execute(
-            select(_U.user_id, func.count(), tokens)
-            .where(_U.user_id.is_not(None), *self._range(since, until))
-            .group_by(_U.user_id)
-            .order_by(tokens.desc(), _U.user_id)
-            .limit(limit)
-        )
-        return [TopUser(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+        return await self.backend.read(unit)
 
-    async def latency(
-        self, since: datetime, until: datetime | None = None, *, chat_id: int | None = None
-    ) -> LatencyStats:
-        """Nearest-rank p50 / p95 of time to first token and of duration, over successful
-        requests. Each percentile is one ``ORDER BY ... OFFSET`` on the time range, so only a
-        single value per figure leaves the database."""
-        where = [_U.error_code.is_(None), *self._range(since, until, chat_id=chat_id)]
-        count = select(func.count()).select_from(USAGE)
-        samples = int((await self.execute(count.where(*where))).scalar() or 0)
-        figures: list[int | None] = []
-        for column in (_U.first_token_ms, _U.duration_ms):
-            present = [*where, column.is_not(None)]
-            total = int((await self.execute(count.where(*present))).scalar() or 0)
-            for percent in (50, 95):
-                if total == 0:
-                    figures.append(None)
-                    continue
-                rank = max(1, -(-percent * total // 100))
-                value = await self.execute(
-                    select(column).where(*present).order_by(column).offset(rank - 1).limit(1)
-                )
-                figures.append(value.scalar())
-        return LatencyStats(samples, *figures)
+    async def daily_use(self, user_id: int, since: datetime) -> DailyUse:
+        """The quota check's figures, read in one statement (see :class:`DailyUse`)."""
+        params = {"user": user_id, "since": since}
 
-    @staticmethod
-    def _range(
-        since: datetime,
-        until: datetime | None,
-        *,
-        user_id: int | None = None,
-        chat_id: int | None = None,
-    ) -> list[ColumnElement[bool]]:
-        where = [_U.created_at >= since]
-        if until is not None:
-            where.append(_U.created_at < until)
-        if user_id is not None:
-            where.append(_U.user_id == user_id)
-        if chat_id is not None:
-            where.append(_U.chat_id == chat_id)
-        return where
+        async def unit(connection: Connection) -> DailyUse:
+            row = await connection.row(DAILY_USE, params)
+            assert row is not None  # the statement always returns its one row
+            return DailyUse(row["quota"], int(row["used"] or 0))
+
+        return await self.backend.read(unit)

@@ -1,51 +1,63 @@
-"""Telegram users: who asked, and their per-user quota override."""
+"""Telegram users (and API keys' own users): their profile and per-user quota override."""
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
+from datetime import datetime
 
-from sqlalchemy import Row, bindparam, select
-
+from storage.backends import Connection
 from storage.dto import UserInfo
-from storage.repositories.base import Repository, insert_for, table
+from storage.repositories import Repository
+from storage.sql import Row, sql, utc
 
-USERS = table("users")
-_GET = select(USERS).where(USERS.c.id == bindparam("b_id"))
-_SET_QUOTA = (
-    USERS.update()
-    .where(USERS.c.id == bindparam("b_id"))
-    .values(daily_token_quota=bindparam("b_quota"), updated_at=bindparam("b_now"))
+USER_COLUMNS = "id, username, first_name, language_code, daily_token_quota, created_at, updated_at"
+UPSERT = sql(
+    "INSERT INTO users (id, username, first_name, language_code, created_at, updated_at) "
+    "VALUES (:id, :username, :first_name, :language_code, :now, :now) "
+    "ON CONFLICT (id) DO UPDATE SET username = excluded.username, "
+    "first_name = excluded.first_name, language_code = excluded.language_code, "
+    f"updated_at = excluded.updated_at RETURNING {USER_COLUMNS}"
 )
+GET = sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id")
+SET_QUOTA = sql("UPDATE users SET daily_token_quota = :quota, updated_at = :now WHERE id = :id")
 
 
-@cache
-def _upsert(dialect: str) -> Any:
-    stmt = insert_for(dialect, USERS)
-    return stmt.on_conflict_do_update(
-        index_elements=[USERS.c.id],
-        set_={
-            "username": stmt.excluded.username,
-            "first_name": stmt.excluded.first_name,
-            "language_code": stmt.excluded.language_code,
-            "updated_at": stmt.excluded.updated_at,
-        },
-    ).returning(*USERS.c)
-
-
-def _user_info(row: Row[*tuple[Any, ...]]) -> UserInfo:
+def user_info(row: Row) -> UserInfo:
     return UserInfo(
-        id=row.id,
-        username=row.username,
-        first_name=row.first_name,
-        language_code=row.language_code,
-        daily_token_quota=row.daily_token_quota,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=row["id"],
+        username=row["username"],
+        first_name=row["first_name"],
+        language_code=row["language_code"],
+        daily_token_quota=row["daily_token_quota"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
     )
 
 
-class UserRepository(Repository):
+async def upsert_user(
+    connection: Connection,
+    now: datetime,
+    user_id: int,
+    *,
+    username: str | None,
+    first_name: str | None,
+    language_code: str | None,
+) -> UserInfo:
+    """Create the user or refresh the profile fields Telegram sent; the quota is kept."""
+    params = {
+        "id": user_id,
+        "username": username,
+        "first_name": first_name,
+        "language_code": language_code,
+        "now": now,
+    }
+    row = await connection.row(UPSERT, params)
+    assert row is not None  # RETURNING of an upsert always has its row
+    return user_info(row)
+
+
+class Users(Repository):
     async def upsert(
         self,
         user_id: int,
@@ -56,28 +68,33 @@ class UserRepository(Repository):
     ) -> UserInfo:
         """Create the user or refresh the profile fields Telegram sent; the quota is kept."""
         now = self.clock()
-        result = await self.execute(
-            _upsert(self.dialect),
-            {
-                "id": user_id,
-                "username": username,
-                "first_name": first_name,
-                "language_code": language_code,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        return _user_info(result.one())
+
+        async def unit(connection: Connection) -> UserInfo:
+            return await upsert_user(
+                connection,
+                now,
+                user_id,
+                username=username,
+                first_name=first_name,
+                language_code=language_code,
+            )
+
+        return await self.backend.write(unit)
 
     async def get(self, user_id: int) -> UserInfo | None:
-        row = (await self.execute(_GET, {"b_id": user_id})).first()
-        return None if row is None else _user_info(row)
+        async def unit(connection: Connection) -> UserInfo | None:
+            row = await connection.row(GET, {"id": user_id})
+            return None if row is None else user_info(row)
+
+        return await self.backend.read(unit)
 
     async def set_daily_quota(self, user_id: int, quota: int | None) -> bool:
         """Override the daily token quota (None: back to the default; 0: unlimited)."""
         if quota is not None and quota < 0:
             raise ValueError(f"quota must be >= 0 or None, got {quota}")
-        result = await self.execute(
-            _SET_QUOTA, {"b_id": user_id, "b_quota": quota, "b_now": self.clock()}
-        )
-        return bool(result.rowcount)
+        params = {"id": user_id, "quota": quota, "now": self.clock()}
+
+        async def unit(connection: Connection) -> bool:
+            return await connection.execute(SET_QUOTA, params) > 0
+
+        return await self.backend.write(unit)
