@@ -135,8 +135,7 @@ def _serve_gateway(conn: Connection, spark_url: str, directory: str) -> None:
         async with open_web_runtime(settings) as runtime:
             key = new_key()
             database = create_database(url)
-            async with database.repositories() as repos:
-                await repos.api_keys.create("bench", key_hash(key))
+            await database.api_keys.create("bench", key_hash(key))
             await database.dispose()
             conn.send((f"http://127.0.0.1:{runtime.port}", key))
             loop = asyncio.get_running_loop()

@@ -42,8 +42,8 @@ from sqlalchemy import text  # noqa: E402
 from bot.telegram.stats_format import render_report  # noqa: E402
 from storage.database import Database, create_database, create_engine, normalise_url  # noqa: E402
 from storage.migrate import upgrade  # noqa: E402
-from storage.repositories.base import table  # noqa: E402
-from storage.stats import StatsRepository, day_start  # noqa: E402
+from storage.models import Base  # noqa: E402
+from storage.stats import day_start  # noqa: E402
 
 BATCH = 10_000
 ERROR_CODES = (10013, 10014, 11200, 10907, -1)
@@ -87,11 +87,11 @@ def ledger_rows(
 
 
 async def load(database: Database, rows: list[dict[str, Any]]) -> float:
-    insert = table("usage_records").insert()
+    insert = Base.metadata.tables["usage_records"].insert()
     started = time.perf_counter()
     for start in range(0, len(rows), BATCH):
-        async with database.repositories() as repos:
-            await repos.connection.execute(insert, rows[start : start + BATCH])
+        async with database.engine.begin() as connection:
+            await connection.execute(insert, rows[start : start + BATCH])
     return time.perf_counter() - started
 
 
@@ -111,13 +111,28 @@ async def timed(samples: int, action: Callable[[], Awaitable[object]]) -> dict[s
 
 
 async def busiest(database: Database, column: str, since: datetime) -> int:
-    async with database.repositories(readonly=True) as repos:
-        row = await repos.connection.execute(
+    async with database.engine.connect() as connection:
+        row = await connection.execute(
             text(
                 f"SELECT {column} FROM usage_records WHERE created_at >= :since "  # noqa: S608
                 f"GROUP BY {column} ORDER BY COUNT(*) DESC LIMIT 1"
             ),
-            {"since": since.replace(tzinfo=None) if database.is_sqlite else since},
+            {"since": since.replace(tzinfo=None) if database.backend == "sqlite" else since},
+        )
+        return int(row.scalar_one())
+
+
+async def rows_of(database: Database, column: str, subject: int, since: datetime) -> int:
+    async with database.engine.connect() as connection:
+        row = await connection.execute(
+            text(
+                f"SELECT COUNT(*) FROM usage_records WHERE {column} = :subject "  # noqa: S608
+                "AND created_at >= :since"
+            ),
+            {
+                "subject": subject,
+                "since": since.replace(tzinfo=None) if database.backend == "sqlite" else since,
+            },
         )
         return int(row.scalar_one())
 
@@ -135,8 +150,7 @@ async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
         today = now.date()
 
         async def overview() -> None:
-            async with database.repositories(readonly=True) as repos:
-                report = await StatsRepository(repos.connection, database.clock).overview(today)
+            report = await database.stats.overview(today)
             render_report(report, "en", now=now)
 
         since = day_start(today - timedelta(days=29))
@@ -144,24 +158,19 @@ async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
         chat_id = await busiest(database, "chat_id", since)
 
         async def user_report() -> None:
-            async with database.repositories(readonly=True) as repos:
-                stats = StatsRepository(repos.connection, database.clock)
-                report = await stats.for_user(user_id, today)
+            report = await database.stats.for_user(user_id, today)
             render_report(report, "en", now=now)
 
         async def chat_report() -> None:
-            async with database.repositories(readonly=True) as repos:
-                stats = StatsRepository(repos.connection, database.clock)
-                report = await stats.for_chat(chat_id, today)
-            render_report(report, "en", now=now)
+            found = await database.stats.for_chat(chat_id, today)
+            assert found.report is not None
+            render_report(found.report, "en", now=now)
 
         async def quota_check() -> None:
-            async with database.repositories(readonly=True) as repos:
-                await repos.usage.tokens_used(user_id, day_start(today))
+            await database.usage.daily_use(user_id, day_start(today))
 
-        async with database.repositories(readonly=True) as repos:
-            user_rows = (await repos.usage.totals(since, user_id=user_id)).requests
-            chat_rows = (await repos.usage.totals(since, chat_id=chat_id)).requests
+        user_rows = await rows_of(database, "user_id", user_id, since)
+        chat_rows = await rows_of(database, "chat_id", chat_id, since)
         for label, action in (
             ("/stats (whole bot)", overview),
             (f"/stats user (busiest, {user_rows:,} rows in 30 d)", user_report),

@@ -9,17 +9,17 @@ when TEST_DATABASE_URL or --postgres-url names one) it
 2. builds the prompt context for ``--samples`` turns in random chats, the way the conversation
    service does before calling Spark: the chat row and the history within the Spark Lite
    budget for the chat's open conversation (``bot.service.budget.load_prompt``: one read of
-   ``Database.turns.prompt_history``), and prints p50 / p95 / max;
+   ``Database.messages.prompt_history``), and prints p50 / p95 / max;
 3. offers turn writes at ``--rate`` per second for ``--seconds`` seconds (open loop, every
-   turn its own task), each as the service makes them with ``Database.turns``: the question
+   turn its own task), each as the service makes them with ``Database.messages``: the question
    (with its Telegram link), the streaming answer row, then the final answer with its
    Telegram link, ledger row and calibration; prints the achieved rate and the latency of a
    turn write. With ``--turn service`` each turn also does what the service does around
    those writes: the arrival (the chat and open conversation, read in one statement; written
-   through the Core repositories only when new or changed) and the prompt's history before
+   in a second unit only when new or changed) and the prompt's history before
    the answer row; with ``--turn update`` also the claim on the update's id first, i.e. all
    the storage work of one Telegram update that asks a question;
-4. claims update ids (``Database.turns.claim_update``, what every Telegram update costs before
+4. claims update ids (``Database.updates.claim``, what every Telegram update costs before
    any handler runs) with ``--claim-workers`` concurrent claimers for ``--claim-seconds``, on
    a table preloaded with ``--claim-rows`` claims spread over the last 25 hours, every tenth
    claim a re-delivery of an id already claimed (which must lose); after one prune of the
@@ -64,7 +64,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection  # noqa: E402
 from bot.service.budget import CALIBRATION, PromptSettings, load_prompt  # noqa: E402
 from bot.spark.models import get_model  # noqa: E402
 from bot.spark.tokens import estimate_text_tokens  # noqa: E402
-from storage.arrival import arrive  # noqa: E402
 from storage.database import Database, create_database, create_engine, normalise_url  # noqa: E402
 from storage.dto import (  # noqa: E402
     Calibration,
@@ -75,7 +74,8 @@ from storage.dto import (  # noqa: E402
     TokenUsage,
 )
 from storage.migrate import upgrade  # noqa: E402
-from storage.repositories.turns import Arrival  # noqa: E402
+from storage.repositories.conversations import Arrival  # noqa: E402
+from storage.repositories.messages import Finish  # noqa: E402
 
 MODEL = get_model("lite")
 BATCH = 20_000
@@ -295,7 +295,7 @@ async def measure_context(
         chat_id = rng.randint(1, chats)
         started = time.perf_counter()
         found = await load_prompt(
-            database.turns, chat_id, chat_id, QUESTION, lite_settings, known=None
+            database.messages, chat_id, chat_id, QUESTION, lite_settings, known=None
         )
         timings.append((time.perf_counter() - started) * 1000)
         assert found.chat is not None
@@ -315,28 +315,15 @@ async def turn_write(
     question when it arrives, the answer row when its turn comes, the answer when it ends);
     with ``service`` also the user / chat / conversation unit and the prompt read; with
     ``claim`` first the claim on the update's id, as the bot makes before any handler."""
-    turns = database.turns
+    messages = database.messages
     user_id = conversation.chat_id
-    if claim and not await turns.claim_update(BOT_ID, 10**9 + n):
+    if claim and not await database.updates.claim(BOT_ID, 10**9 + n):
         raise RuntimeError(f"update {10**9 + n} claimed twice")
     chat: ChatInfo | None = None
     if service:
-        chat, conversation = await arrive(
-            database,
-            Arrival(
-                user_id=user_id,
-                username=f"user{user_id}",
-                first_name=f"User {user_id}",
-                language_code="zh",
-                chat_id=conversation.chat_id,
-                chat_type="private",
-                title=None,
-                thread_id=0,
-                scope_user_id=0,
-            ),
-        )
+        chat, conversation = await database.conversations.arrive(arrival(conversation.chat_id))
     asked = f"benchmark question {n}"
-    question = await turns.add_question(
+    question = await messages.add_question(
         conversation,
         asked,
         tokens=estimate_text_tokens(asked),
@@ -345,13 +332,12 @@ async def turn_write(
     )
     if service:
         await load_prompt(
-            turns, conversation.id, conversation.chat_id, QUESTION, lite_settings, known=chat
+            messages, conversation.id, conversation.chat_id, QUESTION, lite_settings, known=chat
         )
-    answer = await turns.start_answer(
+    answer = await messages.start_answer(
         conversation, question_id=question.id, model=MODEL.name, user_id=user_id
     )
-    await turns.finish_answer(
-        answer.id,
+    finish = Finish(
         status=MessageStatus.COMPLETE,
         text=ANSWER,
         tokens=ANSWER_TOKENS,
@@ -367,6 +353,20 @@ async def turn_write(
         ),
         calibration=Calibration(conversation.chat_id, 850, 900, CALIBRATION),
     )
+    await messages.finish_answer(answer.id, finish)
+
+
+def arrival(chat_id: int) -> Arrival:
+    """A question in private chat ``chat_id`` from its seeded user."""
+    return Arrival(
+        user_id=chat_id,
+        username=f"user{chat_id}",
+        first_name=f"User {chat_id}",
+        language_code="zh",
+        chat_id=chat_id,
+        chat_type="private",
+        title=None,
+    )
 
 
 async def measure_writes(
@@ -379,10 +379,10 @@ async def measure_writes(
     claim: bool = False,
 ) -> tuple[float, list[float], int]:
     """Open loop: start a turn write every 1/rate s; returns (achieved/s, latencies, failures)."""
-    async with database.repositories(readonly=True) as repo:
-        conversations = [
-            await repo.conversations.current(c) for c in range(1, min(chats, 2000) + 1)
-        ]
+    conversations = [
+        (await database.conversations.arrive(arrival(c)))[1]
+        for c in range(1, min(chats, 2000) + 1)
+    ]
     latencies: list[float] = []
     failures = 0
 
@@ -435,7 +435,7 @@ async def measure_claims(
     """Closed loop: ``workers`` claimers, each claiming a new id as soon as its last claim
     returned; every tenth claim repeats the claimer's previous id (a re-delivery). Returns
     (claims/s, latencies, re-deliveries, re-deliveries that won, failures)."""
-    turns = database.turns
+    updates = database.updates
     ids = iter(range(first_id, first_id + 10**9))
     latencies: list[float] = []
     redelivered = wrongly_won = failures = 0
@@ -451,7 +451,7 @@ async def measure_claims(
             update_id = previous if again and previous is not None else next(ids)
             started = time.perf_counter()
             try:
-                won = await turns.claim_update(BOT_ID, update_id)
+                won = await updates.claim(BOT_ID, update_id)
             except Exception as exc:  # counted and reported; the run goes on
                 failures += 1
                 if failures <= 3:
@@ -473,9 +473,9 @@ async def measure_claims(
 async def run_claims(backend: str, database: Database, args: argparse.Namespace) -> ClaimFigures:
     now = datetime.now(UTC)
     await seed_claims(database, args.claim_rows, now)
-    await database.turns.claim_update(BOT_ID, 0)  # open the hot path's connections first
+    await database.updates.claim(BOT_ID, 0)  # open the runner's connections first
     started = time.perf_counter()
-    pruned = await database.turns.forget_updates(now - CLAIM_RETENTION)
+    pruned = await database.updates.forget(now - CLAIM_RETENTION)
     prune_ms = (time.perf_counter() - started) * 1000
     rate, claim_ms, redelivered, wrongly_won, failures = await measure_claims(
         database, args.claim_rows + 1, args.claim_workers, args.claim_seconds
