@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from bot.config import Settings, load_settings
 from bot.service.limits import RATE_WINDOW_SECONDS
@@ -28,8 +27,8 @@ from bot.telegram.app import BotRuntime, open_bot_runtime
 from bot.telegram.stats_format import WIDTH, display_width
 from storage.database import Database, create_database
 from storage.dto import TokenUsage
-from storage.models import UsageRecord
-from storage.repositories import UsageRepository
+from storage.repositories.usage import Usage
+from tests.support import db_rows
 from tests.support.bot_harness import TIME_FACTOR
 from tests.support.clocks import ScaledClock
 from tests.support.fake_telegram import FakeTelegram
@@ -61,17 +60,16 @@ class Bot:
         duration_ms: int | None = None,
         error_code: int | None = None,
     ) -> None:
-        async with self.database.repositories() as repos:
-            await UsageRepository(repos.connection, lambda: at).record(
-                model="lite",
-                usage=TokenUsage(tokens[0], tokens[1], sum(tokens)),
-                user_id=user_id,
-                chat_id=chat_id,
-                first_token_ms=first_token_ms,
-                duration_ms=duration_ms,
-                error_code=error_code,
-                sid=f"cht000{at:%H%M%S%f}",
-            )
+        await Usage(self.database.runner, lambda: at).record(
+            model="lite",
+            usage=TokenUsage(tokens[0], tokens[1], sum(tokens)),
+            user_id=user_id,
+            chat_id=chat_id,
+            first_token_ms=first_token_ms,
+            duration_ms=duration_ms,
+            error_code=error_code,
+            sid=f"cht000{at:%H%M%S%f}",
+        )
 
     async def reply_to(self, chat_id: int, count: int) -> Any:
         """The ``count``-th message the bot sent to ``chat_id`` (1-based), once it is there."""
@@ -164,11 +162,10 @@ def midnight() -> datetime:
 async def seed(bot: Bot) -> None:
     """A ledger with known totals: today, 3 and 10 days ago, and 40 days ago (ignored)."""
     day = midnight()
-    async with bot.database.repositories() as repos:
-        await repos.users.upsert(11, username="alice", first_name="Alice")
-        await repos.users.upsert(12, first_name="Bob <b>")
-        await repos.chats.upsert(11, type="private", title="Alice")
-        await repos.chats.upsert(-500, type="supergroup", title="研究小组 Research")
+    await bot.database.users.upsert(11, username="alice", first_name="Alice")
+    await bot.database.users.upsert(12, first_name="Bob <b>")
+    await bot.database.chats.upsert(11, type="private", title="Alice")
+    await bot.database.chats.upsert(-500, type="supergroup", title="研究小组 Research")
     await bot.record(day + timedelta(minutes=1), user_id=11, chat_id=11, tokens=(1000, 500),
                      first_token_ms=420, duration_ms=2500)  # fmt: skip
     await bot.record(day + timedelta(minutes=2), user_id=12, chat_id=-500, tokens=(3000, 1500),
@@ -204,8 +201,7 @@ async def test_non_admin_is_refused_and_sees_no_data(make_admin_bot: BotMaker) -
     answers = await ask_many(bot, commands, None)
     assert answers == ["This command is for the bot's administrators."] * 4
     assert not [d for chat_id in bot.fake.state.chats for d in bot.fake.documents(chat_id)]
-    async with bot.database.repositories(readonly=True) as repos:
-        alice = await repos.users.get(11)
+    alice = await bot.database.users.get(11)
     assert alice is not None
     assert alice.daily_token_quota is None  # unchanged
     assert not bot.spark.requests
@@ -351,8 +347,7 @@ async def test_unknown_and_malformed_arguments(make_admin_bot: BotMaker) -> None
     answers = await ask_many(bot, list(expected), list(HELPERS[: len(expected)]))
     for (command, start), answer in zip(expected.items(), answers, strict=True):
         assert answer.startswith(start), (command, answer)
-    async with bot.database.repositories(readonly=True) as repos:
-        alice = await repos.users.get(11)
+    alice = await bot.database.users.get(11)
     assert alice is not None
     assert alice.daily_token_quota is None
 
@@ -430,8 +425,7 @@ async def test_quota_set_enforced_at_the_boundary_and_shown_in_usage(
     assert answer.startswith("✅ @ann: no daily quota.")
     await bot.driver.send_text(chat, user, "fourth question")
     await wait_ledger(bot, user.id, 3)
-    async with bot.database.repositories(readonly=True) as repos:
-        ann = await repos.users.get(user.id)
+    ann = await bot.database.users.get(user.id)
     assert ann is not None
     assert ann.daily_token_quota == 0
     answer = await bot.ask(admin_chat, admin, f"/quota {user.id} default", 3)
@@ -471,23 +465,19 @@ async def test_rate_limit_says_when_to_try_again(make_admin_bot: BotMaker) -> No
 
 async def ledger_tokens(bot: Bot, user_id: int) -> list[int]:
     await wait_ledger(bot, user_id, 1)
-    async with bot.database.repositories(readonly=True) as repos:
-        totals = await repos.usage.totals(midnight() - timedelta(days=1), user_id=user_id)
-        assert totals.requests >= 1
-    async with bot.database.session(readonly=True) as session:
-        rows = await session.scalars(
-            select(UsageRecord.total_tokens)
-            .where(UsageRecord.user_id == user_id)
-            .order_by(UsageRecord.id)
-        )
-        return list(rows)
+    totals = await db_rows.usage_totals(
+        bot.database, midnight() - timedelta(days=1), user_id=user_id
+    )
+    assert totals.requests >= 1
+    return await db_rows.tokens_of(bot.database, user_id)
 
 
 async def wait_ledger(bot: Bot, user_id: int, count: int) -> None:
     async with asyncio.timeout(10):
         while True:
-            async with bot.database.repositories(readonly=True) as repos:
-                totals = await repos.usage.totals(midnight() - timedelta(days=1), user_id=user_id)
+            totals = await db_rows.usage_totals(
+                bot.database, midnight() - timedelta(days=1), user_id=user_id
+            )
             if totals.requests >= count:
                 return
             await asyncio.sleep(0.05)

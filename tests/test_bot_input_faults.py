@@ -179,8 +179,7 @@ async def test_a_refused_user_is_told_once_whichever_command_they_use(
 
     assert bot.fake.visible_texts(group.id) == [NOT_ALLOWED, "Sure."]
     assert bot.questions() == ["[[answer:Sure.]] ping"]
-    async with bot.database.repositories(readonly=True) as repos:
-        chat = await repos.chats.get(group.id)
+    chat = await bot.database.chats.get(group.id)
     assert chat is not None
     assert (chat.model, chat.system_prompt) == (None, None)  # nothing the stranger set
     _no_errors_logged(caplog)
@@ -205,8 +204,7 @@ HUGE = "99999999999999999999999"
 
 
 async def _seed_alice(bot: RunningBot) -> None:
-    async with bot.database.repositories() as repos:
-        await repos.users.upsert(11, username="alice", first_name="Alice")
+    await bot.database.users.upsert(11, username="alice", first_name="Alice")
 
 
 async def _ask_each(bot: RunningBot, commands: list[str]) -> list[str]:
@@ -262,9 +260,8 @@ async def test_admin_commands_answer_bad_arguments_with_their_usage_line(
     for (command, start), answer in zip(expected.items(), answers, strict=True):
         assert answer.startswith(start), (command[:60], answer[:200])
 
-    async with bot.database.repositories(readonly=True) as repos:
-        alice = await repos.users.get(11)
-        chats = [await repos.chats.get(admin_id) for admin_id in ADMINS[: len(expected)]]
+    alice = await bot.database.users.get(11)
+    chats = [await bot.database.chats.get(admin_id) for admin_id in ADMINS[: len(expected)]]
     assert alice is not None
     assert alice.daily_token_quota is None
     assert [chat.model for chat in chats if chat is not None and chat.model] == []
@@ -278,8 +275,7 @@ async def test_good_admin_arguments_still_work(make_bot: BotFactory) -> None:
     assert answers[0].startswith("✅ @alice: daily quota 50,000 tokens.")
     assert answers[1].startswith("✅ @alice: no daily quota.")
     assert answers[2].startswith("👤 Usage of @alice")
-    async with bot.database.repositories(readonly=True) as repos:
-        alice = await repos.users.get(11)
+    alice = await bot.database.users.get(11)
     assert alice is not None
     assert alice.daily_token_quota in (0, 50_000)  # both ran; their order is not fixed
 
@@ -298,8 +294,7 @@ def _utf16(text: str) -> int:
 
 
 async def _chat_row(bot: RunningBot, chat_id: int) -> tuple[str | None, str | None]:
-    async with bot.database.repositories(readonly=True) as repos:
-        chat = await repos.chats.get(chat_id)
+    chat = await bot.database.chats.get(chat_id)
     return (None, None) if chat is None else (chat.model, chat.system_prompt)
 
 
@@ -433,9 +428,10 @@ async def test_a_prompt_stored_before_the_bound_is_named_and_shown_shortened(
     bot = await make_bot(spark=SYSTEM_MODELS)
     user = bot.driver.user(language_code="zh-hans")
     chat = bot.driver.private_chat(user)
-    async with bot.database.repositories() as repos:
-        await repos.chats.upsert(chat.id, type="private", title="Alice")
-        await repos.chats.set_system_prompt(chat.id, "答" * 10_000)  # 7,000 tokens
+    await bot.database.chats.upsert(chat.id, type="private", title="Alice")
+    await bot.database.chats.set_system_prompt(
+        chat.id, "答" * 10_000, type="private", title="Alice"
+    )  # 7,000 tokens
 
     await bot.driver.send_text(chat, user, "[[answer:Hi.]] hi")
     refusal = await _reply(bot, chat, 1)

@@ -17,12 +17,11 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 
 from bot.telegram.app import open_bot_runtime
 from bot.telegram.dedup import UpdateDeduplicator
 from storage.database import Database
-from storage.models import ProcessedUpdate
+from tests.support import db_rows
 from tests.support.bot_harness import BotFactory, RunningBot, free_port
 from tests.support.telegram_driver import TgChat, TgUser
 
@@ -197,11 +196,10 @@ class Clock:
 
 
 async def _claimed(database: Database) -> list[int]:
-    async with database.session(readonly=True) as session:
-        ids = await session.scalars(
-            select(ProcessedUpdate.update_id).order_by(ProcessedUpdate.update_id)
-        )
-        return list(ids)
+    found = await db_rows.rows(
+        database, "SELECT update_id FROM processed_updates ORDER BY update_id"
+    )
+    return [row.update_id for row in found]
 
 
 async def test_claims_older_than_a_day_are_forgotten_at_most_once_a_minute(

@@ -20,6 +20,7 @@ from bot.spark.tokens import calibrated_tokens, estimate_messages_tokens, estima
 from bot.spark.types import ChatMessage
 from storage.database import Database
 from storage.dto import ChatInfo, HistoryTurn, MessageStatus
+from tests.support import db_rows
 
 LITE = get_model("lite")  # 8192 context, no system role
 MAX = get_model("max")  # 8192 context, system role
@@ -153,30 +154,29 @@ async def _stored_prompt(
         return PromptSettings(model, system_prompt)
 
     prompt = await load_prompt(
-        database.turns, conversation_id, CHAT_ID, question, settings, known=None
+        database.messages, conversation_id, CHAT_ID, question, settings, known=None
     )
     return prompt.context
 
 
 async def _seed(database: Database, turns: list[tuple[str, str, MessageStatus, bool]]) -> int:
-    async with database.repositories() as repo:
-        await repo.chats.upsert(CHAT_ID, type="private")
-        conversation = await repo.conversations.current(CHAT_ID)
-        for question, answer, status, usable in turns:
-            q = await repo.messages.add_user_message(
-                conversation, question, tokens=estimate_text_tokens(question), user_id=None
+    await database.chats.upsert(CHAT_ID, type="private")
+    conversation = await db_rows.open_conversation(database, CHAT_ID)
+    for question, answer, status, usable in turns:
+        q = await database.messages.add_user_message(
+            conversation, question, tokens=estimate_text_tokens(question), user_id=None
+        )
+        a = await database.messages.start_assistant_message(
+            conversation, question_id=q.id, model="lite"
+        )
+        if status is not MessageStatus.STREAMING:
+            await database.messages.finish(
+                a.id,
+                status=status,
+                text=answer,
+                tokens=estimate_text_tokens(answer),
+                usable=usable,
             )
-            a = await repo.messages.start_assistant_message(
-                conversation, question_id=q.id, model="lite"
-            )
-            if status is not MessageStatus.STREAMING:
-                await repo.messages.finish(
-                    a.id,
-                    status=status,
-                    text=answer,
-                    tokens=estimate_text_tokens(answer),
-                    usable=usable,
-                )
     return conversation.id
 
 

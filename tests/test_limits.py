@@ -14,7 +14,7 @@ from bot.service.limits import QuotaState, UsageLimits
 from bot.spark.models import get_model
 from storage.database import Database
 from storage.dto import TokenUsage
-from storage.repositories import UsageRepository
+from storage.repositories.usage import Usage
 
 NOW = datetime(2026, 11, 29, 15, 30, tzinfo=UTC)
 MODEL = get_model("lite")
@@ -43,10 +43,9 @@ def limits(
 
 
 async def spend(database: Database, user_id: int, tokens: int, at: datetime = NOW) -> None:
-    async with database.repositories() as repos:
-        await UsageRepository(repos.connection, lambda: at).record(
-            model="lite", usage=TokenUsage(0, tokens, tokens), user_id=user_id, chat_id=user_id
-        )
+    await Usage(database.runner, lambda: at).record(
+        model="lite", usage=TokenUsage(0, tokens, tokens), user_id=user_id, chat_id=user_id
+    )
 
 
 async def test_quota_boundary_and_reset_time(database: Database) -> None:
@@ -107,11 +106,10 @@ async def test_released_reservations_let_the_next_question_in(database: Database
 
 async def test_user_override_admins_and_unlimited(database: Database) -> None:
     gate = limits(database, quota=100, admins=(1,))
-    async with database.repositories() as repos:
-        for user_id in (1, 2, 3):
-            await repos.users.upsert(user_id)
-        await repos.users.set_daily_quota(2, 0)  # unlimited
-        await repos.users.set_daily_quota(3, 5000)
+    for user_id in (1, 2, 3):
+        await database.users.upsert(user_id)
+    await database.users.set_daily_quota(2, 0)  # unlimited
+    await database.users.set_daily_quota(3, 5000)
     for user_id in (1, 2, 3):
         await spend(database, user_id, 1000)
     await spend(database, 4, 100)

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from storage.database import Database, create_database
 from storage.dto import TokenUsage
 from storage.migrate import upgrade
-from storage.models import UsageDailyLatency
-from storage.repositories import UsageRepository
+from storage.models import Base, UsageDailyLatency
+from storage.repositories.usage import Usage
 from storage.stats import (
     DAYS,
     ExportRow,
@@ -24,6 +24,7 @@ from storage.stats import (
     latency_bucket,
     nearest_rank,
 )
+from tests.support import db_rows
 
 TODAY = date(2026, 11, 29)
 NOON = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -42,32 +43,29 @@ async def record(
     error_code: int | None = None,
     model: str = "lite",
 ) -> int:
-    async with database.repositories() as repos:
-        usage = UsageRepository(repos.connection, lambda: at)
-        return await usage.record(
-            model=model,
-            usage=TokenUsage(prompt, completion, prompt + completion),
-            user_id=user_id,
-            chat_id=chat_id,
-            first_token_ms=first_token_ms,
-            duration_ms=duration_ms,
-            error_code=error_code,
-            sid=f"sid{at:%d%H%M%S}",
-        )
+    usage = Usage(database.runner, lambda: at)
+    return await usage.record(
+        model=model,
+        usage=TokenUsage(prompt, completion, prompt + completion),
+        user_id=user_id,
+        chat_id=chat_id,
+        first_token_ms=first_token_ms,
+        duration_ms=duration_ms,
+        error_code=error_code,
+        sid=f"sid{at:%d%H%M%S}",
+    )
 
 
 async def overview(database: Database, today: date = TODAY) -> UsageReport:
-    async with database.repositories(readonly=True) as repos:
-        return await StatsRepository(repos.connection, repos.users.clock).overview(today)
+    return await StatsRepository(database.connection, database.users.clock).overview(today)
 
 
 async def seed_known(database: Database) -> None:
     """A ledger whose figures the tests below know by heart."""
-    async with database.repositories() as repos:
-        await repos.users.upsert(1, username="Alice", first_name="Alice")
-        await repos.users.upsert(2, first_name="Bob")
-        await repos.chats.upsert(100, type="private", title="Alice")
-        await repos.chats.upsert(-200, type="group", title="Team")
+    await database.users.upsert(1, username="Alice", first_name="Alice")
+    await database.users.upsert(2, first_name="Bob")
+    await database.chats.upsert(100, type="private", title="Alice")
+    await database.chats.upsert(-200, type="group", title="Team")
     # today
     await record(database, NOON, user_id=1, chat_id=100, prompt=100, completion=50,
                  first_token_ms=200, duration_ms=1000)  # fmt: skip
@@ -153,11 +151,10 @@ async def test_overview_figures_from_the_rollups(database: Database) -> None:
 
 async def test_one_user_and_one_chat_from_the_ledger(database: Database) -> None:
     await seed_known(database)
-    async with database.repositories(readonly=True) as repos:
-        stats = StatsRepository(repos.connection, repos.users.clock)
-        user = await stats.for_user(1, TODAY)
-        chat = await stats.for_chat(-200, TODAY)
-        nobody = await stats.for_user(999, TODAY)
+    stats = StatsRepository(database.connection, database.users.clock)
+    user = await stats.for_user(1, TODAY)
+    chat = await stats.for_chat(-200, TODAY)
+    nobody = await stats.for_user(999, TODAY)
     today, _week, month = user.windows
     assert figures(today) == (2, 1, 100, 50, 150, 1, 2, ((10013, 1),))
     assert figures(month) == (3, 1, 100, 55, 155, 1, 2, ((10013, 1),))
@@ -198,53 +195,52 @@ async def test_rollups_agree_with_the_ledger_on_random_traffic(database: Databas
             error_code=rng.choice([10013, 11200, -1]) if failed else None,
         )
     report = await overview(database)
-    async with database.repositories(readonly=True) as repos:
-        stats = StatsRepository(repos.connection, repos.users.clock)
-        for window in report.windows:
-            since = day_start(TODAY - timedelta(days=window.days - 1))
-            totals = await repos.usage.totals(since)
-            assert (
-                window.requests,
-                window.failed_requests,
-                window.prompt_tokens,
-                window.completion_tokens,
-                window.total_tokens,
-            ) == (
-                totals.requests,
-                totals.failed_requests,
-                totals.prompt_tokens,
-                totals.completion_tokens,
-                totals.total_tokens,
+    stats = StatsRepository(database.connection, database.users.clock)
+    for window in report.windows:
+        since = day_start(TODAY - timedelta(days=window.days - 1))
+        totals = await db_rows.usage_totals(database, since)
+        assert (
+            window.requests,
+            window.failed_requests,
+            window.prompt_tokens,
+            window.completion_tokens,
+            window.total_tokens,
+        ) == (
+            totals.requests,
+            totals.failed_requests,
+            totals.prompt_tokens,
+            totals.completion_tokens,
+            totals.total_tokens,
+        )
+        latency = await database.usage.latency(since)
+        assert latencies(window) == tuple(
+            None if value is None else latency_bucket(value)
+            for value in (
+                latency.first_token_p50_ms,
+                latency.first_token_p95_ms,
+                latency.duration_p50_ms,
+                latency.duration_p95_ms,
             )
-            latency = await repos.usage.latency(since)
-            assert latencies(window) == tuple(
-                None if value is None else latency_bucket(value)
-                for value in (
-                    latency.first_token_p50_ms,
-                    latency.first_token_p95_ms,
-                    latency.duration_p50_ms,
-                    latency.duration_p95_ms,
-                )
+        )
+    # One chat from the ledger sums to what the rollup says for it.
+    chat = await stats.for_chat(-20, TODAY)
+    for window in chat.windows:
+        since = day_start(TODAY - timedelta(days=window.days - 1))
+        latency = await database.usage.latency(since, chat_id=-20)
+        assert latencies(window) == tuple(
+            None if value is None else latency_bucket(value)
+            for value in (
+                latency.first_token_p50_ms,
+                latency.first_token_p95_ms,
+                latency.duration_p50_ms,
+                latency.duration_p95_ms,
             )
-        # One chat from the ledger sums to what the rollup says for it.
-        chat = await stats.for_chat(-20, TODAY)
-        for window in chat.windows:
-            since = day_start(TODAY - timedelta(days=window.days - 1))
-            latency = await repos.usage.latency(since, chat_id=-20)
-            assert latencies(window) == tuple(
-                None if value is None else latency_bucket(value)
-                for value in (
-                    latency.first_token_p50_ms,
-                    latency.first_token_p95_ms,
-                    latency.duration_p50_ms,
-                    latency.duration_p95_ms,
-                )
-            )
-            totals = await repos.usage.totals(since, chat_id=-20)
-            assert (window.requests, window.total_tokens) == (
-                totals.requests,
-                totals.total_tokens,
-            )
+        )
+        totals = await db_rows.usage_totals(database, since, chat_id=-20)
+        assert (window.requests, window.total_tokens) == (
+            totals.requests,
+            totals.total_tokens,
+        )
     (rolled,) = [r for r in report.top_chats if r.id == -20]
     assert chat.windows[-1].total_tokens == rolled.total_tokens
     assert chat.windows[-1].requests == rolled.requests
@@ -288,10 +284,21 @@ async def test_migration_rolls_up_rows_already_in_the_ledger(database_url: str) 
     old = create_database(database_url)
     try:
         async with old.engine.begin() as connection:
-            usage = UsageRepository(connection, lambda: NOON)
-            await usage.record(model="lite", usage=TokenUsage(1, 2, 3), user_id=1, chat_id=1,
-                               first_token_ms=300, duration_ms=900)  # fmt: skip
-            await usage.record(model="lite", usage=None, user_id=2, chat_id=1, error_code=10013)
+            # The ledger as revision 0001 knew it, written before the rollups existed.
+            ledger = Base.metadata.tables["usage_records"]
+            row = {"created_at": NOON, "model": "lite", "chat_id": 1, "sid": None,
+                   "conversation_id": None, "message_id": None}  # fmt: skip
+            await connection.execute(
+                ledger.insert(),
+                [
+                    {**row, "user_id": 1, "prompt_tokens": 1, "completion_tokens": 2,
+                     "total_tokens": 3, "first_token_ms": 300, "duration_ms": 900,
+                     "error_code": None},
+                    {**row, "user_id": 2, "prompt_tokens": 0, "completion_tokens": 0,
+                     "total_tokens": 0, "first_token_ms": None, "duration_ms": None,
+                     "error_code": 10013},
+                ],
+            )  # fmt: skip
     finally:
         await old.dispose()
     await upgrade(database_url)
@@ -306,28 +313,25 @@ async def test_migration_rolls_up_rows_already_in_the_ledger(database_url: str) 
 
 
 async def test_find_user_by_id_or_username(database: Database) -> None:
-    async with database.repositories() as repos:
-        await repos.users.upsert(42, username="CamelCase", first_name="Cam")
-    async with database.repositories(readonly=True) as repos:
-        stats = StatsRepository(repos.connection, repos.users.clock)
-        by_id = await stats.find_user("42")
-        by_name = await stats.find_user("@camelcase")
-        assert by_id is not None
-        assert by_name is not None
-        assert by_id.id == by_name.id == 42
-        assert await stats.find_user("@nobody") is None
-        assert await stats.find_user("43") is None
-        assert await stats.find_user("camelcase") is None  # a name needs its @
-        assert await stats.find_user("@") is None
-        assert (await stats.find_user(42)) == by_id
-        # Not an id a database can hold: nobody, never an OverflowError or ValueError.
-        for odd in ("²", "99999999999999999999999", 2**63, -(2**63) - 1):
-            assert await stats.find_user(odd) is None
+    await database.users.upsert(42, username="CamelCase", first_name="Cam")
+    stats = StatsRepository(database.connection, database.users.clock)
+    by_id = await stats.find_user("42")
+    by_name = await stats.find_user("@camelcase")
+    assert by_id is not None
+    assert by_name is not None
+    assert by_id.id == by_name.id == 42
+    assert await stats.find_user("@nobody") is None
+    assert await stats.find_user("43") is None
+    assert await stats.find_user("camelcase") is None  # a name needs its @
+    assert await stats.find_user("@") is None
+    assert (await stats.find_user(42)) == by_id
+    # Not an id a database can hold: nobody, never an OverflowError or ValueError.
+    for odd in ("²", "99999999999999999999999", 2**63, -(2**63) - 1):
+        assert await stats.find_user(odd) is None
 
 
 async def test_export_pages_through_ties_in_time_order(database: Database) -> None:
-    async with database.repositories() as repos:
-        await repos.users.upsert(1, username="ann")
+    await database.users.upsert(1, username="ann")
     times = [NOON - timedelta(days=40), NOON - timedelta(days=2), NOON, NOON, NOON, NOON]
     ids = [
         await record(database, at, user_id=1 if n % 2 else 2, chat_id=7, prompt=n)
@@ -336,14 +340,13 @@ async def test_export_pages_through_ties_in_time_order(database: Database) -> No
     since = NOON - timedelta(days=30)
     pages: list[list[ExportRow]] = []
     after: tuple[datetime, int] | None = None
-    async with database.repositories(readonly=True) as repos:
-        stats = StatsRepository(repos.connection, repos.users.clock)
-        while True:
-            page = await stats.export_page(since, after, limit=2)
-            if not page:
-                break
-            pages.append(page)
-            after = (page[-1].created_at, page[-1].id)
+    stats = StatsRepository(database.connection, database.users.clock)
+    while True:
+        page = await stats.export_page(since, after, limit=2)
+        if not page:
+            break
+        pages.append(page)
+        after = (page[-1].created_at, page[-1].id)
     assert [len(page) for page in pages] == [2, 2, 1]
     rows = [row for page in pages for row in page]
     assert [row.id for row in rows] == ids[1:]

@@ -1,4 +1,4 @@
-"""Repositories on real databases: SQLite files and, where TEST_DATABASE_URL is set,
+"""The repositories on real databases: SQLite files and, where TEST_DATABASE_URL is set,
 PostgreSQL schemas. Every test reads back what was stored."""
 
 from __future__ import annotations
@@ -8,26 +8,48 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from bot.service.budget import CALIBRATION
 from bot.spark.tokens import estimate_text_tokens, update_ratio
+from storage.backends import Connection
 from storage.database import Database, create_database, normalise_url
 from storage.dto import Calibration, ConversationInfo, MessageStatus, TokenUsage
 from storage.migrate import upgrade
+from storage.repositories.conversations import Arrival, conversation_key, current_conversation
+from storage.repositories.messages import Finish
+from storage.repositories.users import upsert_user
+from tests.support import db_rows
 
 GROUP_ID = -1001234567890123
 USER_A = 7_000_000_001
 USER_B = 7_000_000_002
 
 
+def _arrival(
+    chat_id: int = GROUP_ID,
+    *,
+    user_id: int = USER_A,
+    chat_type: str = "supergroup",
+    title: str | None = "Team",
+    thread_id: int = 0,
+    scope_user: int = 0,
+) -> Arrival:
+    return Arrival(
+        user_id=user_id,
+        username="alice" if user_id == USER_A else None,
+        first_name="Alice" if user_id == USER_A else None,
+        language_code=None,
+        chat_id=chat_id,
+        chat_type=chat_type,
+        title=title,
+        thread_id=thread_id,
+        scope_user_id=scope_user,
+    )
+
+
 async def _group(database: Database, *, scope_user: int | None = None) -> ConversationInfo:
-    async with database.repositories() as repo:
-        await repo.users.upsert(USER_A, username="alice", first_name="Alice")
-        await repo.chats.upsert(GROUP_ID, type="supergroup", title="Team")
-        return await repo.conversations.current(
-            GROUP_ID, user_id=scope_user, scope="user" if scope_user else "chat"
-        )
+    _, conversation = await database.conversations.arrive(_arrival(scope_user=scope_user or 0))
+    return conversation
 
 
 async def _turn(
@@ -38,31 +60,39 @@ async def _turn(
     status: MessageStatus = MessageStatus.COMPLETE,
     *,
     usable: bool | None = None,
-    telegram_ids: tuple[int, int] | None = None,
+    telegram_ids: tuple[int, ...] | None = None,
 ) -> tuple[int, int]:
-    async with database.repositories() as repo:
-        q = await repo.messages.add_user_message(
-            conversation,
-            question,
-            tokens=estimate_text_tokens(question),
-            user_id=USER_A,
-            telegram_message_id=telegram_ids[0] if telegram_ids else None,
-        )
-        a = await repo.messages.start_assistant_message(
-            conversation, question_id=q.id, model="lite", user_id=USER_A
-        )
+    q = await database.messages.add_question(
+        conversation,
+        question,
+        tokens=estimate_text_tokens(question),
+        user_id=USER_A,
+        telegram_message_id=telegram_ids[0] if telegram_ids else None,
+    )
+    a = await database.messages.start_answer(
+        conversation, question_id=q.id, model="lite", user_id=USER_A
+    )
     if status is not MessageStatus.STREAMING:
-        async with database.repositories() as repo:
-            await repo.messages.finish(
-                a.id,
+        await database.messages.finish_answer(
+            a.id,
+            Finish(
                 status=status,
                 text=answer,
                 tokens=estimate_text_tokens(answer),
                 sid="cht000abc",
                 usable=usable,
                 telegram_message_ids=telegram_ids[1:] if telegram_ids else (),
-            )
+            ),
+        )
     return q.id, a.id
+
+
+async def _history(database: Database, conversation_id: int) -> list[tuple[str, str, int, int]]:
+    """The turns that count as history, newest first (question, answer, their tokens)."""
+    found = await database.messages.prompt_history(
+        conversation_id, GROUP_ID, room=10**9, turn_overhead=0
+    )
+    return [(t.question, t.answer, t.question_tokens, t.answer_tokens) for t in found.turns]
 
 
 @pytest.mark.parametrize(
@@ -85,11 +115,10 @@ async def test_sqlite_creates_its_directory_and_sets_its_pragmas(tmp_path: Path)
     await upgrade(url)
     database = create_database(url)
     try:
-        async with database.session(readonly=True) as session:
-            pragmas = {
-                name: (await session.execute(text(f"PRAGMA {name}"))).scalar()
-                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
-            }
+        pragmas = {
+            name: (await db_rows.rows(database, f"PRAGMA {name}"))[0][name]
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
     finally:
         await database.dispose()
     assert (tmp_path / "nested" / "dir" / "bot.sqlite3").is_file()
@@ -102,14 +131,11 @@ async def test_sqlite_creates_its_directory_and_sets_its_pragmas(tmp_path: Path)
 
 
 async def test_users_upsert_refreshes_profile_and_keeps_quota(database: Database) -> None:
-    async with database.repositories() as repo:
-        first = await repo.users.upsert(USER_A, username="alice", language_code="en")
-        assert await repo.users.set_daily_quota(USER_A, 5000)
-    async with database.repositories() as repo:
-        again = await repo.users.upsert(USER_A, username="alice2", first_name="Alice")
-    async with database.repositories(readonly=True) as repo:
-        stored = await repo.users.get(USER_A)
-        assert await repo.users.get(USER_B) is None
+    first = await database.users.upsert(USER_A, username="alice", language_code="en")
+    assert await database.users.set_daily_quota(USER_A, 5000)
+    again = await database.users.upsert(USER_A, username="alice2", first_name="Alice")
+    stored = await database.users.get(USER_A)
+    assert await database.users.get(USER_B) is None
     assert stored == again
     assert (again.username, again.first_name, again.language_code) == ("alice2", "Alice", None)
     assert again.daily_token_quota == 5000
@@ -120,22 +146,20 @@ async def test_users_upsert_refreshes_profile_and_keeps_quota(database: Database
 async def test_chat_upsert_keeps_its_uid_settings_and_accepts_huge_negative_ids(
     database: Database,
 ) -> None:
-    async with database.repositories() as repo:
-        created = await repo.chats.upsert(GROUP_ID, type="group", title="Old")
-        assert await repo.chats.set_model(GROUP_ID, "max")
-        assert await repo.chats.set_system_prompt(GROUP_ID, "  Answer briefly.  ")
-        assert not await repo.chats.set_model(42, "max")
-    async with database.repositories() as repo:
-        updated = await repo.chats.upsert(GROUP_ID, type="supergroup", title="New")
+    created = await database.chats.upsert(GROUP_ID, type="group", title="Old")
+    await database.chats.set_model(GROUP_ID, "max", type="group", title="Old")
+    await database.chats.set_system_prompt(
+        GROUP_ID, "  Answer briefly.  ", type="group", title="Old"
+    )
+    updated = await database.chats.upsert(GROUP_ID, type="supergroup", title="New")
     assert updated.id == GROUP_ID
     assert (updated.type, updated.title) == ("supergroup", "New")
     assert (updated.model, updated.system_prompt) == ("max", "Answer briefly.")
     assert updated.spark_uid == created.spark_uid
     assert updated.token_ratio == 1.0
-    async with database.repositories() as repo:
-        await repo.chats.set_system_prompt(GROUP_ID, "   ")
-        await repo.chats.set_model(GROUP_ID, None)
-        cleared = await repo.chats.get(GROUP_ID)
+    await database.chats.set_system_prompt(GROUP_ID, "   ", type="supergroup", title="New")
+    await database.chats.set_model(GROUP_ID, None, type="supergroup", title="New")
+    cleared = await database.chats.get(GROUP_ID)
     assert cleared is not None
     assert (cleared.model, cleared.system_prompt) == (None, None)
 
@@ -143,13 +167,13 @@ async def test_chat_upsert_keeps_its_uid_settings_and_accepts_huge_negative_ids(
 async def test_spark_uids_are_random_short_and_distinct_per_chat_and_topic(
     database: Database,
 ) -> None:
-    async with database.repositories() as repo:
-        private = await repo.chats.upsert(USER_A, type="private")
-        group = await repo.chats.upsert(GROUP_ID, type="supergroup", title="Forum")
-        main = await repo.conversations.current(GROUP_ID)
-        topic = await repo.conversations.current(GROUP_ID, thread_id=17)
-        topic_again = await repo.conversations.current(GROUP_ID, thread_id=17)
-        other_topic = await repo.conversations.current(GROUP_ID, thread_id=18)
+    private, _ = await database.conversations.arrive(
+        _arrival(USER_A, chat_type="private", title=None)
+    )
+    group, main = await database.conversations.arrive(_arrival(title="Forum"))
+    _, topic = await database.conversations.arrive(_arrival(title="Forum", thread_id=17))
+    _, topic_again = await database.conversations.arrive(_arrival(title="Forum", thread_id=17))
+    _, other_topic = await database.conversations.arrive(_arrival(title="Forum", thread_id=18))
     uids = [private.spark_uid, group.spark_uid, topic.spark_uid, other_topic.spark_uid]
     assert len(set(uids)) == 4
     for uid in uids:
@@ -160,19 +184,21 @@ async def test_spark_uids_are_random_short_and_distinct_per_chat_and_topic(
     assert topic_again == topic
     assert (topic.thread_id, main.thread_id) == (17, 0)
     # /new in a topic keeps the topic's uid.
-    async with database.repositories() as repo:
-        renewed = await repo.conversations.start_new(GROUP_ID, thread_id=17)
+    renewed = await database.conversations.start_new(_arrival(title="Forum", thread_id=17))
     assert renewed.spark_uid == topic.spark_uid
     assert renewed.id != topic.id
 
 
 async def test_group_scope_user_gives_each_member_a_conversation(database: Database) -> None:
-    async with database.repositories() as repo:
-        await repo.chats.upsert(GROUP_ID, type="group")
-        shared = await repo.conversations.current(GROUP_ID, user_id=USER_A, scope="chat")
-        shared_b = await repo.conversations.current(GROUP_ID, user_id=USER_B, scope="chat")
-        own_a = await repo.conversations.current(GROUP_ID, user_id=USER_A, scope="user")
-        own_b = await repo.conversations.current(GROUP_ID, user_id=USER_B, scope="user")
+    group = {"chat_type": "group", "title": None}
+    _, shared = await database.conversations.arrive(_arrival(user_id=USER_A, **group))
+    _, shared_b = await database.conversations.arrive(_arrival(user_id=USER_B, **group))
+    _, own_a = await database.conversations.arrive(
+        _arrival(user_id=USER_A, scope_user=USER_A, **group)
+    )
+    _, own_b = await database.conversations.arrive(
+        _arrival(user_id=USER_B, scope_user=USER_B, **group)
+    )
     assert shared == shared_b
     assert shared.scope_user_id == 0
     assert len({shared.id, own_a.id, own_b.id}) == 3
@@ -180,20 +206,23 @@ async def test_group_scope_user_gives_each_member_a_conversation(database: Datab
 
 
 async def test_conversation_needs_a_stored_chat(database: Database) -> None:
+    async def open_without_chat(connection: Connection) -> ConversationInfo:
+        return await current_conversation(connection, database.clock(), conversation_key(999))
+
     with pytest.raises(LookupError, match="not stored"):
-        async with database.repositories() as repo:
-            await repo.conversations.current(999)
+        await database.runner.write(open_without_chat)
 
 
 async def test_new_conversation_closes_and_keeps_the_previous_one(database: Database) -> None:
     first = await _group(database)
     await _turn(database, first, "Q1", "A1")
-    async with database.repositories() as repo:
-        second = await repo.conversations.start_new(GROUP_ID)
-        current = await repo.conversations.current(GROUP_ID)
-        closed = await repo.conversations.get(first.id)
-        old_messages = await repo.messages.conversation_messages(first.id)
-        history = await repo.messages.recent_turns(second.id)
+    second = await database.conversations.start_new(_arrival())
+    _, current = await database.conversations.arrive(_arrival())
+    closed = await db_rows.one(
+        database, "SELECT closed_at FROM conversations WHERE id = :id", id=first.id
+    )
+    old_messages = await db_rows.conversation_messages(database, first.id)
+    history = await _history(database, second.id)
     assert current == second
     assert second.id != first.id
     assert closed is not None
@@ -205,24 +234,24 @@ async def test_new_conversation_closes_and_keeps_the_previous_one(database: Data
 async def test_answer_lifecycle_streaming_checkpoint_finish(database: Database) -> None:
     conversation = await _group(database)
     _, answer_id = await _turn(database, conversation, "Why?", "", MessageStatus.STREAMING)
-    async with database.repositories() as repo:
-        assert await repo.messages.checkpoint(answer_id, "Because")
-        mid = await repo.messages.get(answer_id)
+    assert await database.messages.checkpoint(answer_id, "Because")
+    mid = await db_rows.message(database, answer_id)
     assert mid is not None
     assert (mid.status, mid.content) == (MessageStatus.STREAMING, "Because")
-    async with database.repositories() as repo:
-        final = await repo.messages.finish(
-            answer_id,
+    final = await database.messages.finish_answer(
+        answer_id,
+        Finish(
             status=MessageStatus.COMPLETE,
             text="Because it is.",
             tokens=4,
             sid="cht000sid",
             telegram_message_ids=[501, 502],
-        )
-        # A checkpoint that arrives late must not overwrite the final text.
-        assert not await repo.messages.checkpoint(answer_id, "Bec")
-    async with database.repositories(readonly=True) as repo:
-        stored = await repo.messages.get(answer_id)
+        ),
+    )
+    # A checkpoint that arrives late must not overwrite the final text.
+    assert not await database.messages.checkpoint(answer_id, "Bec")
+    stored = await db_rows.message(database, answer_id)
+    assert stored is not None
     assert stored == final
     assert (stored.status, stored.content, stored.sid) == (
         MessageStatus.COMPLETE,
@@ -237,25 +266,24 @@ async def test_answer_lifecycle_streaming_checkpoint_finish(database: Database) 
 
 async def test_finish_refuses_streaming_and_unknown_messages(database: Database) -> None:
     with pytest.raises(ValueError, match="final status"):
-        async with database.repositories() as repo:
-            await repo.messages.finish(1, status=MessageStatus.STREAMING, text="", tokens=0)
+        await database.messages.finish_answer(
+            1, Finish(status=MessageStatus.STREAMING, text="", tokens=0)
+        )
     with pytest.raises(LookupError, match="message 12345"):
-        async with database.repositories() as repo:
-            await repo.messages.finish(12345, status=MessageStatus.FAILED, text="", tokens=0)
+        await database.messages.finish_answer(
+            12345, Finish(status=MessageStatus.FAILED, text="", tokens=0)
+        )
 
 
 async def test_recover_interrupted_leaves_no_streaming_row(database: Database) -> None:
     conversation = await _group(database)
     _, a1 = await _turn(database, conversation, "Q1", "", MessageStatus.STREAMING)
     _, a2 = await _turn(database, conversation, "Q2", "done")
-    async with database.repositories() as repo:
-        await repo.messages.checkpoint(a1, "half an ans")
-    async with database.repositories() as repo:
-        assert await repo.messages.recover_interrupted() == 1
-    async with database.repositories() as repo:
-        assert await repo.messages.recover_interrupted() == 0
-        recovered = await repo.messages.get(a1)
-        untouched = await repo.messages.get(a2)
+    await database.messages.checkpoint(a1, "half an ans")
+    assert await database.messages.recover_interrupted() == 1
+    assert await database.messages.recover_interrupted() == 0
+    recovered = await db_rows.message(database, a1)
+    untouched = await db_rows.message(database, a2)
     assert recovered is not None
     assert untouched is not None
     assert (recovered.status, recovered.usable, recovered.content) == (
@@ -272,48 +300,46 @@ async def test_retry_supersedes_the_last_answer_and_returns_the_question(
     conversation = await _group(database)
     await _turn(database, conversation, "Q1", "A1")
     q2, a2 = await _turn(database, conversation, "Q2", "A2 (bad)")
-    async with database.repositories() as repo:
-        turn = await repo.messages.supersede_last_answer(conversation.id)
+    same, turn = await database.messages.supersede_last_answer(_arrival())
+    assert same == conversation
     assert turn is not None
     assert turn.answer is not None
     assert (turn.question.id, turn.question.content) == (q2, "Q2")
     assert (turn.answer.id, turn.answer.status) == (a2, MessageStatus.SUPERSEDED)
-    async with database.repositories() as repo:
-        retry = await repo.messages.start_assistant_message(
-            conversation, question_id=q2, model="max"
-        )
-        await repo.messages.finish(
-            retry.id, status=MessageStatus.COMPLETE, text="A2 (good)", tokens=3
-        )
-    async with database.repositories(readonly=True) as repo:
-        last = await repo.messages.last_turn(conversation.id)
-        history = await repo.messages.recent_turns(conversation.id)
-    assert last is not None
-    assert last.answer is not None
-    assert (last.question.id, last.answer.content, last.answer.model) == (q2, "A2 (good)", "max")
-    assert [(t.question, t.answer) for t in history] == [("Q2", "A2 (good)"), ("Q1", "A1")]
+    retry = await database.messages.start_answer(conversation, question_id=q2, model="max")
+    await database.messages.finish_answer(
+        retry.id, Finish(status=MessageStatus.COMPLETE, text="A2 (good)", tokens=3)
+    )
+    stored = await db_rows.conversation_messages(database, conversation.id)
+    last_question = [m for m in stored if m.role == "user"][-1]
+    last_answer = [
+        m
+        for m in stored
+        if m.reply_to_id == last_question.id and m.status is not MessageStatus.SUPERSEDED
+    ][-1]
+    history = await _history(database, conversation.id)
+    assert (last_question.id, last_answer.content, last_answer.model) == (q2, "A2 (good)", "max")
+    assert [(t[0], t[1]) for t in history] == [("Q2", "A2 (good)"), ("Q1", "A1")]
 
 
 async def test_retry_with_nothing_asked_returns_none(database: Database) -> None:
     conversation = await _group(database)
-    async with database.repositories() as repo:
-        assert await repo.messages.supersede_last_answer(conversation.id) is None
-        assert await repo.messages.last_turn(conversation.id) is None
+    same, turn = await database.messages.supersede_last_answer(_arrival())
+    assert same == conversation
+    assert turn is None
+    assert await db_rows.conversation_messages(database, conversation.id) == []
 
 
 async def test_find_by_telegram_message_id_resolves_questions_and_answers(
     database: Database,
 ) -> None:
     conversation = await _group(database)
-    q, a = await _turn(database, conversation, "Q", "A", telegram_ids=(100, 101))
-    async with database.repositories() as repo:
-        await repo.messages.set_telegram_message_ids(a, [101, 102])
-    async with database.repositories(readonly=True) as repo:
-        by_question = await repo.messages.find_by_telegram_id(GROUP_ID, 100)
-        by_answer = await repo.messages.find_by_telegram_id(GROUP_ID, 102)
-        dropped = await repo.messages.find_by_telegram_id(GROUP_ID, 103)
-        other_chat = await repo.messages.find_by_telegram_id(USER_A, 100)
-        answer = await repo.messages.get(a)
+    q, a = await _turn(database, conversation, "Q", "A", telegram_ids=(100, 101, 102))
+    by_question = await db_rows.message_shown_by(database, GROUP_ID, 100)
+    by_answer = await db_rows.message_shown_by(database, GROUP_ID, 102)
+    dropped = await db_rows.message_shown_by(database, GROUP_ID, 103)
+    other_chat = await db_rows.message_shown_by(database, USER_A, 100)
+    answer = await db_rows.message(database, a)
     assert by_question is not None
     assert by_question.id == q
     assert by_answer is not None
@@ -332,40 +358,41 @@ async def test_history_counts_only_complete_and_usable_partial_turns(database: D
     await _turn(database, conversation, "Q-partial-bad", "A-p1", MessageStatus.PARTIAL)
     await _turn(database, conversation, "Q-partial-ok", "A-p2", MessageStatus.PARTIAL, usable=True)
     await _turn(database, conversation, "Q-streaming", "", MessageStatus.STREAMING)
-    async with database.repositories(readonly=True) as repo:
-        turns = await repo.messages.recent_turns(conversation.id)
-        count = await repo.messages.count_turns(conversation.id)
-    assert [(t.question, t.answer) for t in turns] == [
+    turns = await _history(database, conversation.id)
+    found = await database.messages.prompt_history(
+        conversation.id, GROUP_ID, room=0, turn_overhead=0
+    )
+    count = found.total
+    assert [(t[0], t[1]) for t in turns] == [
         ("Q-partial-ok", "A-p2"),
         ("Q-complete", "A-complete"),
     ]
     assert count == 2
     # Each text's token estimate is stored with it, so prompts need not re-count history.
-    for turn in turns:
-        assert turn.question_tokens == estimate_text_tokens(turn.question)
-        assert turn.answer_tokens == estimate_text_tokens(turn.answer)
+    for question, answer, question_tokens, answer_tokens in turns:
+        assert question_tokens == estimate_text_tokens(question)
+        assert answer_tokens == estimate_text_tokens(answer)
 
 
 async def test_calibration_ratio_is_stored_per_chat(database: Database) -> None:
     conversation = await _group(database)
-    async with database.repositories() as repo:
-        await repo.chats.upsert(USER_A, type="private")
+    await database.chats.upsert(USER_A, type="private")
     ratios = []
     for n in range(8):
         _, answer_id = await _turn(database, conversation, f"Q{n}", "", MessageStatus.STREAMING)
-        await database.turns.finish_answer(
+        await database.messages.finish_answer(
             answer_id,
-            status=MessageStatus.COMPLETE,
-            text="A",
-            tokens=1,
-            calibration=Calibration(GROUP_ID, 100, 180, CALIBRATION),
+            Finish(
+                status=MessageStatus.COMPLETE,
+                text="A",
+                tokens=1,
+                calibration=Calibration(GROUP_ID, 100, 180, CALIBRATION),
+            ),
         )
-        async with database.repositories(readonly=True) as repo:
-            group = await repo.chats.get(GROUP_ID)
+        group = await database.chats.get(GROUP_ID)
         assert group is not None
         ratios.append(group.token_ratio)
-    async with database.repositories(readonly=True) as repo:
-        private = await repo.chats.get(USER_A)
+    private = await database.chats.get(USER_A)
     assert private is not None
     assert ratios == sorted(ratios)
     assert ratios[0] == update_ratio(1.0, 100, 180)
@@ -388,52 +415,48 @@ async def test_usage_ledger_totals_quota_top_users_and_latency(database: Databas
     ]
     for days, user, tokens, first, duration, error in rows:
         clock_at[0] = now - timedelta(days=days, minutes=1)
-        async with timed.repositories() as repo:
-            await repo.usage.record(
-                model="lite",
-                usage=TokenUsage(
-                    prompt_tokens=tokens // 2,
-                    completion_tokens=tokens - tokens // 2,
-                    total_tokens=tokens,
-                ),
-                user_id=user,
-                chat_id=GROUP_ID,
-                first_token_ms=first,
-                duration_ms=duration,
-                error_code=error,
-            )
+        await timed.usage.record(
+            model="lite",
+            usage=TokenUsage(
+                prompt_tokens=tokens // 2,
+                completion_tokens=tokens - tokens // 2,
+                total_tokens=tokens,
+            ),
+            user_id=user,
+            chat_id=GROUP_ID,
+            first_token_ms=first,
+            duration_ms=duration,
+            error_code=error,
+        )
     today = now.replace(hour=0, minute=0)
-    async with timed.repositories(readonly=True) as repo:
-        used_a = await repo.usage.tokens_used(USER_A, today)
-        totals = await repo.usage.totals(today)
-        week = await repo.usage.totals(now - timedelta(days=7), chat_id=GROUP_ID)
-        per_user = await repo.usage.totals(today, user_id=USER_B)
-        top = await repo.usage.top_users(today)
-        latency = await repo.usage.latency(now - timedelta(days=7))
-        nothing = await repo.usage.latency(now + timedelta(days=1))
+    used_a = await timed.usage.tokens_used(USER_A, today)
+    use_b = await timed.usage.daily_use(USER_B, today)
+    assert await timed.users.set_daily_quota(USER_A, 1000)
+    use_a = await timed.usage.daily_use(USER_A, today)
+    ledger = await db_rows.ledger(database)
     assert used_a == 350
-    assert (totals.requests, totals.failed_requests, totals.total_tokens) == (4, 1, 850)
-    assert totals.prompt_tokens + totals.completion_tokens == 850
-    assert (week.requests, week.total_tokens) == (5, 950)
-    assert (per_user.requests, per_user.total_tokens) == (2, 500)
-    assert [(t.user_id, t.requests, t.total_tokens) for t in top] == [
-        (USER_B, 2, 500),
-        (USER_A, 2, 350),
+    assert (use_a.quota, use_a.used) == (1000, 350)
+    assert (use_b.quota, use_b.used) == (None, 500)
+    # What the ledger keeps, row by row, as it was recorded.
+    assert [(row.user_id, row.total_tokens, row.error_code) for row in ledger] == [
+        (user, tokens, error) for _days, user, tokens, _first, _duration, error in rows
     ]
-    assert latency.samples == 4
-    assert (latency.first_token_p50_ms, latency.first_token_p95_ms) == (200, 900)
-    assert (latency.duration_p50_ms, latency.duration_p95_ms) == (800, 4000)
-    assert nothing.samples == 0
-    assert nothing.first_token_p50_ms is None
+    assert [row.prompt_tokens + row.completion_tokens for row in ledger] == [
+        tokens for _days, _user, tokens, *_rest in rows
+    ]
+    assert [(row.first_token_ms, row.duration_ms) for row in ledger] == [
+        (first, duration) for _days, _user, _tokens, first, duration, _error in rows
+    ]
+    assert [row.created_at for row in ledger] == [
+        now - timedelta(days=days, minutes=1) for days, *_rest in rows
+    ]
 
 
 async def test_timestamps_are_aware_utc_and_come_from_the_clock(database: Database) -> None:
     moment = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     timed = Database(database.engine, clock=lambda: moment)
-    async with timed.repositories() as repo:
-        user = await repo.users.upsert(USER_A)
-    async with timed.repositories(readonly=True) as repo:
-        stored = await repo.users.get(USER_A)
+    user = await timed.users.upsert(USER_A)
+    stored = await timed.users.get(USER_A)
     assert stored is not None
     assert stored.created_at == moment == user.created_at
     assert stored.created_at.utcoffset() == timedelta(0)
@@ -442,17 +465,21 @@ async def test_timestamps_are_aware_utc_and_come_from_the_clock(database: Databa
 async def test_naive_timestamps_are_refused(database: Database) -> None:
     naive = Database(database.engine, clock=lambda: datetime(2030, 1, 1))
     with pytest.raises(Exception, match="naive datetime"):
-        async with naive.repositories() as repo:
-            await repo.users.upsert(USER_A)
+        await naive.users.upsert(USER_A)
 
 
 async def test_a_failed_unit_of_work_leaves_nothing_behind(database: Database) -> None:
-    async def store_then_fail() -> None:
-        async with database.repositories() as repo:
-            await repo.users.upsert(USER_A)
-            raise RuntimeError("boom")
+    async def store_then_fail(connection: Connection) -> None:
+        await upsert_user(
+            connection,
+            database.clock(),
+            USER_A,
+            username=None,
+            first_name=None,
+            language_code=None,
+        )
+        raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        await store_then_fail()
-    async with database.repositories(readonly=True) as repo:
-        assert await repo.users.get(USER_A) is None
+        await database.runner.write(store_then_fail)
+    assert await database.users.get(USER_A) is None

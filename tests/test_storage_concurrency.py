@@ -8,12 +8,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bot.service.budget import CALIBRATION
-from storage.arrival import arrive
 from storage.database import Database, create_database
 from storage.dto import Calibration, LedgerEntry, MessageStatus, TokenUsage
 from storage.migrate import upgrade
 from storage.models import Conversation, Message, UsageRecord
-from storage.repositories.turns import Arrival
+from storage.repositories.conversations import Arrival
+from storage.repositories.messages import Finish
+from tests.support import db_rows
 from tests.support.db_fixtures import sqlite_url
 
 TURNS = 320
@@ -24,8 +25,7 @@ async def _turn_write(database: Database, chat_id: int) -> int:
     through the Core repositories), then the question, the streaming answer row, a checkpoint,
     and the final answer with its ledger row and calibration through ``Database.turns``, the
     two paths interleaving across chats as they do in the bot."""
-    chat, conversation = await arrive(
-        database,
+    chat, conversation = await database.conversations.arrive(
         Arrival(
             user_id=chat_id,
             username=None,
@@ -39,31 +39,33 @@ async def _turn_write(database: Database, chat_id: int) -> int:
         ),
     )
     user_id = chat_id
-    turns = database.turns
-    question = await turns.add_question(
+    messages = database.messages
+    question = await messages.add_question(
         conversation, f"question {chat_id}", tokens=2, user_id=user_id, telegram_message_id=1
     )
-    answer = await turns.start_answer(
+    answer = await messages.start_answer(
         conversation, question_id=question.id, model="lite", user_id=user_id
     )
     await asyncio.sleep(0)
-    await turns.checkpoint(answer.id, "answer so f")
-    await turns.finish_answer(
+    await messages.checkpoint(answer.id, "answer so f")
+    await messages.finish_answer(
         answer.id,
-        status=MessageStatus.COMPLETE,
-        text=f"answer {chat_id}",
-        tokens=2,
-        sid=f"sid{chat_id}",
-        telegram_message_ids=[2],
-        ledger=LedgerEntry(
-            model="lite",
-            usage=TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
-            user_id=user_id,
-            chat_id=chat.id,
-            first_token_ms=100,
-            duration_ms=900,
+        Finish(
+            status=MessageStatus.COMPLETE,
+            text=f"answer {chat_id}",
+            tokens=2,
+            sid=f"sid{chat_id}",
+            telegram_message_ids=[2],
+            ledger=LedgerEntry(
+                model="lite",
+                usage=TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+                user_id=user_id,
+                chat_id=chat.id,
+                first_token_ms=100,
+                duration_ms=900,
+            ),
+            calibration=Calibration(chat.id, 10, 12, CALIBRATION),
         ),
-        calibration=Calibration(chat.id, 10, 12, CALIBRATION),
     )
     return answer.id
 
@@ -82,9 +84,8 @@ async def _assert_stored(database: Database, chat_ids: list[int]) -> None:
     assert answers == {f"answer {chat_id}": "complete" for chat_id in chat_ids}
     assert questions == len(chat_ids) == conversations
     assert ledger == 15 * len(chat_ids)
-    async with database.repositories(readonly=True) as repo:
-        found = await repo.messages.find_by_telegram_id(chat_ids[-1], 2)
-        chat = await repo.chats.get(chat_ids[0])
+    found = await db_rows.message_shown_by(database, chat_ids[-1], 2)
+    chat = await database.chats.get(chat_ids[0])
     assert found is not None
     assert found.content == f"answer {chat_ids[-1]}"
     assert chat is not None
@@ -124,12 +125,10 @@ async def test_concurrent_turn_writes_on_each_backend(database: Database) -> Non
 
 
 async def test_concurrent_callers_converge_on_one_open_conversation(database: Database) -> None:
-    async with database.repositories() as repo:
-        await repo.chats.upsert(-100, type="supergroup")
+    await database.chats.upsert(-100, type="supergroup")
 
     async def current(thread: int) -> int:
-        async with database.repositories() as repo:
-            return (await repo.conversations.current(-100, thread_id=thread)).id
+        return (await db_rows.open_conversation(database, -100, thread_id=thread)).id
 
     ids = await asyncio.gather(*(current(thread) for thread in [0, 5] * 20))
     assert len(set(ids[0::2])) == 1

@@ -20,9 +20,10 @@ from storage.availability import Availability
 from storage.database import create_database, create_engine
 from storage.errors import DatabaseUnavailable
 from storage.migrate import upgrade
-from storage.repositories.turns import Arrival
+from storage.repositories.conversations import Arrival
 from storage.sqlite_guard import SqliteFileGuard
 from storage.sqlite_worker import SqliteWorker
+from tests.support import db_rows
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,16 +61,16 @@ async def test_no_connection_creates_a_missing_database_file(tmp_path: Path) -> 
     fresh = create_database(_url(data))
     engine = create_engine(_url(data))
     try:
-        async with database.repositories(readonly=True) as repos:
-            assert await repos.chats.get(1) is None  # the pool holds an open connection now
+        assert await database.chats.get(1) is None  # the pool holds an open connection now
         data.rename(away)
         data.mkdir()  # the directory is back, empty
 
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
-            async with database.repositories(readonly=True) as repos:
-                await repos.chats.get(1)
+            await database.chats.get(1)
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
-            await database.turns.arrival(ARRIVAL)  # the worker's first reader connection
+            await db_rows.settled_arrival(
+                database, ARRIVAL
+            )  # the worker's first reader connection
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
             async with fresh.session(readonly=True):
                 pass
@@ -119,7 +120,7 @@ async def test_a_connection_refuses_a_file_without_the_schema(tmp_path: Path) ->
         problem = "schema missing (no alembic_version table): not a migrated database"
         assert await database.health() == problem
         with pytest.raises(DatabaseUnavailable, match=r"schema missing"):
-            await database.turns.arrival(ARRIVAL)
+            await db_rows.settled_arrival(database, ARRIVAL)
     finally:
         await database.dispose()
 

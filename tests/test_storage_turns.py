@@ -23,7 +23,6 @@ from bot.service.budget import (
 )
 from bot.spark.models import get_model
 from bot.spark.tokens import estimate_text_tokens, update_ratio
-from storage.arrival import arrive
 from storage.database import Database, create_database
 from storage.dto import (
     Calibration,
@@ -34,7 +33,9 @@ from storage.dto import (
     MessageStatus,
     TokenUsage,
 )
-from storage.repositories.turns import Arrival
+from storage.repositories.conversations import Arrival
+from storage.repositories.messages import Finish
+from tests.support import db_rows
 
 CHAT_ID = -100777
 USER_ID = 5_000_000_001
@@ -43,11 +44,10 @@ MAX = get_model("max")
 
 
 async def _conversation(database: Database) -> ConversationInfo:
-    async with database.repositories() as repo:
-        await repo.users.upsert(USER_ID, username="ann")
-        await repo.chats.upsert(CHAT_ID, type="supergroup", title="Team")
-        await repo.chats.set_system_prompt(CHAT_ID, "Be brief.")
-        return await repo.conversations.current(CHAT_ID)
+    await database.users.upsert(USER_ID, username="ann")
+    await database.chats.upsert(CHAT_ID, type="supergroup", title="Team")
+    await database.chats.set_system_prompt(CHAT_ID, "Be brief.")
+    return await db_rows.open_conversation(database, CHAT_ID)
 
 
 async def _answered(
@@ -58,19 +58,16 @@ async def _answered(
     status: MessageStatus = MessageStatus.COMPLETE,
     usable: bool | None = None,
 ) -> int:
-    turns = database.turns
-    asked = await turns.add_question(
+    messages = database.messages
+    asked = await messages.add_question(
         conversation, question, tokens=estimate_text_tokens(question), user_id=USER_ID
     )
-    started = await turns.start_answer(
+    started = await messages.start_answer(
         conversation, question_id=asked.id, model="lite", user_id=USER_ID
     )
-    await turns.finish_answer(
+    await messages.finish_answer(
         started.id,
-        status=status,
-        text=answer,
-        tokens=estimate_text_tokens(answer),
-        usable=usable,
+        Finish(status=status, text=answer, tokens=estimate_text_tokens(answer), usable=usable),
     )
     return started.id
 
@@ -84,38 +81,38 @@ async def test_a_turn_stores_what_the_repositories_read_back(database: Database)
     timed = Database(database.engine, clock=lambda: moment)
     conversation = await _conversation(timed)
     try:
-        asked = await timed.turns.add_question(
+        asked = await timed.messages.add_question(
             conversation, "你好，world?", tokens=5, user_id=USER_ID, telegram_message_id=11
         )
-        started = await timed.turns.start_answer(
+        started = await timed.messages.start_answer(
             conversation, question_id=asked.id, model="lite", user_id=USER_ID
         )
-        assert await timed.turns.checkpoint(started.id, "Hel")
-        async with timed.repositories(readonly=True) as repo:
-            mid = await repo.messages.get(started.id)
-            stored_question = await repo.messages.get(asked.id)
-            by_link = await repo.messages.find_by_telegram_id(CHAT_ID, 11)
+        assert await timed.messages.checkpoint(started.id, "Hel")
+        mid = await db_rows.message(timed, started.id)
+        stored_question = await db_rows.message(timed, asked.id)
+        by_link = await db_rows.message_shown_by(timed, CHAT_ID, 11)
         assert mid == replace(started, content="Hel")
         assert stored_question == asked
         assert by_link == asked
         assert asked.created_at == moment
-        finished = await timed.turns.finish_answer(
+        finished = await timed.messages.finish_answer(
             started.id,
-            status=MessageStatus.COMPLETE,
-            text="Hello!",
-            tokens=3,
-            sid="cht001",
-            telegram_message_ids=[12, 13, 12],
+            Finish(
+                status=MessageStatus.COMPLETE,
+                text="Hello!",
+                tokens=3,
+                sid="cht001",
+                telegram_message_ids=[12, 13, 12],
+            ),
         )
-        assert not await timed.turns.checkpoint(started.id, "late")
-        async with timed.repositories(readonly=True) as repo:
-            stored = await repo.messages.get(started.id)
-            second_part = await repo.messages.find_by_telegram_id(CHAT_ID, 13)
-            tokens = (
-                await repo.connection.execute(
-                    text("SELECT tokens FROM messages WHERE id = :id"), {"id": started.id}
-                )
-            ).scalar()
+        assert not await timed.messages.checkpoint(started.id, "late")
+        stored = await db_rows.message(timed, started.id)
+        second_part = await db_rows.message_shown_by(timed, CHAT_ID, 13)
+        tokens = (
+            await timed.connection.execute(
+                text("SELECT tokens FROM messages WHERE id = :id"), {"id": started.id}
+            )
+        ).scalar()
     finally:
         await timed.dispose()
     assert stored == finished == second_part
@@ -135,42 +132,43 @@ async def test_finish_writes_the_ledger_row_and_calibration_in_the_same_unit(
     database: Database,
 ) -> None:
     conversation = await _conversation(database)
-    turns = database.turns
-    asked = await turns.add_question(conversation, "Q", tokens=1, user_id=USER_ID)
-    started = await turns.start_answer(conversation, question_id=asked.id, model="lite")
-    await turns.finish_answer(
+    messages = database.messages
+    asked = await messages.add_question(conversation, "Q", tokens=1, user_id=USER_ID)
+    started = await messages.start_answer(conversation, question_id=asked.id, model="lite")
+    await messages.finish_answer(
         started.id,
-        status=MessageStatus.PARTIAL,
-        text="A",
-        tokens=1,
-        sid="cht002",
-        error_code=10013,
-        ledger=LedgerEntry(
-            model="lite",
-            usage=TokenUsage(prompt_tokens=180, completion_tokens=20, total_tokens=200),
-            user_id=USER_ID,
-            chat_id=CHAT_ID,
-            first_token_ms=420,
-            duration_ms=3100,
+        Finish(
+            status=MessageStatus.PARTIAL,
+            text="A",
+            tokens=1,
+            sid="cht002",
             error_code=10013,
-        ),
-        calibration=Calibration(
-            CHAT_ID, raw_estimate=100, reported_prompt_tokens=180, rules=CALIBRATION
+            ledger=LedgerEntry(
+                model="lite",
+                usage=TokenUsage(prompt_tokens=180, completion_tokens=20, total_tokens=200),
+                user_id=USER_ID,
+                chat_id=CHAT_ID,
+                first_token_ms=420,
+                duration_ms=3100,
+                error_code=10013,
+            ),
+            calibration=Calibration(
+                CHAT_ID, raw_estimate=100, reported_prompt_tokens=180, rules=CALIBRATION
+            ),
         ),
     )
     since = datetime(2000, 1, 1, tzinfo=UTC)
-    async with database.repositories(readonly=True) as repo:
-        totals = await repo.usage.totals(since, user_id=USER_ID)
-        chat = await repo.chats.get(CHAT_ID)
-        row = (
-            await repo.connection.execute(
-                text(
-                    "SELECT conversation_id, message_id, sid, error_code, first_token_ms, "
-                    "duration_ms, model FROM usage_records"
-                )
+    totals = await db_rows.usage_totals(database, since, user_id=USER_ID)
+    chat = await database.chats.get(CHAT_ID)
+    row = (
+        await database.connection.execute(
+            text(
+                "SELECT conversation_id, message_id, sid, error_code, first_token_ms, "
+                "duration_ms, model FROM usage_records"
             )
-        ).one()
-        daily = (await repo.connection.execute(text("SELECT requests FROM usage_daily"))).all()
+        )
+    ).one()
+    daily = (await database.connection.execute(text("SELECT requests FROM usage_daily"))).all()
     assert (totals.requests, totals.failed_requests, totals.total_tokens) == (1, 1, 200)
     assert tuple(row) == (conversation.id, started.id, "cht002", 10013, 420, 3100, "lite")
     assert [tuple(r) for r in daily] == [(1,)]  # the rollup trigger saw the row
@@ -186,20 +184,20 @@ async def test_calibration_in_sql_is_update_ratio(
     database: Database, current: float, raw: int, reported: int
 ) -> None:
     conversation = await _conversation(database)
-    async with database.repositories() as repo:
-        await repo.connection.execute(
-            text("UPDATE chats SET token_ratio = :r WHERE id = :c"), {"r": current, "c": CHAT_ID}
-        )
-    answer_id = await _answered(database, conversation, "Q", "", MessageStatus.FAILED)
-    await database.turns.finish_answer(
-        answer_id,
-        status=MessageStatus.FAILED,
-        text="",
-        tokens=0,
-        calibration=Calibration(CHAT_ID, raw, reported, CALIBRATION),
+    await database.connection.execute(
+        text("UPDATE chats SET token_ratio = :r WHERE id = :c"), {"r": current, "c": CHAT_ID}
     )
-    async with database.repositories(readonly=True) as repo:
-        chat = await repo.chats.get(CHAT_ID)
+    answer_id = await _answered(database, conversation, "Q", "", MessageStatus.FAILED)
+    await database.messages.finish_answer(
+        answer_id,
+        Finish(
+            status=MessageStatus.FAILED,
+            text="",
+            tokens=0,
+            calibration=Calibration(CHAT_ID, raw, reported, CALIBRATION),
+        ),
+    )
+    chat = await database.chats.get(CHAT_ID)
     assert chat is not None
     assert chat.token_ratio == pytest.approx(update_ratio(current, raw, reported), abs=1e-12)
 
@@ -207,31 +205,33 @@ async def test_calibration_in_sql_is_update_ratio(
 async def test_finishing_an_unknown_answer_writes_nothing(database: Database) -> None:
     await _conversation(database)
     with pytest.raises(LookupError, match="message 999"):
-        await database.turns.finish_answer(
+        await database.messages.finish_answer(
             999,
-            status=MessageStatus.COMPLETE,
-            text="x",
-            tokens=1,
-            telegram_message_ids=[5],
-            ledger=LedgerEntry(model="lite", usage=None, user_id=USER_ID, chat_id=CHAT_ID),
-            calibration=Calibration(CHAT_ID, 100, 400, CALIBRATION),
+            Finish(
+                status=MessageStatus.COMPLETE,
+                text="x",
+                tokens=1,
+                telegram_message_ids=[5],
+                ledger=LedgerEntry(model="lite", usage=None, user_id=USER_ID, chat_id=CHAT_ID),
+                calibration=Calibration(CHAT_ID, 100, 400, CALIBRATION),
+            ),
         )
     with pytest.raises(ValueError, match="final status"):
-        await database.turns.finish_answer(1, status=MessageStatus.STREAMING, text="", tokens=0)
-    async with database.repositories(readonly=True) as repo:
-        ledger = (await repo.connection.execute(text("SELECT count(*) FROM usage_records"))).one()
-        links = (
-            await repo.connection.execute(text("SELECT count(*) FROM telegram_messages"))
-        ).one()
-        chat = await repo.chats.get(CHAT_ID)
+        await database.messages.finish_answer(
+            1, Finish(status=MessageStatus.STREAMING, text="", tokens=0)
+        )
+    ledger = (await database.connection.execute(text("SELECT count(*) FROM usage_records"))).one()
+    links = (
+        await database.connection.execute(text("SELECT count(*) FROM telegram_messages"))
+    ).one()
+    chat = await database.chats.get(CHAT_ID)
     assert (ledger[0], links[0]) == (0, 0)
     assert chat is not None
     assert chat.token_ratio == 1.0
 
 
 async def _every_turn(database: Database, conversation_id: int) -> list[HistoryTurn]:
-    async with database.repositories(readonly=True) as repo:
-        return await repo.messages.recent_turns(conversation_id, limit=1000)
+    return await db_rows.recent_turns(database, conversation_id)
 
 
 async def test_the_prompt_read_within_its_limit_is_the_prompt_of_every_turn(
@@ -246,11 +246,11 @@ async def test_the_prompt_read_within_its_limit_is_the_prompt_of_every_turn(
         await _answered(database, conversation, f"Q{i} " + body, f"A{i} " + body)
     await _answered(database, conversation, "Q14", "A14", partial, usable=True)
     await _answered(database, conversation, "Q15", "A15", partial, usable=False)
-    asked = await database.turns.add_question(conversation, "Q16", tokens=2, user_id=USER_ID)
-    await database.turns.start_answer(conversation, question_id=asked.id, model="lite")
+    asked = await database.messages.add_question(conversation, "Q16", tokens=2, user_id=USER_ID)
+    await database.messages.start_answer(conversation, question_id=asked.id, model="lite")
 
     found = await load_prompt(
-        database.turns, conversation.id, CHAT_ID, "Next?", _settings, known=None
+        database.messages, conversation.id, CHAT_ID, "Next?", _settings, known=None
     )
     expected = build_context(
         MAX,
@@ -274,7 +274,7 @@ async def test_the_prompt_read_within_its_limit_is_the_prompt_of_every_turn(
     # prompt yet. The prompt is built for the chat as stored, reading again only if needed.
     for known in (replace(found.chat, token_ratio=2.5), replace(found.chat, system_prompt=None)):
         again = await load_prompt(
-            database.turns, conversation.id, CHAT_ID, "Next?", _settings, known=known
+            database.messages, conversation.id, CHAT_ID, "Next?", _settings, known=known
         )
         assert again == found
 
@@ -288,7 +288,7 @@ async def test_the_history_read_stops_at_its_limit_but_always_counts_every_turn(
     every = await _every_turn(database, conversation.id)
     cost = TURN_OVERHEAD + every[0].question_tokens + every[0].answer_tokens
     for room, read in ((0, 1), (cost, 1), (2 * cost - 1, 1), (2 * cost, 2), (10**6, 5)):
-        found = await database.turns.prompt_history(
+        found = await database.messages.prompt_history(
             conversation.id, CHAT_ID, room=room, turn_overhead=TURN_OVERHEAD
         )
         assert found.turns == every[:read]
@@ -305,16 +305,18 @@ async def test_the_prompt_when_nothing_fits_or_nothing_is_stored(database: Datab
         return PromptSettings(LITE)
 
     await _answered(database, conversation, "Q " + huge, "A " + huge)
-    tight = await load_prompt(database.turns, conversation.id, CHAT_ID, "Next?", lite, known=None)
+    tight = await load_prompt(
+        database.messages, conversation.id, CHAT_ID, "Next?", lite, known=None
+    )
     assert (tight.context.pairs_included, tight.context.pairs_dropped) == (0, 1)
     assert [m.content for m in tight.context.messages] == ["Next?"]
     with pytest.raises(QuestionTooLong):
-        await load_prompt(database.turns, conversation.id, CHAT_ID, huge * 2, lite, known=None)
-    unknown = await load_prompt(database.turns, 12345, 999, "Hi", _settings, known=None)
+        await load_prompt(database.messages, conversation.id, CHAT_ID, huge * 2, lite, known=None)
+    unknown = await load_prompt(database.messages, 12345, 999, "Hi", _settings, known=None)
     assert unknown.chat is None
     assert [m.content for m in unknown.context.messages] == ["Hi"]
-    nothing = await database.turns.prompt_history(12345, 999, room=100, turn_overhead=8)
-    assert (nothing.chat, nothing.turns, nothing.total) == (None, [], 0)
+    nothing = await database.messages.prompt_history(12345, 999, room=100, turn_overhead=8)
+    assert (nothing.chat, nothing.messages, nothing.total) == (None, [], 0)
 
 
 async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> None:
@@ -322,25 +324,25 @@ async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> 
 
     async def turn(n: int) -> None:
         answer_id = await _answered(database, conversation, f"Q{n}", f"A{n}")
-        await database.turns.finish_answer(
+        await database.messages.finish_answer(
             answer_id,
-            status=MessageStatus.COMPLETE,
-            text=f"A{n}!",
-            tokens=2,
-            ledger=LedgerEntry(
-                model="lite", usage=TokenUsage(1, 1, 2), user_id=USER_ID, chat_id=1
+            Finish(
+                status=MessageStatus.COMPLETE,
+                text=f"A{n}!",
+                tokens=2,
+                ledger=LedgerEntry(
+                    model="lite", usage=TokenUsage(1, 1, 2), user_id=USER_ID, chat_id=1
+                ),
             ),
         )
 
     async def setting(n: int) -> None:
-        async with database.repositories() as repo:
-            await repo.chats.set_system_prompt(CHAT_ID, f"prompt {n}")
+        await database.chats.set_system_prompt(CHAT_ID, f"prompt {n}")
 
     await asyncio.gather(*(turn(n) for n in range(60)), *(setting(n) for n in range(10)))
-    async with database.repositories(readonly=True) as repo:
-        messages = await repo.messages.conversation_messages(conversation.id)
-        totals = await repo.usage.totals(datetime(2000, 1, 1, tzinfo=UTC))
-        chat = await repo.chats.get(CHAT_ID)
+    messages = await db_rows.conversation_messages(database, conversation.id)
+    totals = await db_rows.usage_totals(database, datetime(2000, 1, 1, tzinfo=UTC))
+    chat = await database.chats.get(CHAT_ID)
     assert len(messages) == 120
     assert sorted(m.content for m in messages if m.role == "assistant") == sorted(
         f"A{n}!" for n in range(60)
@@ -355,11 +357,11 @@ async def test_a_failing_unit_in_a_committed_group_is_undone_alone(
     sqlite_database: Database,
 ) -> None:
     conversation = await _conversation(sqlite_database)
-    turns = sqlite_database.turns
+    messages = sqlite_database.messages
     good = [
-        turns.add_question(conversation, f"Q{n}", tokens=1, user_id=USER_ID) for n in range(20)
+        messages.add_question(conversation, f"Q{n}", tokens=1, user_id=USER_ID) for n in range(20)
     ]
-    bad = turns.start_answer(conversation, question_id=10**9, model="lite")  # no such question
+    bad = messages.start_answer(conversation, question_id=10**9, model="lite")  # no such question
     # A Core write unit parks the writer thread: everything queued meanwhile is one group.
     async with sqlite_database.repositories():
         queued = asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
@@ -367,8 +369,7 @@ async def test_a_failing_unit_in_a_committed_group_is_undone_alone(
     results = await queued
     assert isinstance(results[10], sqlite3.IntegrityError)
     stored_ids = [r.id for r in results if not isinstance(r, BaseException)]
-    async with sqlite_database.repositories(readonly=True) as repo:
-        messages = await repo.messages.conversation_messages(conversation.id)
+    messages = await db_rows.conversation_messages(sqlite_database, conversation.id)
     assert [m.id for m in messages] == sorted(stored_ids)
     assert [m.content for m in messages] == [f"Q{n}" for n in range(20)]
 
@@ -411,20 +412,20 @@ async def test_arrival_reads_what_the_core_path_writes_and_writes_nothing_more(
     database: Database, where: dict[str, int]
 ) -> None:
     arrival = _arrival(**where)
-    assert await database.turns.arrival(arrival) is None  # nothing stored yet
-    first_chat, first = await arrive(database, arrival)  # the Core path stores it
-    again = await database.turns.arrival(arrival)
+    assert await db_rows.settled_arrival(database, arrival) is None  # nothing stored yet
+    first_chat, first = await database.conversations.arrive(arrival)  # the Core path stores it
+    again = await db_rows.settled_arrival(database, arrival)
     assert again is not None
     chat, conversation = again
     assert (chat, conversation) == (first_chat, first)
-    async with database.repositories(readonly=True) as repo:
-        core = await repo.conversations.current(
-            CHAT_ID,
-            thread_id=arrival.thread_id or None,
-            user_id=USER_ID,
-            scope="user" if arrival.scope_user_id else "chat",
-        )
-        user = await repo.users.get(USER_ID)
+    core = await db_rows.open_conversation(
+        database,
+        CHAT_ID,
+        thread_id=arrival.thread_id or None,
+        user_id=USER_ID,
+        scope="user" if arrival.scope_user_id else "chat",
+    )
+    user = await database.users.get(USER_ID)
     assert conversation == core  # the same uid too: topic's, member's, or the chat's
     assert user is not None
     assert (user.username, user.first_name, user.language_code) == ("ann", "Ann", "zh-hans")
@@ -433,19 +434,18 @@ async def test_arrival_reads_what_the_core_path_writes_and_writes_nothing_more(
 async def test_arrival_sends_a_change_or_a_new_conversation_to_the_core_path(
     database: Database,
 ) -> None:
-    await arrive(database, _arrival())
-    assert await database.turns.arrival(_arrival()) is not None
-    assert await database.turns.arrival(_arrival(title="Team 2")) is None
-    assert await database.turns.arrival(_arrival(username="ann_new")) is None
-    assert await database.turns.arrival(_arrival(chat_type="group")) is None
-    assert await database.turns.arrival(_arrival(user_id=USER_ID + 1)) is None
-    _, renamed = await arrive(database, _arrival(title="Team 2"))
-    async with database.repositories() as repo:
-        chat = await repo.chats.get(CHAT_ID)
-        started = await repo.conversations.start_new(CHAT_ID)  # /new
+    await database.conversations.arrive(_arrival())
+    assert await db_rows.settled_arrival(database, _arrival()) is not None
+    assert await db_rows.settled_arrival(database, _arrival(title="Team 2")) is None
+    assert await db_rows.settled_arrival(database, _arrival(username="ann_new")) is None
+    assert await db_rows.settled_arrival(database, _arrival(chat_type="group")) is None
+    assert await db_rows.settled_arrival(database, _arrival(user_id=USER_ID + 1)) is None
+    _, renamed = await database.conversations.arrive(_arrival(title="Team 2"))
+    chat = await database.chats.get(CHAT_ID)
+    started = await database.conversations.start_new(CHAT_ID)  # /new
     assert chat is not None
     assert chat.title == "Team 2"
     # /new closed the conversation the hot path would have found: it finds the new one.
-    found = await database.turns.arrival(_arrival(title="Team 2"))
+    found = await db_rows.settled_arrival(database, _arrival(title="Team 2"))
     assert found is not None
     assert found[1].id == started.id != renamed.id

@@ -40,12 +40,12 @@ async def _rows(database: Database) -> list[tuple[int, int, datetime]]:
 async def test_the_first_claim_wins_and_a_redelivery_loses(database: Database) -> None:
     timed = Database(database.engine, clock=Clock(START))
     try:
-        assert await timed.turns.claim_update(BOT_ID, 901)
-        assert not await timed.turns.claim_update(BOT_ID, 901)
-        assert await timed.turns.claim_update(BOT_ID, 902)
+        assert await timed.updates.claim(BOT_ID, 901)
+        assert not await timed.updates.claim(BOT_ID, 901)
+        assert await timed.updates.claim(BOT_ID, 902)
         # Update ids count per bot: another bot's 901 is another update.
-        assert await timed.turns.claim_update(OTHER_BOT_ID, 901)
-        assert not await timed.turns.claim_update(OTHER_BOT_ID, 901)
+        assert await timed.updates.claim(OTHER_BOT_ID, 901)
+        assert not await timed.updates.claim(OTHER_BOT_ID, 901)
     finally:
         await timed.dispose()
     assert await _rows(database) == [
@@ -56,22 +56,23 @@ async def test_the_first_claim_wins_and_a_redelivery_loses(database: Database) -
 
 
 async def test_a_claim_outlives_a_restart(database_url: str, database: Database) -> None:
-    assert await database.turns.claim_update(BOT_ID, 2**31 + 5)  # ids beyond 32 bits fit
+    assert await database.updates.claim(BOT_ID, 2**31 + 5)  # ids beyond 32 bits fit
     await database.dispose()
     restarted = create_database(database_url)
     try:
-        assert not await restarted.turns.claim_update(BOT_ID, 2**31 + 5)
-        assert await restarted.turns.claim_update(BOT_ID, 2**31 + 6)
+        assert not await restarted.updates.claim(BOT_ID, 2**31 + 5)
+        assert await restarted.updates.claim(BOT_ID, 2**31 + 6)
     finally:
         await restarted.dispose()
 
 
 async def test_of_concurrent_claims_of_one_id_exactly_one_wins(database: Database) -> None:
-    turns = database.turns
-    outcomes = await asyncio.gather(*(turns.claim_update(BOT_ID, 77) for _ in range(40)))
+    outcomes = await asyncio.gather(*(database.updates.claim(BOT_ID, 77) for _ in range(40)))
     assert sorted(outcomes) == [False] * 39 + [True]
     # Distinct ids claimed together (on SQLite: committed in one group) all win.
-    distinct = await asyncio.gather(*(turns.claim_update(BOT_ID, 1000 + n) for n in range(100)))
+    distinct = await asyncio.gather(
+        *(database.updates.claim(BOT_ID, 1000 + n) for n in range(100))
+    )
     assert all(distinct)
     assert len(await _rows(database)) == 101
 
@@ -80,22 +81,22 @@ async def test_forgetting_drops_only_claims_older_than_the_cut(database: Databas
     clock = Clock(START)
     timed = Database(database.engine, clock=clock)
     try:
-        assert await timed.turns.claim_update(BOT_ID, 1)
+        assert await timed.updates.claim(BOT_ID, 1)
         clock.now = START + timedelta(hours=23)
-        assert await timed.turns.claim_update(BOT_ID, 2)
+        assert await timed.updates.claim(BOT_ID, 2)
         clock.now = START + timedelta(hours=25)
-        assert await timed.turns.claim_update(BOT_ID, 3)
+        assert await timed.updates.claim(BOT_ID, 3)
 
         cut = clock.now - timedelta(hours=24)
-        assert await timed.turns.forget_updates(cut) == 1
-        assert await timed.turns.forget_updates(cut) == 0
+        assert await timed.updates.forget(cut) == 1
+        assert await timed.updates.forget(cut) == 0
         # A claim exactly at the cut is kept: only older ones go.
-        assert await timed.turns.forget_updates(START + timedelta(hours=23)) == 0
+        assert await timed.updates.forget(START + timedelta(hours=23)) == 0
 
-        assert not await timed.turns.claim_update(BOT_ID, 2)
-        assert not await timed.turns.claim_update(BOT_ID, 3)
+        assert not await timed.updates.claim(BOT_ID, 2)
+        assert not await timed.updates.claim(BOT_ID, 3)
         # Telegram gave up on update 1 long ago; an id seen again after that counts as new.
-        assert await timed.turns.claim_update(BOT_ID, 1)
+        assert await timed.updates.claim(BOT_ID, 1)
     finally:
         await timed.dispose()
     assert await _rows(database) == [

@@ -16,12 +16,11 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from sqlalchemy import select
 
 from bot.spark.simulator import SimulatorOptions
 from storage.database import create_database
 from storage.dto import LEDGER_CLIENT_GONE, LEDGER_UNDELIVERED
-from storage.models import Message, UsageRecord
+from tests.support import db_rows
 from tests.support.gateway import RunningGateway, start_gateway
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
@@ -497,9 +496,8 @@ async def test_the_same_user_gets_a_stable_spark_uid_and_others_their_own(
     assert all(len(uid) <= 32 and "alice" not in uid for uid in uids)
 
 
-async def _messages(gateway: RunningGateway) -> list[Message]:
-    async with gateway.database.session(readonly=True) as session:
-        return list(await session.scalars(select(Message).order_by(Message.id)))
+async def _messages(gateway: RunningGateway) -> list[db_rows.Record]:
+    return await db_rows.rows(gateway.database, "SELECT * FROM messages ORDER BY id")
 
 
 async def test_no_question_or_answer_is_stored_by_default(gateway: RunningGateway) -> None:
@@ -578,8 +576,7 @@ async def test_a_stream_still_open_at_shutdown_gets_the_grace_then_its_ledger_ro
     await slow.close()
     database = create_database(gateway.settings.database.url)
     try:
-        async with database.session(readonly=True) as session:
-            rows = list(await session.scalars(select(UsageRecord).order_by(UsageRecord.id)))
+        rows = await db_rows.ledger(database)
     finally:
         await database.dispose()
     assert quick_text == gateway.spark.requests[0].answer_text

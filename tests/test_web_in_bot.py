@@ -22,6 +22,7 @@ from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.telegram.app import BotRuntime, open_bot_runtime
 from bot.web.app import build_gateway
 from bot.web.keys_cli import run as run_keys
+from tests.support import db_rows
 from tests.support.bot_harness import free_port
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.fake_telegram_errors import BotApiError
@@ -101,8 +102,9 @@ async def bot(tmp_path: Path) -> AsyncIterator[BotWithApi]:
 
 async def _ledger_rows(bot: BotWithApi, user_id: int, count: int) -> None:
     async def stored() -> bool:
-        async with bot.runtime.database.repositories(readonly=True) as repos:
-            totals = await repos.usage.totals(datetime(2000, 1, 1, tzinfo=UTC), user_id=user_id)
+        totals = await db_rows.usage_totals(
+            bot.runtime.database, datetime(2000, 1, 1, tzinfo=UTC), user_id=user_id
+        )
         return totals.requests >= count
 
     async with asyncio.timeout(10):

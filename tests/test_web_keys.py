@@ -12,12 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import openai
-from sqlalchemy import select
 
 from bot.spark.simulator import Credentials, SparkSimulator
 from storage.database import Database, create_database
-from storage.models import ApiKey, User
 from storage.repositories.api_keys import key_hash
+from tests.support import db_rows
 from tests.support.bot_harness import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -68,10 +67,9 @@ async def test_a_key_is_shown_once_stored_as_a_hash_listed_and_revoked(tmp_path:
 
     database = create_database(f"sqlite+aiosqlite:///{tmp_path / 'keys.sqlite3'}")
     try:
-        async with database.session(readonly=True) as session:
-            stored = await session.scalar(select(ApiKey))
-            assert stored is not None
-            user = await session.get(User, stored.user_id)
+        stored = await db_rows.one(database, "SELECT * FROM api_keys")
+        assert stored is not None
+        user = await db_rows.one(database, "SELECT * FROM users WHERE id = :id", id=stored.user_id)
     finally:
         await database.dispose()
     assert stored.key_hash == hashlib.sha256(key.encode()).hexdigest()
@@ -111,25 +109,22 @@ async def test_bad_key_options_are_named(tmp_path: Path) -> None:
 
 
 async def test_keys_on_each_backend(database: Database) -> None:
-    async with database.repositories() as repos:
-        first = await repos.api_keys.create("a", key_hash("sk-1"), daily_tokens=10)
-        second = await repos.api_keys.create("b", key_hash("sk-2"), models=("max", "x1"))
-        shared = await repos.api_keys.create("c", key_hash("sk-3"), user_id=4242)
+    first = await database.api_keys.create("a", key_hash("sk-1"), daily_tokens=10)
+    second = await database.api_keys.create("b", key_hash("sk-2"), models=("max", "x1"))
+    shared = await database.api_keys.create("c", key_hash("sk-3"), user_id=4242)
     assert first.user_id == -1
     assert second.user_id == -2
     assert shared.user_id == 4242
-    async with database.repositories(readonly=True) as repos:
-        found = await repos.api_keys.find(key_hash("sk-2"))
-        assert await repos.api_keys.find(key_hash("sk-4")) is None
-        assert (await repos.users.get(4242)) is not None
-        assert (await repos.users.get(-1)) is not None
+    found = await database.api_keys.find(key_hash("sk-2"))
+    assert await database.api_keys.find(key_hash("sk-4")) is None
+    assert (await database.users.get(4242)) is not None
+    assert (await database.users.get(-1)) is not None
     assert found is not None
     assert found.models == ("max", "x1")
     assert not found.revoked
-    async with database.repositories() as repos:
-        assert await repos.api_keys.revoke("b")
-        assert not await repos.api_keys.revoke("b")
-        keys = await repos.api_keys.list_all()
+    assert await database.api_keys.revoke("b")
+    assert not await database.api_keys.revoke("b")
+    keys = await database.api_keys.list_all()
     assert [(key.name, key.revoked) for key in keys] == [("a", False), ("b", True), ("c", False)]
 
 

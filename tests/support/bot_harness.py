@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import pytest
-from sqlalchemy import select
 
 from bot.config import Settings, load_settings
 from bot.service.clock import Clock
@@ -36,8 +35,9 @@ from bot.spark.simulator import Credentials, RecordedRequest, SimulatorOptions, 
 from bot.telegram.app import BotRuntime, open_bot_runtime
 from storage.database import Database, create_database
 from storage.dto import StoredMessage
-from storage.models import Conversation, UsageRecord
+from tests.support import db_rows
 from tests.support.clocks import ScaledClock
+from tests.support.db_rows import Record
 from tests.support.fake_telegram import FakeTelegram, FloodLimits
 from tests.support.fake_telegram_errors import JsonDict
 from tests.support.telegram_driver import TelegramDriver
@@ -56,19 +56,7 @@ def spark_pace(frame_interval: float, chars_per_frame: int) -> SimulatorOptions:
 
 async def stored_messages(database: Database, chat_id: int) -> list[StoredMessage]:
     """Every stored message of every conversation of ``chat_id``, oldest first."""
-    async with database.session(readonly=True) as session:
-        ids = list(
-            await session.scalars(
-                select(Conversation.id)
-                .where(Conversation.chat_id == chat_id)
-                .order_by(Conversation.id)
-            )
-        )
-    messages: list[StoredMessage] = []
-    async with database.repositories(readonly=True) as repos:
-        for conversation_id in ids:
-            messages.extend(await repos.messages.conversation_messages(conversation_id))
-    return messages
+    return await db_rows.chat_messages(database, chat_id)
 
 
 def spark_messages(record: RecordedRequest) -> list[dict[str, str]]:
@@ -127,10 +115,8 @@ class RunningBot:
         """Every stored message of every conversation of ``chat_id``, oldest first."""
         return await stored_messages(self.database, chat_id)
 
-    async def ledger(self) -> list[UsageRecord]:
-        async with self.database.session(readonly=True) as session:
-            rows = await session.scalars(select(UsageRecord).order_by(UsageRecord.id))
-            return list(rows)
+    async def ledger(self) -> list[Record]:
+        return await db_rows.ledger(self.database)
 
     async def wait_stored(
         self,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from sqlalchemy import select
 
 from bot.__main__ import _parser
 from bot.config import Settings, load_settings
@@ -26,8 +25,9 @@ from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.web.app import WebRuntime, open_web_runtime
 from bot.web.keys_cli import run as run_keys
 from storage.database import Database, create_database
-from storage.models import ApiKey, UsageRecord
+from tests.support import db_rows
 from tests.support.bot_harness import free_port
+from tests.support.db_rows import Record
 
 
 @dataclass(slots=True)
@@ -64,16 +64,16 @@ class RunningGateway:
         )
 
     async def key_user(self, name: str) -> int:
-        async with self.database.session(readonly=True) as session:
-            key = await session.scalar(select(ApiKey).where(ApiKey.name == name))
-            assert key is not None
-            return key.user_id
+        key = await db_rows.one(
+            self.database, "SELECT user_id FROM api_keys WHERE name = :name", name=name
+        )
+        assert key is not None
+        return int(key.user_id)
 
-    async def ledger(self) -> list[UsageRecord]:
-        async with self.database.session(readonly=True) as session:
-            return list(await session.scalars(select(UsageRecord).order_by(UsageRecord.id)))
+    async def ledger(self) -> list[Record]:
+        return await db_rows.ledger(self.database)
 
-    async def wait_ledger(self, count: int, timeout: float = 10.0) -> list[UsageRecord]:  # noqa: ASYNC109
+    async def wait_ledger(self, count: int, timeout: float = 10.0) -> list[Record]:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
             while len(rows := await self.ledger()) < count:  # noqa: ASYNC110 - polls the database
                 await asyncio.sleep(0.02)

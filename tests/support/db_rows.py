@@ -1,0 +1,214 @@
+"""What is stored, read back for assertions: plain SQL by column name, through the same runner
+as the repositories (so a test reads what the bot wrote, on either backend).
+
+Production code has no methods that only tests call; these reads are the tests' own.
+Timestamps come back as aware UTC datetimes, ``usable`` as a bool, on both backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from storage.backends import Connection
+from storage.database import Database
+from storage.dto import ChatInfo, ConversationInfo, HistoryTurn, StoredMessage
+from storage.repositories.conversations import (
+    ARRIVAL,
+    Arrival,
+    conversation_key,
+    current_conversation,
+)
+from storage.repositories.messages import MESSAGE_COLUMNS, stored_message
+from storage.sql import Row, as_date, maybe_utc, sql
+
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
+
+
+class Record(Mapping[str, Any]):
+    """One row by column name, also as attributes (``record.total_tokens``)."""
+
+    def __init__(self, row: Row) -> None:
+        values: dict[str, Any] = {}
+        for key in row.keys():  # noqa: SIM118 - a row iterates its values, not its names
+            value = row[key]
+            if key.endswith("_at") and isinstance(value, str | datetime):
+                value = maybe_utc(value)
+            elif key in ("day", "month", "last_day") and isinstance(value, str | date):
+                value = as_date(value)
+            elif key == "usable" and value is not None:
+                value = bool(value)
+            values[str(key)] = value
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Record({self._values!r})"
+
+
+async def rows(database: Database, query: str, **params: object) -> list[Record]:
+    """Every row of ``query`` (``:name`` placeholders), read in one unit of work."""
+    statement = sql(query)
+
+    async def unit(connection: Connection) -> list[Record]:
+        return [Record(row) for row in await connection.rows(statement, params)]
+
+    return await database.runner.read(unit)
+
+
+async def one(database: Database, query: str, **params: object) -> Record | None:
+    found = await rows(database, query, **params)
+    return found[0] if found else None
+
+
+async def ledger(database: Database) -> list[Record]:
+    """Every ledger row, oldest first."""
+    return await rows(database, "SELECT * FROM usage_records ORDER BY id")
+
+
+async def _messages(database: Database, where: str, **params: object) -> list[StoredMessage]:
+    query = sql(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {where} ORDER BY conversation_id, id"
+    )
+
+    async def unit(connection: Connection) -> list[StoredMessage]:
+        return [stored_message(row) for row in await connection.rows(query, params)]
+
+    return await database.runner.read(unit)
+
+
+async def chat_messages(database: Database, chat_id: int) -> list[StoredMessage]:
+    """Every stored message of every conversation of ``chat_id``, oldest first."""
+    return await _messages(
+        database,
+        "conversation_id IN (SELECT id FROM conversations WHERE chat_id = :chat)",
+        chat=chat_id,
+    )
+
+
+async def conversation_messages(database: Database, conversation_id: int) -> list[StoredMessage]:
+    """Every message of one conversation, oldest first."""
+    return await _messages(
+        database, "conversation_id = :conversation", conversation=conversation_id
+    )
+
+
+async def message(database: Database, message_id: int) -> StoredMessage | None:
+    found = await _messages(database, "id = :id", id=message_id)
+    return found[0] if found else None
+
+
+async def message_shown_by(
+    database: Database, chat_id: int, telegram_message_id: int
+) -> StoredMessage | None:
+    """The stored message a Telegram message shows (through its link), or None."""
+    found = await _messages(
+        database,
+        "id IN (SELECT message_id FROM telegram_messages WHERE chat_id = :chat "
+        "AND telegram_message_id = :telegram_id)",
+        chat=chat_id,
+        telegram_id=telegram_message_id,
+    )
+    return found[0] if found else None
+
+
+async def tokens_of(database: Database, user_id: int) -> list[int]:
+    """The ledger's total_tokens of ``user_id``'s requests, oldest first."""
+    found = await rows(
+        database,
+        "SELECT total_tokens FROM usage_records WHERE user_id = :user ORDER BY id",
+        user=user_id,
+    )
+    return [row.total_tokens for row in found]
+
+
+async def settled_arrival(
+    database: Database, arrival: Arrival
+) -> tuple[ChatInfo, ConversationInfo] | None:
+    """What the arrival's one-statement read finds: None when something must be written first
+    (as ``Database.conversations.arrive`` then does)."""
+
+    async def unit(connection: Connection) -> Row | None:
+        return await connection.row(ARRIVAL, arrival.key())
+
+    return arrival.settled(await database.runner.read(unit))
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int
+    failed_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+async def usage_totals(
+    database: Database,
+    since: datetime,
+    *,
+    user_id: int | None = None,
+    chat_id: int | None = None,
+) -> Totals:
+    """The ledger's sums from ``since``, of one user or chat when given."""
+    found = await one(
+        database,
+        "SELECT count(*) AS requests, count(error_code) AS failed, "
+        "COALESCE(sum(prompt_tokens), 0) AS prompt, "
+        "COALESCE(sum(completion_tokens), 0) AS completion, "
+        "COALESCE(sum(total_tokens), 0) AS total FROM usage_records "
+        "WHERE created_at >= :since AND (:user IS NULL OR user_id = :user) "
+        "AND (:chat IS NULL OR chat_id = :chat)",
+        since=since,
+        user=user_id,
+        chat=chat_id,
+    )
+    assert found is not None
+    return Totals(
+        int(found.requests),
+        int(found.failed),
+        int(found.prompt),
+        int(found.completion),
+        int(found.total),
+    )
+
+
+async def open_conversation(
+    database: Database,
+    chat_id: int,
+    *,
+    thread_id: int | None = None,
+    user_id: int | None = None,
+    scope: str = "chat",
+) -> ConversationInfo:
+    """The open conversation of a stored chat (opened if there is none), as the service's
+    arrival finds it."""
+    key = conversation_key(chat_id, thread_id or 0, user_id if scope == "user" and user_id else 0)
+
+    async def unit(connection: Connection) -> ConversationInfo:
+        return await current_conversation(connection, database.clock(), key)
+
+    return await database.runner.write(unit)
+
+
+async def recent_turns(database: Database, conversation_id: int) -> list[HistoryTurn]:
+    """Every turn that counts as history, newest first."""
+    found = await database.messages.prompt_history(conversation_id, 0, room=2**62, turn_overhead=0)
+    return found.turns
