@@ -222,4 +222,4 @@ async def test_claims_older_than_a_day_are_forgotten_at_most_once_a_minute(
         assert not await dedup.first_time(3)  # a re-delivery prunes as well
         assert await _claimed(timed) == [3, 4]
     finally:
-        await timed.dispose()
+        await timed.runner.close()  # the engine is the fixture's

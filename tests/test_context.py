@@ -20,6 +20,7 @@ from bot.spark.tokens import calibrated_tokens, estimate_messages_tokens, estima
 from bot.spark.types import ChatMessage
 from storage.database import Database
 from storage.dto import ChatInfo, HistoryTurn, MessageStatus
+from storage.repositories.messages import Finish
 from tests.support import db_rows
 
 LITE = get_model("lite")  # 8192 context, no system role
@@ -163,19 +164,19 @@ async def _seed(database: Database, turns: list[tuple[str, str, MessageStatus, b
     await database.chats.upsert(CHAT_ID, type="private")
     conversation = await db_rows.open_conversation(database, CHAT_ID)
     for question, answer, status, usable in turns:
-        q = await database.messages.add_user_message(
+        q = await database.messages.add_question(
             conversation, question, tokens=estimate_text_tokens(question), user_id=None
         )
-        a = await database.messages.start_assistant_message(
-            conversation, question_id=q.id, model="lite"
-        )
+        a = await database.messages.start_answer(conversation, question_id=q.id, model="lite")
         if status is not MessageStatus.STREAMING:
-            await database.messages.finish(
+            await database.messages.finish_answer(
                 a.id,
-                status=status,
-                text=answer,
-                tokens=estimate_text_tokens(answer),
-                usable=usable,
+                Finish(
+                    status=status,
+                    text=answer,
+                    tokens=estimate_text_tokens(answer),
+                    usable=usable,
+                ),
             )
     return conversation.id
 

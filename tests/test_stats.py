@@ -7,17 +7,14 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from storage.database import Database, create_database
 from storage.dto import TokenUsage
 from storage.migrate import upgrade
-from storage.models import Base, UsageDailyLatency
+from storage.models import Base
 from storage.repositories.usage import Usage
 from storage.stats import (
     DAYS,
     ExportRow,
-    StatsRepository,
     UsageReport,
     WindowStats,
     day_start,
@@ -57,7 +54,7 @@ async def record(
 
 
 async def overview(database: Database, today: date = TODAY) -> UsageReport:
-    return await StatsRepository(database.connection, database.users.clock).overview(today)
+    return await database.stats.overview(today)
 
 
 async def seed_known(database: Database) -> None:
@@ -151,9 +148,10 @@ async def test_overview_figures_from_the_rollups(database: Database) -> None:
 
 async def test_one_user_and_one_chat_from_the_ledger(database: Database) -> None:
     await seed_known(database)
-    stats = StatsRepository(database.connection, database.users.clock)
+    stats = database.stats
     user = await stats.for_user(1, TODAY)
-    chat = await stats.for_chat(-200, TODAY)
+    chat = (await stats.for_chat(-200, TODAY)).report
+    assert chat is not None
     nobody = await stats.for_user(999, TODAY)
     today, _week, month = user.windows
     assert figures(today) == (2, 1, 100, 50, 150, 1, 2, ((10013, 1),))
@@ -195,7 +193,7 @@ async def test_rollups_agree_with_the_ledger_on_random_traffic(database: Databas
             error_code=rng.choice([10013, 11200, -1]) if failed else None,
         )
     report = await overview(database)
-    stats = StatsRepository(database.connection, database.users.clock)
+    stats = database.stats
     for window in report.windows:
         since = day_start(TODAY - timedelta(days=window.days - 1))
         totals = await db_rows.usage_totals(database, since)
@@ -212,7 +210,7 @@ async def test_rollups_agree_with_the_ledger_on_random_traffic(database: Databas
             totals.completion_tokens,
             totals.total_tokens,
         )
-        latency = await database.usage.latency(since)
+        latency = await db_rows.latency(database, since)
         assert latencies(window) == tuple(
             None if value is None else latency_bucket(value)
             for value in (
@@ -223,10 +221,11 @@ async def test_rollups_agree_with_the_ledger_on_random_traffic(database: Databas
             )
         )
     # One chat from the ledger sums to what the rollup says for it.
-    chat = await stats.for_chat(-20, TODAY)
+    chat = (await stats.for_chat(-20, TODAY)).report
+    assert chat is not None
     for window in chat.windows:
         since = day_start(TODAY - timedelta(days=window.days - 1))
-        latency = await database.usage.latency(since, chat_id=-20)
+        latency = await db_rows.latency(database, since, chat_id=-20)
         assert latencies(window) == tuple(
             None if value is None else latency_bucket(value)
             for value in (
@@ -251,13 +250,12 @@ async def test_latency_buckets_in_sql_match_python(database: Database) -> None:
     values += [1_234_567, 123_456_789]
     for value in values:
         await record(database, NOON, user_id=1, chat_id=1, first_token_ms=value)
-    async with database.session(readonly=True) as session:
-        stored = {
-            row.bucket: row.requests
-            for row in await session.scalars(
-                select(UsageDailyLatency).where(UsageDailyLatency.metric == 0)
-            )
-        }
+    stored = {
+        row.bucket: row.requests
+        for row in await db_rows.rows(
+            database, "SELECT bucket, requests FROM usage_daily_latency WHERE metric = 0"
+        )
+    }
     expected: dict[int, int] = {}
     for value in values:
         expected[latency_bucket(value)] = expected.get(latency_bucket(value), 0) + 1
@@ -314,7 +312,7 @@ async def test_migration_rolls_up_rows_already_in_the_ledger(database_url: str) 
 
 async def test_find_user_by_id_or_username(database: Database) -> None:
     await database.users.upsert(42, username="CamelCase", first_name="Cam")
-    stats = StatsRepository(database.connection, database.users.clock)
+    stats = database.stats
     by_id = await stats.find_user("42")
     by_name = await stats.find_user("@camelcase")
     assert by_id is not None
@@ -340,7 +338,7 @@ async def test_export_pages_through_ties_in_time_order(database: Database) -> No
     since = NOON - timedelta(days=30)
     pages: list[list[ExportRow]] = []
     after: tuple[datetime, int] | None = None
-    stats = StatsRepository(database.connection, database.users.clock)
+    stats = database.stats
     while True:
         page = await stats.export_page(since, after, limit=2)
         if not page:

@@ -3,7 +3,9 @@ PostgreSQL schemas. Every test reads back what was stored."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from bot.service.budget import CALIBRATION
 from bot.spark.tokens import estimate_text_tokens, update_ratio
 from storage.backends import Connection
 from storage.database import Database, create_database, normalise_url
-from storage.dto import Calibration, ConversationInfo, MessageStatus, TokenUsage
+from storage.dto import Calibration, Clock, ConversationInfo, MessageStatus, TokenUsage
 from storage.migrate import upgrade
 from storage.repositories.conversations import Arrival, conversation_key, current_conversation
 from storage.repositories.messages import Finish
@@ -23,6 +25,16 @@ from tests.support import db_rows
 GROUP_ID = -1001234567890123
 USER_A = 7_000_000_001
 USER_B = 7_000_000_002
+
+
+@contextlib.asynccontextmanager
+async def _clocked(database: Database, clock: Clock) -> AsyncIterator[Database]:
+    """A second handle on the test's database whose time is ``clock``."""
+    timed = Database(database.engine, clock=clock)
+    try:
+        yield timed
+    finally:
+        await timed.runner.close()  # the engine is the fixture's
 
 
 def _arrival(
@@ -116,7 +128,8 @@ async def test_sqlite_creates_its_directory_and_sets_its_pragmas(tmp_path: Path)
     database = create_database(url)
     try:
         pragmas = {
-            name: (await db_rows.rows(database, f"PRAGMA {name}"))[0][name]
+            # The value is the one column of PRAGMA's one row, whatever SQLite names it.
+            name: next(iter((await db_rows.rows(database, f"PRAGMA {name}"))[0].values()))
             for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
         }
     finally:
@@ -190,15 +203,13 @@ async def test_spark_uids_are_random_short_and_distinct_per_chat_and_topic(
 
 
 async def test_group_scope_user_gives_each_member_a_conversation(database: Database) -> None:
-    group = {"chat_type": "group", "title": None}
-    _, shared = await database.conversations.arrive(_arrival(user_id=USER_A, **group))
-    _, shared_b = await database.conversations.arrive(_arrival(user_id=USER_B, **group))
-    _, own_a = await database.conversations.arrive(
-        _arrival(user_id=USER_A, scope_user=USER_A, **group)
-    )
-    _, own_b = await database.conversations.arrive(
-        _arrival(user_id=USER_B, scope_user=USER_B, **group)
-    )
+    def group(user_id: int, scope_user: int = 0) -> Arrival:
+        return _arrival(user_id=user_id, chat_type="group", title=None, scope_user=scope_user)
+
+    _, shared = await database.conversations.arrive(group(USER_A))
+    _, shared_b = await database.conversations.arrive(group(USER_B))
+    _, own_a = await database.conversations.arrive(group(USER_A, USER_A))
+    _, own_b = await database.conversations.arrive(group(USER_B, USER_B))
     assert shared == shared_b
     assert shared.scope_user_id == 0
     assert len({shared.id, own_a.id, own_b.id}) == 3
@@ -403,69 +414,69 @@ async def test_calibration_ratio_is_stored_per_chat(database: Database) -> None:
 async def test_usage_ledger_totals_quota_top_users_and_latency(database: Database) -> None:
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     clock_at = [now - timedelta(days=2)]
-    timed = Database(database.engine, clock=lambda: clock_at[0])
-    await _group(database)
-    rows = [
-        # (days ago, user, tokens, first token ms, duration ms, error)
-        (2, USER_A, 100, 900, 4000, None),
-        (0, USER_A, 300, 300, 1000, None),
-        (0, USER_A, 50, 200, 800, None),
-        (0, USER_B, 500, 100, 600, None),
-        (0, USER_B, 0, None, 50, 10013),
-    ]
-    for days, user, tokens, first, duration, error in rows:
-        clock_at[0] = now - timedelta(days=days, minutes=1)
-        await timed.usage.record(
-            model="lite",
-            usage=TokenUsage(
-                prompt_tokens=tokens // 2,
-                completion_tokens=tokens - tokens // 2,
-                total_tokens=tokens,
-            ),
-            user_id=user,
-            chat_id=GROUP_ID,
-            first_token_ms=first,
-            duration_ms=duration,
-            error_code=error,
-        )
-    today = now.replace(hour=0, minute=0)
-    used_a = await timed.usage.tokens_used(USER_A, today)
-    use_b = await timed.usage.daily_use(USER_B, today)
-    assert await timed.users.set_daily_quota(USER_A, 1000)
-    use_a = await timed.usage.daily_use(USER_A, today)
-    ledger = await db_rows.ledger(database)
-    assert used_a == 350
-    assert (use_a.quota, use_a.used) == (1000, 350)
-    assert (use_b.quota, use_b.used) == (None, 500)
-    # What the ledger keeps, row by row, as it was recorded.
-    assert [(row.user_id, row.total_tokens, row.error_code) for row in ledger] == [
-        (user, tokens, error) for _days, user, tokens, _first, _duration, error in rows
-    ]
-    assert [row.prompt_tokens + row.completion_tokens for row in ledger] == [
-        tokens for _days, _user, tokens, *_rest in rows
-    ]
-    assert [(row.first_token_ms, row.duration_ms) for row in ledger] == [
-        (first, duration) for _days, _user, _tokens, first, duration, _error in rows
-    ]
-    assert [row.created_at for row in ledger] == [
-        now - timedelta(days=days, minutes=1) for days, *_rest in rows
-    ]
+    async with _clocked(database, lambda: clock_at[0]) as timed:
+        await _group(database)
+        rows = [
+            # (days ago, user, tokens, first token ms, duration ms, error)
+            (2, USER_A, 100, 900, 4000, None),
+            (0, USER_A, 300, 300, 1000, None),
+            (0, USER_A, 50, 200, 800, None),
+            (0, USER_B, 500, 100, 600, None),
+            (0, USER_B, 0, None, 50, 10013),
+        ]
+        for days, user, tokens, first, duration, error in rows:
+            clock_at[0] = now - timedelta(days=days, minutes=1)
+            await timed.usage.record(
+                model="lite",
+                usage=TokenUsage(
+                    prompt_tokens=tokens // 2,
+                    completion_tokens=tokens - tokens // 2,
+                    total_tokens=tokens,
+                ),
+                user_id=user,
+                chat_id=GROUP_ID,
+                first_token_ms=first,
+                duration_ms=duration,
+                error_code=error,
+            )
+        today = now.replace(hour=0, minute=0)
+        used_a = await timed.usage.tokens_used(USER_A, today)
+        use_b = await timed.usage.daily_use(USER_B, today)
+        assert await timed.users.set_daily_quota(USER_A, 1000)
+        use_a = await timed.usage.daily_use(USER_A, today)
+        ledger = await db_rows.ledger(database)
+        assert used_a == 350
+        assert (use_a.quota, use_a.used) == (1000, 350)
+        assert (use_b.quota, use_b.used) == (None, 500)
+        # What the ledger keeps, row by row, as it was recorded.
+        assert [(row.user_id, row.total_tokens, row.error_code) for row in ledger] == [
+            (user, tokens, error) for _days, user, tokens, _first, _duration, error in rows
+        ]
+        assert [row.prompt_tokens + row.completion_tokens for row in ledger] == [
+            tokens for _days, _user, tokens, *_rest in rows
+        ]
+        assert [(row.first_token_ms, row.duration_ms) for row in ledger] == [
+            (first, duration) for _days, _user, _tokens, first, duration, _error in rows
+        ]
+        assert [row.created_at for row in ledger] == [
+            now - timedelta(days=days, minutes=1) for days, *_rest in rows
+        ]
 
 
 async def test_timestamps_are_aware_utc_and_come_from_the_clock(database: Database) -> None:
     moment = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    timed = Database(database.engine, clock=lambda: moment)
-    user = await timed.users.upsert(USER_A)
-    stored = await timed.users.get(USER_A)
-    assert stored is not None
-    assert stored.created_at == moment == user.created_at
-    assert stored.created_at.utcoffset() == timedelta(0)
+    async with _clocked(database, lambda: moment) as timed:
+        user = await timed.users.upsert(USER_A)
+        stored = await timed.users.get(USER_A)
+        assert stored is not None
+        assert stored.created_at == moment == user.created_at
+        assert stored.created_at.utcoffset() == timedelta(0)
 
 
 async def test_naive_timestamps_are_refused(database: Database) -> None:
-    naive = Database(database.engine, clock=lambda: datetime(2030, 1, 1))
-    with pytest.raises(Exception, match="naive datetime"):
-        await naive.users.upsert(USER_A)
+    async with _clocked(database, lambda: datetime(2030, 1, 1)) as naive:
+        with pytest.raises(Exception, match="naive datetime"):
+            await naive.users.upsert(USER_A)
 
 
 async def test_a_failed_unit_of_work_leaves_nothing_behind(database: Database) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from bot.service.budget import CALIBRATION
 from storage.database import Database, create_database
 from storage.dto import Calibration, LedgerEntry, MessageStatus, TokenUsage
 from storage.migrate import upgrade
-from storage.models import Conversation, Message, UsageRecord
 from storage.repositories.conversations import Arrival
 from storage.repositories.messages import Finish
 from tests.support import db_rows
@@ -22,9 +19,9 @@ TURNS = 320
 
 async def _turn_write(database: Database, chat_id: int) -> int:
     """One turn as the conversation service writes it: the arrival (a new user and chat, so
-    through the Core repositories), then the question, the streaming answer row, a checkpoint,
-    and the final answer with its ledger row and calibration through ``Database.turns``, the
-    two paths interleaving across chats as they do in the bot."""
+    in a second unit), then the question, the streaming answer row, a checkpoint, and the final
+    answer with its ledger row and calibration, the units of many chats interleaving as they
+    do in the bot."""
     chat, conversation = await database.conversations.arrive(
         Arrival(
             user_id=chat_id,
@@ -71,16 +68,13 @@ async def _turn_write(database: Database, chat_id: int) -> int:
 
 
 async def _assert_stored(database: Database, chat_ids: list[int]) -> None:
-    async with database.session(readonly=True) as session:
-        rows = await session.execute(
-            select(Message.content, Message.status).where(Message.role == "assistant")
-        )
-        answers = {content: status for content, status in rows}
-        questions = await session.scalar(
-            select(func.count()).select_from(Message).where(Message.role == "user")
-        )
-        ledger = await session.scalar(select(func.sum(UsageRecord.total_tokens)))
-        conversations = await session.scalar(select(func.count()).select_from(Conversation))
+    rows = await db_rows.rows(
+        database, "SELECT content, status FROM messages WHERE role = 'assistant'"
+    )
+    answers = {row.content: row.status for row in rows}
+    questions = len(await db_rows.rows(database, "SELECT id FROM messages WHERE role = 'user'"))
+    ledger = sum(row.total_tokens for row in await db_rows.ledger(database))
+    conversations = len(await db_rows.rows(database, "SELECT id FROM conversations"))
     assert answers == {f"answer {chat_id}": "complete" for chat_id in chat_ids}
     assert questions == len(chat_ids) == conversations
     assert ledger == 15 * len(chat_ids)

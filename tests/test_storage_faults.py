@@ -50,7 +50,7 @@ def _url(directory: Path) -> str:
 
 
 def _chats(connection: sqlite3.Connection) -> int:
-    count: int = connection.execute("SELECT count(*) FROM chats").fetchone()[0]
+    count: int = connection.execute("SELECT count(*) AS chats FROM chats").fetchone()["chats"]
     return count
 
 
@@ -61,19 +61,18 @@ async def test_no_connection_creates_a_missing_database_file(tmp_path: Path) -> 
     fresh = create_database(_url(data))
     engine = create_engine(_url(data))
     try:
-        assert await database.chats.get(1) is None  # the pool holds an open connection now
+        assert await database.chats.get(1) is None  # a reader holds an open connection now
         data.rename(away)
         data.mkdir()  # the directory is back, empty
 
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
             await database.chats.get(1)
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
-            await db_rows.settled_arrival(
-                database, ARRIVAL
-            )  # the worker's first reader connection
+            await db_rows.settled_arrival(database, ARRIVAL)  # the other reader, maybe first
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
-            async with fresh.session(readonly=True):
-                pass
+            await fresh.chats.get(1)  # a new handle's first connection
+        with pytest.raises(DatabaseUnavailable, match=r"file missing"):
+            await fresh.users.upsert(1)  # and its writer's
         with pytest.raises(OperationalError, match="unable to open database file"):
             async with engine.connect():  # a bare engine too opens existing files only
                 pass

@@ -1,17 +1,17 @@
-"""The turn hot path (``Database.turns``) on real databases: what it stores is what the Core
-repositories read back, the ledger row and calibration land with the answer or not at all,
-the prompt read within its limit is the prompt built from every turn, and SQLite's grouped
-commits keep units apart."""
+"""A turn's units of work (``Database.messages``, ``Database.conversations.arrive``) on real
+databases: what they store is what is read back, the ledger row and calibration land with the
+answer or not at all, the prompt read within its limit is the prompt built from every turn,
+and SQLite's grouped commits keep units apart."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
 
 from bot.errors import QuestionTooLong
 from bot.service.budget import (
@@ -23,6 +23,7 @@ from bot.service.budget import (
 )
 from bot.spark.models import get_model
 from bot.spark.tokens import estimate_text_tokens, update_ratio
+from storage.backends import Connection
 from storage.database import Database, create_database
 from storage.dto import (
     Calibration,
@@ -46,7 +47,7 @@ MAX = get_model("max")
 async def _conversation(database: Database) -> ConversationInfo:
     await database.users.upsert(USER_ID, username="ann")
     await database.chats.upsert(CHAT_ID, type="supergroup", title="Team")
-    await database.chats.set_system_prompt(CHAT_ID, "Be brief.")
+    await database.chats.set_system_prompt(CHAT_ID, "Be brief.", type="supergroup", title="Team")
     return await db_rows.open_conversation(database, CHAT_ID)
 
 
@@ -108,13 +109,13 @@ async def test_a_turn_stores_what_the_repositories_read_back(database: Database)
         assert not await timed.messages.checkpoint(started.id, "late")
         stored = await db_rows.message(timed, started.id)
         second_part = await db_rows.message_shown_by(timed, CHAT_ID, 13)
-        tokens = (
-            await timed.connection.execute(
-                text("SELECT tokens FROM messages WHERE id = :id"), {"id": started.id}
-            )
-        ).scalar()
+        stored_tokens = await db_rows.one(
+            timed, "SELECT tokens FROM messages WHERE id = :id", id=started.id
+        )
+        assert stored_tokens is not None
+        tokens = stored_tokens.tokens
     finally:
-        await timed.dispose()
+        await timed.runner.close()  # the engine is the fixture's
     assert stored == finished == second_part
     assert (finished.status, finished.content, finished.sid, finished.usable) == (
         MessageStatus.COMPLETE,
@@ -160,18 +161,15 @@ async def test_finish_writes_the_ledger_row_and_calibration_in_the_same_unit(
     since = datetime(2000, 1, 1, tzinfo=UTC)
     totals = await db_rows.usage_totals(database, since, user_id=USER_ID)
     chat = await database.chats.get(CHAT_ID)
-    row = (
-        await database.connection.execute(
-            text(
-                "SELECT conversation_id, message_id, sid, error_code, first_token_ms, "
-                "duration_ms, model FROM usage_records"
-            )
-        )
-    ).one()
-    daily = (await database.connection.execute(text("SELECT requests FROM usage_daily"))).all()
+    (row,) = await db_rows.rows(
+        database,
+        "SELECT conversation_id, message_id, sid, error_code, first_token_ms, "
+        "duration_ms, model FROM usage_records",
+    )
+    daily = await db_rows.rows(database, "SELECT requests FROM usage_daily")
     assert (totals.requests, totals.failed_requests, totals.total_tokens) == (1, 1, 200)
-    assert tuple(row) == (conversation.id, started.id, "cht002", 10013, 420, 3100, "lite")
-    assert [tuple(r) for r in daily] == [(1,)]  # the rollup trigger saw the row
+    assert tuple(row.values()) == (conversation.id, started.id, "cht002", 10013, 420, 3100, "lite")
+    assert [tuple(r.values()) for r in daily] == [(1,)]  # the rollup trigger saw the row
     assert chat is not None
     assert chat.token_ratio == update_ratio(1.0, 100, 180)
 
@@ -184,8 +182,8 @@ async def test_calibration_in_sql_is_update_ratio(
     database: Database, current: float, raw: int, reported: int
 ) -> None:
     conversation = await _conversation(database)
-    await database.connection.execute(
-        text("UPDATE chats SET token_ratio = :r WHERE id = :c"), {"r": current, "c": CHAT_ID}
+    await db_rows.execute(
+        database, "UPDATE chats SET token_ratio = :r WHERE id = :c", r=current, c=CHAT_ID
     )
     answer_id = await _answered(database, conversation, "Q", "", MessageStatus.FAILED)
     await database.messages.finish_answer(
@@ -220,12 +218,10 @@ async def test_finishing_an_unknown_answer_writes_nothing(database: Database) ->
         await database.messages.finish_answer(
             1, Finish(status=MessageStatus.STREAMING, text="", tokens=0)
         )
-    ledger = (await database.connection.execute(text("SELECT count(*) FROM usage_records"))).one()
-    links = (
-        await database.connection.execute(text("SELECT count(*) FROM telegram_messages"))
-    ).one()
+    ledger = await db_rows.rows(database, "SELECT id FROM usage_records")
+    links = await db_rows.rows(database, "SELECT message_id FROM telegram_messages")
     chat = await database.chats.get(CHAT_ID)
-    assert (ledger[0], links[0]) == (0, 0)
+    assert (len(ledger), len(links)) == (0, 0)
     assert chat is not None
     assert chat.token_ratio == 1.0
 
@@ -316,7 +312,7 @@ async def test_the_prompt_when_nothing_fits_or_nothing_is_stored(database: Datab
     assert unknown.chat is None
     assert [m.content for m in unknown.context.messages] == ["Hi"]
     nothing = await database.messages.prompt_history(12345, 999, room=100, turn_overhead=8)
-    assert (nothing.chat, nothing.messages, nothing.total) == (None, [], 0)
+    assert (nothing.chat, nothing.turns, nothing.total) == (None, [], 0)
 
 
 async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> None:
@@ -337,7 +333,9 @@ async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> 
         )
 
     async def setting(n: int) -> None:
-        await database.chats.set_system_prompt(CHAT_ID, f"prompt {n}")
+        await database.chats.set_system_prompt(
+            CHAT_ID, f"prompt {n}", type="supergroup", title="Team"
+        )
 
     await asyncio.gather(*(turn(n) for n in range(60)), *(setting(n) for n in range(10)))
     messages = await db_rows.conversation_messages(database, conversation.id)
@@ -357,15 +355,24 @@ async def test_a_failing_unit_in_a_committed_group_is_undone_alone(
     sqlite_database: Database,
 ) -> None:
     conversation = await _conversation(sqlite_database)
-    messages = sqlite_database.messages
+    writes = sqlite_database.messages
     good = [
-        messages.add_question(conversation, f"Q{n}", tokens=1, user_id=USER_ID) for n in range(20)
+        writes.add_question(conversation, f"Q{n}", tokens=1, user_id=USER_ID) for n in range(20)
     ]
-    bad = messages.start_answer(conversation, question_id=10**9, model="lite")  # no such question
-    # A Core write unit parks the writer thread: everything queued meanwhile is one group.
-    async with sqlite_database.repositories():
-        queued = asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
-        await asyncio.sleep(0.05)
+    bad = writes.start_answer(conversation, question_id=10**9, model="lite")  # no such question
+    # A unit that holds the writer thread: everything queued meanwhile is one group.
+    entered, release = threading.Event(), threading.Event()
+
+    async def hold(_connection: Connection) -> None:
+        entered.set()
+        release.wait()
+
+    held = asyncio.ensure_future(sqlite_database.runner.write(hold))
+    await asyncio.to_thread(entered.wait)
+    queued = asyncio.gather(*good[:10], bad, *good[10:], return_exceptions=True)
+    await asyncio.sleep(0)  # every unit is queued once its task has run to its first await
+    release.set()
+    await held
     results = await queued
     assert isinstance(results[10], sqlite3.IntegrityError)
     stored_ids = [r.id for r in results if not isinstance(r, BaseException)]
@@ -374,13 +381,9 @@ async def test_a_failing_unit_in_a_committed_group_is_undone_alone(
     assert [m.content for m in messages] == [f"Q{n}" for n in range(20)]
 
 
-async def test_the_hot_path_refuses_an_in_memory_sqlite_database() -> None:
-    database = create_database("sqlite+aiosqlite:///:memory:")
-    try:
-        with pytest.raises(NotImplementedError, match="database file"):
-            _ = database.turns
-    finally:
-        await database.dispose()
+async def test_storage_refuses_an_in_memory_sqlite_database() -> None:
+    with pytest.raises(NotImplementedError, match="database file"):
+        create_database("sqlite+aiosqlite:///:memory:")
 
 
 def _arrival(**changes: object) -> Arrival:
@@ -442,7 +445,7 @@ async def test_arrival_sends_a_change_or_a_new_conversation_to_the_core_path(
     assert await db_rows.settled_arrival(database, _arrival(user_id=USER_ID + 1)) is None
     _, renamed = await database.conversations.arrive(_arrival(title="Team 2"))
     chat = await database.chats.get(CHAT_ID)
-    started = await database.conversations.start_new(CHAT_ID)  # /new
+    started = await database.conversations.start_new(_arrival(title="Team 2"))  # /new
     assert chat is not None
     assert chat.title == "Team 2"
     # /new closed the conversation the hot path would have found: it finds the new one.

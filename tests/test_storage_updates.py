@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-
 from storage.database import Database, create_database
-from storage.models import ProcessedUpdate
+from tests.support import db_rows
 
 BOT_ID = 123456
 OTHER_BOT_ID = 654321
@@ -28,13 +26,11 @@ class Clock:
 
 
 async def _rows(database: Database) -> list[tuple[int, int, datetime]]:
-    async with database.session(readonly=True) as session:
-        rows = await session.execute(
-            select(
-                ProcessedUpdate.bot_id, ProcessedUpdate.update_id, ProcessedUpdate.received_at
-            ).order_by(ProcessedUpdate.bot_id, ProcessedUpdate.update_id)
-        )
-        return [(bot_id, update_id, at) for bot_id, update_id, at in rows]
+    rows = await db_rows.rows(
+        database,
+        "SELECT bot_id, update_id, received_at FROM processed_updates ORDER BY bot_id, update_id",
+    )
+    return [(row.bot_id, row.update_id, row.received_at) for row in rows]
 
 
 async def test_the_first_claim_wins_and_a_redelivery_loses(database: Database) -> None:
@@ -47,7 +43,7 @@ async def test_the_first_claim_wins_and_a_redelivery_loses(database: Database) -
         assert await timed.updates.claim(OTHER_BOT_ID, 901)
         assert not await timed.updates.claim(OTHER_BOT_ID, 901)
     finally:
-        await timed.dispose()
+        await timed.runner.close()  # the engine is the fixture's
     assert await _rows(database) == [
         (BOT_ID, 901, START),
         (BOT_ID, 902, START),
@@ -98,7 +94,7 @@ async def test_forgetting_drops_only_claims_older_than_the_cut(database: Databas
         # Telegram gave up on update 1 long ago; an id seen again after that counts as new.
         assert await timed.updates.claim(BOT_ID, 1)
     finally:
-        await timed.dispose()
+        await timed.runner.close()  # the engine is the fixture's
     assert await _rows(database) == [
         (BOT_ID, 1, START + timedelta(hours=25)),
         (BOT_ID, 2, START + timedelta(hours=23)),

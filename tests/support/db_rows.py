@@ -174,8 +174,9 @@ async def usage_totals(
         "COALESCE(sum(prompt_tokens), 0) AS prompt, "
         "COALESCE(sum(completion_tokens), 0) AS completion, "
         "COALESCE(sum(total_tokens), 0) AS total FROM usage_records "
-        "WHERE created_at >= :since AND (:user IS NULL OR user_id = :user) "
-        "AND (:chat IS NULL OR chat_id = :chat)",
+        "WHERE created_at >= :since "
+        "AND (CAST(:user AS BIGINT) IS NULL OR user_id = CAST(:user AS BIGINT)) "
+        "AND (CAST(:chat AS BIGINT) IS NULL OR chat_id = CAST(:chat AS BIGINT))",
         since=since,
         user=user_id,
         chat=chat_id,
@@ -212,3 +213,50 @@ async def recent_turns(database: Database, conversation_id: int) -> list[History
     """Every turn that counts as history, newest first."""
     found = await database.messages.prompt_history(conversation_id, 0, room=2**62, turn_overhead=0)
     return found.turns
+
+
+async def execute(database: Database, query: str, **params: object) -> int:
+    """A test's own write (setting a stage no repository method sets): rows changed."""
+    statement = sql(query)
+
+    async def unit(connection: Connection) -> int:
+        return await connection.execute(statement, params)
+
+    return await database.runner.write(unit)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Nearest-rank percentiles in ms over successful requests; None without samples."""
+
+    first_token_p50_ms: int | None
+    first_token_p95_ms: int | None
+    duration_p50_ms: int | None
+    duration_p95_ms: int | None
+
+
+def _nearest_rank(values: list[int], percent: int) -> int | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, -(-percent * len(ordered) // 100)) - 1]
+
+
+async def latency(database: Database, since: datetime, *, chat_id: int | None = None) -> Latency:
+    """The ledger's own latency percentiles from ``since`` (of one chat when given)."""
+    found = await rows(
+        database,
+        "SELECT first_token_ms, duration_ms FROM usage_records WHERE error_code IS NULL "
+        "AND created_at >= :since "
+        "AND (CAST(:chat AS BIGINT) IS NULL OR chat_id = CAST(:chat AS BIGINT))",
+        since=since,
+        chat=chat_id,
+    )
+    first = [row.first_token_ms for row in found if row.first_token_ms is not None]
+    duration = [row.duration_ms for row in found if row.duration_ms is not None]
+    return Latency(
+        _nearest_rank(first, 50),
+        _nearest_rank(first, 95),
+        _nearest_rank(duration, 50),
+        _nearest_rank(duration, 95),
+    )
