@@ -6,7 +6,7 @@ when TEST_DATABASE_URL or --postgres-url names one) it
 1. migrates an empty database and loads ``--rows`` ledger rows spread over the last
    ``--days`` days (skewed users and chats, 5 % failures), through the rollup trigger as the
    bot's own inserts go, and prints the load rate;
-2. builds the whole-bot report (:meth:`StatsRepository.overview`, one read-only unit of work)
+2. builds the whole-bot report (``Database.stats.overview``, one read-only unit of work)
    and renders it, ``--samples`` times, and prints p50 / p95 / max;
 3. does the same for the busiest user and the busiest chat (``/stats user``, ``/stats chat``:
    their own ledger rows), and for a quota check (the ledger since midnight for one user);

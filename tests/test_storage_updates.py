@@ -1,4 +1,4 @@
-"""Claims on Telegram update ids (``Database.turns.claim_update``) on real databases: the first
+"""Claims on Telegram update ids (``Database.updates.claim``) on real databases: the first
 claim wins, a re-delivery loses, also after a restart and under concurrency; pruning forgets
 only what is old."""
 
