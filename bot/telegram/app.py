@@ -1,8 +1,9 @@
 """Composition root: builds the bot's long-lived objects, runs it, and closes them in reverse.
 
-One aiohttp ClientSession (Spark), one database engine, one python-telegram-bot Application,
-created together under an AsyncExitStack. Production and tests wire the same objects: tests
-point ``TELEGRAM_API_BASE_URL`` at a Bot API fake and ``SPARK_URL`` at the simulator.
+One aiohttp ClientSession (Spark), one Database (its repositories and the runner of their units
+of work), one python-telegram-bot Application, created together under an AsyncExitStack.
+Production and tests wire the same objects: tests point ``TELEGRAM_API_BASE_URL`` at a Bot API
+fake and ``SPARK_URL`` at the simulator.
 
 Updates arrive by long polling, or by webhook when ``WEBHOOK_URL`` is set: then an aiohttp web
 app on ``PORT`` receives them, checking ``X-Telegram-Bot-Api-Secret-Token`` and refusing
@@ -249,8 +250,8 @@ async def open_bot_runtime(
 ) -> AsyncIterator[BotRuntime]:
     """Build every part of the bot, in order, and close them in reverse on the way out.
 
-    One aiohttp session for every Spark connection, one database engine, one
-    python-telegram-bot Application; the database is migrated and answers a crash left
+    One aiohttp session for every Spark connection, one Database (its repositories and the
+    runner of their units of work), one python-telegram-bot Application; the database is migrated and answers a crash left
     streaming are marked partial before the first update is taken. With
     ``HTTP_API_ENABLED``, ``web_routes`` builds the HTTP API served beside Telegram.
     ``clock`` is what send budgets, lane shutdowns and rate windows count and wait on
