@@ -1,4 +1,4 @@
-"""Frozen value types that repositories return; ORM objects never leave ``storage``.
+"""Frozen value types that the repositories take and return.
 
 Also the clock type: time is passed in (``Clock``), never read from a global, so tests can
 pin it.
@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Literal
 
 Clock = Callable[[], datetime]
-HistoryScope = Literal["chat", "user"]
 MessageRole = Literal["user", "assistant"]
 
 
@@ -168,40 +167,6 @@ class Calibration:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryPage:
-    turns: list[HistoryTurn]
-    # Counted turns older than the page's cursor, the page's own included.
-    older_turns: int
-
-
-@dataclass(frozen=True, slots=True)
 class LastTurn:
     question: StoredMessage
     answer: StoredMessage | None
-
-
-@dataclass(frozen=True, slots=True)
-class UsageTotals:
-    requests: int
-    failed_requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class LatencyStats:
-    """Nearest-rank percentiles in milliseconds; None when no request had the figure."""
-
-    samples: int
-    first_token_p50_ms: int | None
-    first_token_p95_ms: int | None
-    duration_p50_ms: int | None
-    duration_p95_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class TopUser:
-    user_id: int
-    requests: int
-    total_tokens: int

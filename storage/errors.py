@@ -7,7 +7,7 @@ front ends recognise them where they report failures::
     └── DatabaseUnavailable    the file is missing, replaced, not writable, or has no schema
 
 Every other database failure (a constraint, a lost PostgreSQL connection) stays the driver's
-or SQLAlchemy's own exception.
+own exception (:mod:`sqlite3` or asyncpg).
 """
 
 from __future__ import annotations

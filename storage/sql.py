@@ -76,9 +76,12 @@ class Statement:
     sqlite: str
     postgres_text: str | None = field(default=None, kw_only=True, repr=False)
     postgres: Numbered = field(init=False, repr=False)
+    # The names the SQLite text binds: only those are converted and passed to sqlite3.
+    sqlite_names: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "postgres", numbered(self.postgres_text or self.sqlite))
+        object.__setattr__(self, "sqlite_names", numbered(self.sqlite).names)
 
     def args(self, params: Params) -> list[object]:
         """The values for asyncpg, in ``$n`` order (a missing name is a KeyError)."""
@@ -116,4 +119,5 @@ def sqlite_time(value: datetime) -> str:
     """An aware datetime as SQLite keeps it: naive UTC text, which sorts and compares."""
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: pass an aware UTC datetime")
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat is several times faster than strftime; the text is the same.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -36,3 +36,9 @@ def test_a_postgresql_text_of_its_own_is_numbered_instead() -> None:
     assert statement.sqlite == "SELECT :a"
     assert statement.postgres.text == "SELECT CAST($1 AS JSON), $2"
     assert statement.args({"a": "[]", "b": 1}) == ["[]", 1]
+
+
+def test_sqlite_binds_only_the_names_its_text_uses() -> None:
+    statement = sql("SELECT :a, :b, :a", postgres="SELECT :c")
+    assert statement.sqlite_names == ("a", "b")
+    assert statement.postgres.names == ("c",)

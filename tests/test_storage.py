@@ -3,6 +3,7 @@ PostgreSQL schemas. Every test reads back what was stored."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -494,3 +495,43 @@ async def test_a_failed_unit_of_work_leaves_nothing_behind(database: Database) -
     with pytest.raises(RuntimeError, match="boom"):
         await database.runner.write(store_then_fail)
     assert await database.users.get(USER_A) is None
+
+
+async def test_a_unit_that_waits_on_anything_but_its_sqlite_connection_is_refused(
+    sqlite_database: Database,
+) -> None:
+    # On SQLite a unit runs to its end in one step on the worker's thread: nothing may suspend.
+    async def waits(connection: Connection) -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something other than its SQLite"):
+        await sqlite_database.runner.read(waits)
+    assert await sqlite_database.users.get(USER_A) is None  # the worker goes on
+
+
+async def test_a_one_statement_unit_runs_one_statement(database: Database) -> None:
+    async def two(connection: Connection) -> None:
+        await upsert_user(
+            connection,
+            database.clock(),
+            USER_A,
+            username=None,
+            first_name=None,
+            language_code=None,
+        )
+        await upsert_user(
+            connection,
+            database.clock(),
+            USER_B,
+            username=None,
+            first_name=None,
+            language_code=None,
+        )
+
+    if database.backend == "postgresql":  # autocommit: only one statement is atomic
+        with pytest.raises(RuntimeError, match="second statement"):
+            await database.runner.write(two, one_statement=True)
+        assert await database.users.get(USER_B) is None
+    else:  # a unit is always its own savepoint in the writer's transaction
+        await database.runner.write(two, one_statement=True)
+        assert await database.users.get(USER_B) is not None

@@ -251,8 +251,9 @@ async def open_bot_runtime(
     """Build every part of the bot, in order, and close them in reverse on the way out.
 
     One aiohttp session for every Spark connection, one Database (its repositories and the
-    runner of their units of work), one python-telegram-bot Application; the database is migrated and answers a crash left
-    streaming are marked partial before the first update is taken. With
+    runner of their units of work), one python-telegram-bot Application; the database is
+    migrated and answers a crash left streaming are marked partial before the first update is
+    taken. With
     ``HTTP_API_ENABLED``, ``web_routes`` builds the HTTP API served beside Telegram.
     ``clock`` is what send budgets, lane shutdowns and rate windows count and wait on
     (:mod:`bot.service.clock`).

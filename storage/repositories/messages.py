@@ -44,7 +44,7 @@ from storage.repositories.conversations import (
     store_arrival,
 )
 from storage.repositories.usage import LEDGER_COLUMNS, LEDGER_VALUES
-from storage.sql import ASYNC_COMMIT, Row, id_list, sql, utc
+from storage.sql import ASYNC_COMMIT, Params, Row, id_list, sql, utc
 
 # Every text here is assembled from this module's constants only; values are always bound.
 # ruff: noqa: S608
@@ -315,10 +315,15 @@ class Finish:
     ledger: LedgerEntry | None = None
     calibration: Calibration | None = None
 
+    def link_ids(self) -> list[int]:
+        """The Telegram message ids, each once, in order."""
+        return list(dict.fromkeys(self.telegram_message_ids))
+
     def params(self, message_id: int, now: datetime) -> dict[str, Any]:
+        """The statements' parameters; ``ValueError`` unless the status is a final one."""
         if self.status not in FINAL_STATUSES:
             raise ValueError(f"finish needs a final status, got {self.status!r}")
-        ids = list(dict.fromkeys(self.telegram_message_ids))
+        ids = self.link_ids()
         ledger, calibration = self.ledger, self.calibration
         usage = (ledger.usage if ledger is not None else None) or TokenUsage()
         rules = calibration.rules if calibration is not None else None
@@ -358,19 +363,20 @@ class Finish:
 
 
 async def finish_answer(
-    connection: Connection, now: datetime, message_id: int, finish: Finish, *, alone: bool
-) -> StoredMessage:
+    connection: Connection, message_id: int, finish: Finish, params: Params, *, alone: bool
+) -> Row:
     """Give an answer its final status, with its links, ledger row and calibration: the one
     place an answer is finished. ``alone``: the unit runs nothing else (PostgreSQL: one
-    statement in autocommit). ``LookupError``, nothing written, if the message is not stored."""
-    params = finish.params(message_id, now)
+    statement in autocommit). ``params`` are ``finish.params(message_id, now)``, made by the
+    caller before the unit runs. Returns the answer's row (:func:`stored_message` reads it);
+    ``LookupError``, nothing written, if the message is not stored."""
     statement = FINISH if alone else FINISH_IN_UNIT
     row = await connection.row(statement, params)
     if row is None:
         raise LookupError(f"message {message_id} is not stored")
     if connection.backend == "sqlite":  # PostgreSQL did the rest in the same statement
         conversation_id = row["conversation_id"]
-        ids: list[int] = params["link_ids"]
+        ids = finish.link_ids()
         if ids:
             links = [
                 {"telegram_id": i, "message": message_id, "conversation": conversation_id}
@@ -381,11 +387,10 @@ async def finish_answer(
             await connection.execute(LEDGER_OF_ANSWER, {**params, "conversation": conversation_id})
         if finish.calibration is not None:
             await connection.execute(CALIBRATE, params)
-    return stored_message(row)
+    return row
 
 
-async def add_question(
-    connection: Connection,
+def question_params(
     now: datetime,
     conversation: ConversationInfo,
     text: str,
@@ -393,9 +398,10 @@ async def add_question(
     tokens: int,
     user_id: int | None,
     telegram_message_id: int | None,
-) -> StoredMessage:
+) -> dict[str, object]:
+    """The parameters of :func:`insert_question`."""
     ids = [telegram_message_id] if telegram_message_id is not None else []
-    params: dict[str, object] = {
+    return {
         "conversation": conversation.id,
         "user": user_id,
         "content": text,
@@ -405,32 +411,26 @@ async def add_question(
         "chat": conversation.chat_id,
         "telegram_id": telegram_message_id,
     }
+
+
+async def insert_question(connection: Connection, params: Params) -> int:
+    """Store a question and its Telegram link; its id."""
     message_id: int = await connection.value(INSERT_QUESTION, params)
-    if connection.backend == "sqlite" and telegram_message_id is not None:
-        link = {"chat": conversation.chat_id, "telegram_id": telegram_message_id}
-        await connection.execute(LINK, {**link, "message": message_id})
-    return _new_message(
-        message_id,
-        conversation,
-        now,
-        role="user",
-        content=text,
-        status=MessageStatus.COMPLETE,
-        ids=ids,
-        user_id=user_id,
-    )
+    if connection.backend == "sqlite" and params["telegram_id"] is not None:
+        await connection.execute(LINK, {**params, "message": message_id})
+    return message_id
 
 
-async def start_answer(
-    connection: Connection,
+def answer_params(
     now: datetime,
     conversation: ConversationInfo,
     *,
     question_id: int,
     model: str,
     user_id: int | None,
-) -> StoredMessage:
-    params: dict[str, object] = {
+) -> dict[str, object]:
+    """The parameters of :func:`insert_answer`."""
+    return {
         "conversation": conversation.id,
         "question": question_id,
         "user": user_id,
@@ -439,18 +439,12 @@ async def start_answer(
         "model": model,
         "now": now,
     }
+
+
+async def insert_answer(connection: Connection, params: Params) -> int:
+    """Store an answer row in status ``streaming``; its id."""
     message_id: int = await connection.value(INSERT_ANSWER, params)
-    return _new_message(
-        message_id,
-        conversation,
-        now,
-        role="assistant",
-        content="",
-        status=MessageStatus.STREAMING,
-        reply_to_id=question_id,
-        user_id=user_id,
-        model=model,
-    )
+    return message_id
 
 
 class Messages(Repository):
@@ -466,19 +460,33 @@ class Messages(Repository):
         """Store the user's question, with the token count the service gave it, and its
         Telegram link (committed on return, before Spark is called)."""
         now = self.clock()
+        params = question_params(
+            now,
+            conversation,
+            text,
+            tokens=tokens,
+            user_id=user_id,
+            telegram_message_id=telegram_message_id,
+        )
 
-        async def unit(connection: Connection) -> StoredMessage:
-            return await add_question(
-                connection,
-                now,
-                conversation,
-                text,
-                tokens=tokens,
-                user_id=user_id,
-                telegram_message_id=telegram_message_id,
-            )
+        async def unit(connection: Connection) -> int:
+            return await insert_question(connection, params)
 
-        return await self.backend.write(unit, one_statement=True)
+        # Values are made here, not in the unit: on SQLite the unit runs in the writer
+        # thread, and the less Python it runs there, the less it holds the GIL that the event
+        # loop waits for (measured: benchmarks/RESULTS.md, "One way into the database").
+        message_id = await self.backend.write(unit, one_statement=True)
+        ids = () if telegram_message_id is None else (telegram_message_id,)
+        return _new_message(
+            message_id,
+            conversation,
+            now,
+            role="user",
+            content=text,
+            status=MessageStatus.COMPLETE,
+            ids=ids,
+            user_id=user_id,
+        )
 
     async def start_answer(
         self,
@@ -490,18 +498,25 @@ class Messages(Repository):
     ) -> StoredMessage:
         """The answer row, in status ``streaming``, created before the first delta arrives."""
         now = self.clock()
+        params = answer_params(
+            now, conversation, question_id=question_id, model=model, user_id=user_id
+        )
 
-        async def unit(connection: Connection) -> StoredMessage:
-            return await start_answer(
-                connection,
-                now,
-                conversation,
-                question_id=question_id,
-                model=model,
-                user_id=user_id,
-            )
+        async def unit(connection: Connection) -> int:
+            return await insert_answer(connection, params)
 
-        return await self.backend.write(unit, one_statement=True)
+        message_id = await self.backend.write(unit, one_statement=True)
+        return _new_message(
+            message_id,
+            conversation,
+            now,
+            role="assistant",
+            content="",
+            status=MessageStatus.STREAMING,
+            reply_to_id=question_id,
+            user_id=user_id,
+            model=model,
+        )
 
     async def checkpoint(self, message_id: int, text: str) -> bool:
         """Save the text streamed so far; False (and nothing written) once the answer is no
@@ -509,19 +524,18 @@ class Messages(Repository):
         params = {"message": message_id, "content": text, "now": self.clock()}
 
         async def unit(connection: Connection) -> bool:
-            return bool(await connection.rows(CHECKPOINT, params))
+            return await connection.row(CHECKPOINT, params) is not None
 
         return await self.backend.write(unit, one_statement=True)
 
     async def finish_answer(self, message_id: int, finish: Finish) -> StoredMessage:
         """Give the answer its final state (:class:`Finish`) in one unit of work."""
-        now = self.clock()
-        finish.params(message_id, now)  # a wrong status fails here, before any hop
+        params = finish.params(message_id, self.clock())  # a wrong status fails before any hop
 
-        async def unit(connection: Connection) -> StoredMessage:
-            return await finish_answer(connection, now, message_id, finish, alone=True)
+        async def unit(connection: Connection) -> Row:
+            return await finish_answer(connection, message_id, finish, params, alone=True)
 
-        return await self.backend.write(unit, one_statement=True)
+        return stored_message(await self.backend.write(unit, one_statement=True))
 
     async def prompt_history(
         self, conversation_id: int, chat_id: int, *, room: int, turn_overhead: int
@@ -536,10 +550,10 @@ class Messages(Repository):
             "overhead": turn_overhead,
         }
 
-        async def unit(connection: Connection) -> PromptHistory:
-            return prompt_history(await connection.rows(PROMPT, params))
+        async def unit(connection: Connection) -> list[Row]:
+            return await connection.rows(PROMPT, params)
 
-        return await self.backend.read(unit)
+        return prompt_history(await self.backend.read(unit))  # read outside the worker thread
 
     async def supersede_last_answer(
         self, arrival: Arrival
@@ -588,11 +602,10 @@ class Messages(Repository):
         ``finish`` (its ledger row included). Returns the answer."""
         now = self.clock()
 
-        async def unit(connection: Connection) -> StoredMessage:
+        async def unit(connection: Connection) -> Row:
             await upsert_chat(connection, now, chat_id, type="api", title=title)
             conversation = await current_conversation(connection, now, conversation_key(chat_id))
-            asked = await add_question(
-                connection,
+            asked = question_params(
                 now,
                 conversation,
                 question,
@@ -600,9 +613,12 @@ class Messages(Repository):
                 user_id=chat_id,
                 telegram_message_id=None,
             )
-            answer = await start_answer(
-                connection, now, conversation, question_id=asked.id, model=model, user_id=chat_id
+            question_id = await insert_question(connection, asked)
+            answer = answer_params(
+                now, conversation, question_id=question_id, model=model, user_id=chat_id
             )
-            return await finish_answer(connection, now, answer.id, finish, alone=False)
+            answer_id = await insert_answer(connection, answer)
+            params = finish.params(answer_id, now)
+            return await finish_answer(connection, answer_id, finish, params, alone=False)
 
-        return await self.backend.write(unit)
+        return stored_message(await self.backend.write(unit))

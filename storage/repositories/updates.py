@@ -29,7 +29,7 @@ class Updates(Repository):
         params = {"bot": bot_id, "update": update_id, "now": self.clock()}
 
         async def unit(connection: Connection) -> bool:
-            return bool(await connection.rows(CLAIM, params))
+            return await connection.row(CLAIM, params) is not None
 
         return await self.backend.write(unit, one_statement=True)
 
