@@ -51,11 +51,6 @@ class Connection:
         found = await self.rows(statement, params)
         return found[0] if found else None
 
-    async def value(self, statement: Statement, params: Params | None = None) -> Any:
-        """The first column of the first row, or None."""
-        found = await self.row(statement, params)
-        return None if found is None else found[next(iter(found.keys()))]
-
     async def execute(self, statement: Statement, params: Params | None = None) -> int:
         """Run a statement that returns no rows; how many rows it changed."""
         raise NotImplementedError
@@ -82,9 +77,11 @@ class SqliteConnection(Connection):
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        # The unit's statements mostly share one timestamp ("now"): converted once.
+        self._time: object = None
+        self._time_text = ""
 
-    @staticmethod
-    def _params(statement: Statement, params: Params | None) -> dict[str, object]:
+    def _params(self, statement: Statement, params: Params | None) -> dict[str, object]:
         # Runs in the worker thread for every statement, holding the GIL the event loop
         # waits for: only the names the statement binds, one exact type test each (profiled:
         # converting every parameter with isinstance and strftime was the thread's largest
@@ -95,7 +92,9 @@ class SqliteConnection(Connection):
             value = given[name]
             kind = type(value)
             if kind is datetime:
-                value = sqlite_time(value)  # type: ignore[arg-type]
+                if value is not self._time:
+                    self._time, self._time_text = value, sqlite_time(value)  # type: ignore[arg-type]
+                value = self._time_text
             elif kind is date:
                 value = value.isoformat()  # type: ignore[attr-defined]
             bound[name] = value

@@ -162,10 +162,10 @@ def midnight() -> datetime:
 async def seed(bot: Bot) -> None:
     """A ledger with known totals: today, 3 and 10 days ago, and 40 days ago (ignored)."""
     day = midnight()
-    await bot.database.users.upsert(11, username="alice", first_name="Alice")
-    await bot.database.users.upsert(12, first_name="Bob <b>")
-    await bot.database.chats.upsert(11, type="private", title="Alice")
-    await bot.database.chats.upsert(-500, type="supergroup", title="研究小组 Research")
+    await db_rows.upsert_user(bot.database, 11, username="alice", first_name="Alice")
+    await db_rows.upsert_user(bot.database, 12, first_name="Bob <b>")
+    await db_rows.upsert_chat(bot.database, 11, type="private", title="Alice")
+    await db_rows.upsert_chat(bot.database, -500, type="supergroup", title="研究小组 Research")
     await bot.record(day + timedelta(minutes=1), user_id=11, chat_id=11, tokens=(1000, 500),
                      first_token_ms=420, duration_ms=2500)  # fmt: skip
     await bot.record(day + timedelta(minutes=2), user_id=12, chat_id=-500, tokens=(3000, 1500),
@@ -201,7 +201,7 @@ async def test_non_admin_is_refused_and_sees_no_data(make_admin_bot: BotMaker) -
     answers = await ask_many(bot, commands, None)
     assert answers == ["This command is for the bot's administrators."] * 4
     assert not [d for chat_id in bot.fake.state.chats for d in bot.fake.documents(chat_id)]
-    alice = await bot.database.users.get(11)
+    alice = await db_rows.user(bot.database, 11)
     assert alice is not None
     assert alice.daily_token_quota is None  # unchanged
     assert not bot.spark.requests
@@ -347,7 +347,7 @@ async def test_unknown_and_malformed_arguments(make_admin_bot: BotMaker) -> None
     answers = await ask_many(bot, list(expected), list(HELPERS[: len(expected)]))
     for (command, start), answer in zip(expected.items(), answers, strict=True):
         assert answer.startswith(start), (command, answer)
-    alice = await bot.database.users.get(11)
+    alice = await db_rows.user(bot.database, 11)
     assert alice is not None
     assert alice.daily_token_quota is None
 
@@ -425,7 +425,7 @@ async def test_quota_set_enforced_at_the_boundary_and_shown_in_usage(
     assert answer.startswith("✅ @ann: no daily quota.")
     await bot.driver.send_text(chat, user, "fourth question")
     await wait_ledger(bot, user.id, 3)
-    ann = await bot.database.users.get(user.id)
+    ann = await db_rows.user(bot.database, user.id)
     assert ann is not None
     assert ann.daily_token_quota == 0
     answer = await bot.ask(admin_chat, admin, f"/quota {user.id} default", 3)

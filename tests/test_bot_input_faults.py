@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from tests.support import db_rows
 from tests.support.bot_harness import BotFactory, RunningBot, spark_messages
 from tests.support.telegram_driver import TgChat, TgUser
 
@@ -204,7 +205,7 @@ HUGE = "99999999999999999999999"
 
 
 async def _seed_alice(bot: RunningBot) -> None:
-    await bot.database.users.upsert(11, username="alice", first_name="Alice")
+    await db_rows.upsert_user(bot.database, 11, username="alice", first_name="Alice")
 
 
 async def _ask_each(bot: RunningBot, commands: list[str]) -> list[str]:
@@ -260,7 +261,7 @@ async def test_admin_commands_answer_bad_arguments_with_their_usage_line(
     for (command, start), answer in zip(expected.items(), answers, strict=True):
         assert answer.startswith(start), (command[:60], answer[:200])
 
-    alice = await bot.database.users.get(11)
+    alice = await db_rows.user(bot.database, 11)
     chats = [await bot.database.chats.get(admin_id) for admin_id in ADMINS[: len(expected)]]
     assert alice is not None
     assert alice.daily_token_quota is None
@@ -275,7 +276,7 @@ async def test_good_admin_arguments_still_work(make_bot: BotFactory) -> None:
     assert answers[0].startswith("✅ @alice: daily quota 50,000 tokens.")
     assert answers[1].startswith("✅ @alice: no daily quota.")
     assert answers[2].startswith("👤 Usage of @alice")
-    alice = await bot.database.users.get(11)
+    alice = await db_rows.user(bot.database, 11)
     assert alice is not None
     assert alice.daily_token_quota in (0, 50_000)  # both ran; their order is not fixed
 
@@ -428,7 +429,7 @@ async def test_a_prompt_stored_before_the_bound_is_named_and_shown_shortened(
     bot = await make_bot(spark=SYSTEM_MODELS)
     user = bot.driver.user(language_code="zh-hans")
     chat = bot.driver.private_chat(user)
-    await bot.database.chats.upsert(chat.id, type="private", title="Alice")
+    await db_rows.upsert_chat(bot.database, chat.id, type="private", title="Alice")
     await bot.database.chats.set_system_prompt(
         chat.id, "答" * 10_000, type="private", title="Alice"
     )  # 7,000 tokens

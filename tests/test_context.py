@@ -161,7 +161,7 @@ async def _stored_prompt(
 
 
 async def _seed(database: Database, turns: list[tuple[str, str, MessageStatus, bool]]) -> int:
-    await database.chats.upsert(CHAT_ID, type="private")
+    await db_rows.upsert_chat(database, CHAT_ID, type="private")
     conversation = await db_rows.open_conversation(database, CHAT_ID)
     for question, answer, status, usable in turns:
         q = await database.messages.add_question(

@@ -15,6 +15,7 @@ from bot.spark.models import get_model
 from storage.database import Database
 from storage.dto import TokenUsage
 from storage.repositories.usage import Usage
+from tests.support import db_rows
 
 NOW = datetime(2026, 11, 29, 15, 30, tzinfo=UTC)
 MODEL = get_model("lite")
@@ -107,7 +108,7 @@ async def test_released_reservations_let_the_next_question_in(database: Database
 async def test_user_override_admins_and_unlimited(database: Database) -> None:
     gate = limits(database, quota=100, admins=(1,))
     for user_id in (1, 2, 3):
-        await database.users.upsert(user_id)
+        await db_rows.upsert_user(database, user_id)
     await database.users.set_daily_quota(2, 0)  # unlimited
     await database.users.set_daily_quota(3, 5000)
     for user_id in (1, 2, 3):

@@ -59,10 +59,10 @@ async def overview(database: Database, today: date = TODAY) -> UsageReport:
 
 async def seed_known(database: Database) -> None:
     """A ledger whose figures the tests below know by heart."""
-    await database.users.upsert(1, username="Alice", first_name="Alice")
-    await database.users.upsert(2, first_name="Bob")
-    await database.chats.upsert(100, type="private", title="Alice")
-    await database.chats.upsert(-200, type="group", title="Team")
+    await db_rows.upsert_user(database, 1, username="Alice", first_name="Alice")
+    await db_rows.upsert_user(database, 2, first_name="Bob")
+    await db_rows.upsert_chat(database, 100, type="private", title="Alice")
+    await db_rows.upsert_chat(database, -200, type="group", title="Team")
     # today
     await record(database, NOON, user_id=1, chat_id=100, prompt=100, completion=50,
                  first_token_ms=200, duration_ms=1000)  # fmt: skip
@@ -311,7 +311,7 @@ async def test_migration_rolls_up_rows_already_in_the_ledger(database_url: str) 
 
 
 async def test_find_user_by_id_or_username(database: Database) -> None:
-    await database.users.upsert(42, username="CamelCase", first_name="Cam")
+    await db_rows.upsert_user(database, 42, username="CamelCase", first_name="Cam")
     stats = database.stats
     by_id = await stats.find_user("42")
     by_name = await stats.find_user("@camelcase")
@@ -329,7 +329,7 @@ async def test_find_user_by_id_or_username(database: Database) -> None:
 
 
 async def test_export_pages_through_ties_in_time_order(database: Database) -> None:
-    await database.users.upsert(1, username="ann")
+    await db_rows.upsert_user(database, 1, username="ann")
     times = [NOON - timedelta(days=40), NOON - timedelta(days=2), NOON, NOON, NOON, NOON]
     ids = [
         await record(database, at, user_id=1 if n % 2 else 2, chat_id=7, prompt=n)

@@ -145,11 +145,11 @@ async def test_sqlite_creates_its_directory_and_sets_its_pragmas(tmp_path: Path)
 
 
 async def test_users_upsert_refreshes_profile_and_keeps_quota(database: Database) -> None:
-    first = await database.users.upsert(USER_A, username="alice", language_code="en")
+    first = await db_rows.upsert_user(database, USER_A, username="alice", language_code="en")
     assert await database.users.set_daily_quota(USER_A, 5000)
-    again = await database.users.upsert(USER_A, username="alice2", first_name="Alice")
-    stored = await database.users.get(USER_A)
-    assert await database.users.get(USER_B) is None
+    again = await db_rows.upsert_user(database, USER_A, username="alice2", first_name="Alice")
+    stored = await db_rows.user(database, USER_A)
+    assert await db_rows.user(database, USER_B) is None
     assert stored == again
     assert (again.username, again.first_name, again.language_code) == ("alice2", "Alice", None)
     assert again.daily_token_quota == 5000
@@ -160,12 +160,12 @@ async def test_users_upsert_refreshes_profile_and_keeps_quota(database: Database
 async def test_chat_upsert_keeps_its_uid_settings_and_accepts_huge_negative_ids(
     database: Database,
 ) -> None:
-    created = await database.chats.upsert(GROUP_ID, type="group", title="Old")
+    created = await db_rows.upsert_chat(database, GROUP_ID, type="group", title="Old")
     await database.chats.set_model(GROUP_ID, "max", type="group", title="Old")
     await database.chats.set_system_prompt(
         GROUP_ID, "  Answer briefly.  ", type="group", title="Old"
     )
-    updated = await database.chats.upsert(GROUP_ID, type="supergroup", title="New")
+    updated = await db_rows.upsert_chat(database, GROUP_ID, type="supergroup", title="New")
     assert updated.id == GROUP_ID
     assert (updated.type, updated.title) == ("supergroup", "New")
     assert (updated.model, updated.system_prompt) == ("max", "Answer briefly.")
@@ -388,7 +388,7 @@ async def test_history_counts_only_complete_and_usable_partial_turns(database: D
 
 async def test_calibration_ratio_is_stored_per_chat(database: Database) -> None:
     conversation = await _group(database)
-    await database.chats.upsert(USER_A, type="private")
+    await db_rows.upsert_chat(database, USER_A, type="private")
     ratios = []
     for n in range(8):
         _, answer_id = await _turn(database, conversation, f"Q{n}", "", MessageStatus.STREAMING)
@@ -467,8 +467,8 @@ async def test_usage_ledger_totals_quota_top_users_and_latency(database: Databas
 async def test_timestamps_are_aware_utc_and_come_from_the_clock(database: Database) -> None:
     moment = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     async with _clocked(database, lambda: moment) as timed:
-        user = await timed.users.upsert(USER_A)
-        stored = await timed.users.get(USER_A)
+        user = await db_rows.upsert_user(timed, USER_A)
+        stored = await db_rows.user(timed, USER_A)
         assert stored is not None
         assert stored.created_at == moment == user.created_at
         assert stored.created_at.utcoffset() == timedelta(0)
@@ -477,7 +477,7 @@ async def test_timestamps_are_aware_utc_and_come_from_the_clock(database: Databa
 async def test_naive_timestamps_are_refused(database: Database) -> None:
     async with _clocked(database, lambda: datetime(2030, 1, 1)) as naive:
         with pytest.raises(Exception, match="naive datetime"):
-            await naive.users.upsert(USER_A)
+            await db_rows.upsert_user(naive, USER_A)
 
 
 async def test_a_failed_unit_of_work_leaves_nothing_behind(database: Database) -> None:
@@ -494,7 +494,7 @@ async def test_a_failed_unit_of_work_leaves_nothing_behind(database: Database) -
 
     with pytest.raises(RuntimeError, match="boom"):
         await database.runner.write(store_then_fail)
-    assert await database.users.get(USER_A) is None
+    assert await db_rows.user(database, USER_A) is None
 
 
 async def test_a_unit_that_waits_on_anything_but_its_sqlite_connection_is_refused(
@@ -506,7 +506,7 @@ async def test_a_unit_that_waits_on_anything_but_its_sqlite_connection_is_refuse
 
     with pytest.raises(RuntimeError, match="awaited something other than its SQLite"):
         await sqlite_database.runner.read(waits)
-    assert await sqlite_database.users.get(USER_A) is None  # the worker goes on
+    assert await db_rows.user(sqlite_database, USER_A) is None  # the worker goes on
 
 
 async def test_a_one_statement_unit_runs_one_statement(database: Database) -> None:
@@ -531,7 +531,7 @@ async def test_a_one_statement_unit_runs_one_statement(database: Database) -> No
     if database.backend == "postgresql":  # autocommit: only one statement is atomic
         with pytest.raises(RuntimeError, match="second statement"):
             await database.runner.write(two, one_statement=True)
-        assert await database.users.get(USER_B) is None
+        assert await db_rows.user(database, USER_B) is None
     else:  # a unit is always its own savepoint in the writer's transaction
         await database.runner.write(two, one_statement=True)
-        assert await database.users.get(USER_B) is not None
+        assert await db_rows.user(database, USER_B) is not None

@@ -119,7 +119,7 @@ async def test_concurrent_turn_writes_on_each_backend(database: Database) -> Non
 
 
 async def test_concurrent_callers_converge_on_one_open_conversation(database: Database) -> None:
-    await database.chats.upsert(-100, type="supergroup")
+    await db_rows.upsert_chat(database, -100, type="supergroup")
 
     async def current(thread: int) -> int:
         return (await db_rows.open_conversation(database, -100, thread_id=thread)).id

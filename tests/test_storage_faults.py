@@ -72,7 +72,7 @@ async def test_no_connection_creates_a_missing_database_file(tmp_path: Path) -> 
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
             await fresh.chats.get(1)  # a new handle's first connection
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
-            await fresh.users.upsert(1)  # and its writer's
+            await db_rows.upsert_user(fresh, 1)  # and its writer's
         with pytest.raises(OperationalError, match="unable to open database file"):
             async with engine.connect():  # a bare engine too opens existing files only
                 pass

@@ -45,8 +45,8 @@ MAX = get_model("max")
 
 
 async def _conversation(database: Database) -> ConversationInfo:
-    await database.users.upsert(USER_ID, username="ann")
-    await database.chats.upsert(CHAT_ID, type="supergroup", title="Team")
+    await db_rows.upsert_user(database, USER_ID, username="ann")
+    await db_rows.upsert_chat(database, CHAT_ID, type="supergroup", title="Team")
     await database.chats.set_system_prompt(CHAT_ID, "Be brief.", type="supergroup", title="Team")
     return await db_rows.open_conversation(database, CHAT_ID)
 
@@ -428,7 +428,7 @@ async def test_arrival_reads_what_the_core_path_writes_and_writes_nothing_more(
         user_id=USER_ID,
         scope="user" if arrival.scope_user_id else "chat",
     )
-    user = await database.users.get(USER_ID)
+    user = await db_rows.user(database, USER_ID)
     assert conversation == core  # the same uid too: topic's, member's, or the chat's
     assert user is not None
     assert (user.username, user.first_name, user.language_code) == ("ann", "Ann", "zh-hans")

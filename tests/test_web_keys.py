@@ -117,8 +117,8 @@ async def test_keys_on_each_backend(database: Database) -> None:
     assert shared.user_id == 4242
     found = await database.api_keys.find(key_hash("sk-2"))
     assert await database.api_keys.find(key_hash("sk-4")) is None
-    assert (await database.users.get(4242)) is not None
-    assert (await database.users.get(-1)) is not None
+    assert (await db_rows.user(database, 4242)) is not None
+    assert (await db_rows.user(database, -1)) is not None
     assert found is not None
     assert found.models == ("max", "x1")
     assert not found.revoked

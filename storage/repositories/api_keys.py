@@ -99,7 +99,8 @@ class ApiKeys(Repository):
                 raise KeyNameTaken(name)
             owner = user_id
             if owner is None:
-                lowest = await connection.value(LOWEST_USER)
+                found = await connection.row(LOWEST_USER)
+                lowest = found["lowest"] if found is not None else None
                 owner = min(0, int(lowest or 0)) - 1
                 user = {"id": owner, "first_name": f"key {name}", "quota": daily_tokens}
                 await connection.execute(INSERT_USER, {**user, "now": now})

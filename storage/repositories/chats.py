@@ -79,25 +79,16 @@ async def upsert_chat(
 async def topic_uid(connection: Connection, now: datetime, chat_id: int, thread_id: int) -> str:
     """The Spark uid of a forum topic, created on first use."""
     key = {"chat": chat_id, "thread": thread_id}
-    uid = await connection.value(TOPIC_UID, key)
-    if uid is None:
+    row = await connection.row(TOPIC_UID, key)
+    if row is None:
         await connection.execute(INSERT_TOPIC, {**key, "spark_uid": new_spark_uid(), "now": now})
-        uid = await connection.value(TOPIC_UID, key)
-    if uid is None:
+        row = await connection.row(TOPIC_UID, key)
+    if row is None:
         raise LookupError(f"chat {chat_id} is not stored")
-    return str(uid)
+    return str(row["spark_uid"])
 
 
 class Chats(Repository):
-    async def upsert(self, chat_id: int, *, type: str, title: str | None = None) -> ChatInfo:
-        """Create the chat or refresh its type and title (see :func:`upsert_chat`)."""
-        now = self.clock()
-
-        async def unit(connection: Connection) -> ChatInfo:
-            return await upsert_chat(connection, now, chat_id, type=type, title=title)
-
-        return await self.backend.write(unit)
-
     async def get(self, chat_id: int) -> ChatInfo | None:
         async def unit(connection: Connection) -> ChatInfo | None:
             row = await connection.row(GET, {"id": chat_id})

@@ -415,7 +415,9 @@ def question_params(
 
 async def insert_question(connection: Connection, params: Params) -> int:
     """Store a question and its Telegram link; its id."""
-    message_id: int = await connection.value(INSERT_QUESTION, params)
+    row = await connection.row(INSERT_QUESTION, params)
+    assert row is not None  # RETURNING of an insert always has its row
+    message_id: int = row["id"]
     if connection.backend == "sqlite" and params["telegram_id"] is not None:
         await connection.execute(LINK, {**params, "message": message_id})
     return message_id
@@ -443,7 +445,9 @@ def answer_params(
 
 async def insert_answer(connection: Connection, params: Params) -> int:
     """Store an answer row in status ``streaming``; its id."""
-    message_id: int = await connection.value(INSERT_ANSWER, params)
+    row = await connection.row(INSERT_ANSWER, params)
+    assert row is not None  # RETURNING of an insert always has its row
+    message_id: int = row["id"]
     return message_id
 
 

@@ -91,7 +91,9 @@ class Usage(Repository):
         }
 
         async def unit(connection: Connection) -> int:
-            return int(await connection.value(RECORD, params))
+            row = await connection.row(RECORD, params)
+            assert row is not None  # RETURNING of an insert always has its row
+            return int(row["id"])
 
         return await self.backend.write(unit)
 
@@ -100,7 +102,8 @@ class Usage(Repository):
         params = {"user": user_id, "since": since}
 
         async def unit(connection: Connection) -> int:
-            return int(await connection.value(TOKENS_USED, params) or 0)
+            row = await connection.row(TOKENS_USED, params)
+            return int(row["used"] or 0) if row is not None else 0
 
         return await self.backend.read(unit)
 

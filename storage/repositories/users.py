@@ -19,7 +19,6 @@ UPSERT = sql(
     "first_name = excluded.first_name, language_code = excluded.language_code, "
     f"updated_at = excluded.updated_at RETURNING {USER_COLUMNS}"
 )
-GET = sql(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id")
 SET_QUOTA = sql("UPDATE users SET daily_token_quota = :quota, updated_at = :now WHERE id = :id")
 
 
@@ -58,36 +57,6 @@ async def upsert_user(
 
 
 class Users(Repository):
-    async def upsert(
-        self,
-        user_id: int,
-        *,
-        username: str | None = None,
-        first_name: str | None = None,
-        language_code: str | None = None,
-    ) -> UserInfo:
-        """Create the user or refresh the profile fields Telegram sent; the quota is kept."""
-        now = self.clock()
-
-        async def unit(connection: Connection) -> UserInfo:
-            return await upsert_user(
-                connection,
-                now,
-                user_id,
-                username=username,
-                first_name=first_name,
-                language_code=language_code,
-            )
-
-        return await self.backend.write(unit)
-
-    async def get(self, user_id: int) -> UserInfo | None:
-        async def unit(connection: Connection) -> UserInfo | None:
-            row = await connection.row(GET, {"id": user_id})
-            return None if row is None else user_info(row)
-
-        return await self.backend.read(unit)
-
     async def set_daily_quota(self, user_id: int, quota: int | None) -> bool:
         """Override the daily token quota (None: back to the default; 0: unlimited)."""
         if quota is not None and quota < 0:

@@ -14,7 +14,8 @@ from typing import Any
 
 from storage.backends import Connection
 from storage.database import Database
-from storage.dto import ChatInfo, ConversationInfo, HistoryTurn, StoredMessage
+from storage.dto import ChatInfo, ConversationInfo, HistoryTurn, StoredMessage, UserInfo
+from storage.repositories import chats, users
 from storage.repositories.conversations import (
     ARRIVAL,
     Arrival,
@@ -260,3 +261,53 @@ async def latency(database: Database, since: datetime, *, chat_id: int | None = 
         _nearest_rank(duration, 50),
         _nearest_rank(duration, 95),
     )
+
+
+# -- a test's own stage: rows the service would store on a question's arrival ----------------
+
+
+async def upsert_user(
+    database: Database,
+    user_id: int,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    language_code: str | None = None,
+) -> UserInfo:
+    """Store a user as a question's arrival does (the quota is kept)."""
+
+    async def unit(connection: Connection) -> UserInfo:
+        return await users.upsert_user(
+            connection,
+            database.clock(),
+            user_id,
+            username=username,
+            first_name=first_name,
+            language_code=language_code,
+        )
+
+    return await database.runner.write(unit)
+
+
+async def upsert_chat(
+    database: Database, chat_id: int, *, type: str, title: str | None = None
+) -> ChatInfo:
+    """Store a chat as a question's arrival does (its settings, uid and ratio are kept)."""
+
+    async def unit(connection: Connection) -> ChatInfo:
+        return await chats.upsert_chat(
+            connection, database.clock(), chat_id, type=type, title=title
+        )
+
+    return await database.runner.write(unit)
+
+
+async def user(database: Database, user_id: int) -> UserInfo | None:
+    """The stored user, or None."""
+    statement = sql(f"SELECT {users.USER_COLUMNS} FROM users WHERE id = :id")
+
+    async def unit(connection: Connection) -> UserInfo | None:
+        row = await connection.row(statement, {"id": user_id})
+        return None if row is None else users.user_info(row)
+
+    return await database.runner.read(unit)
