@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from telegram import Update
-from telegram.ext import Application, ApplicationHandlerStop, ContextTypes, TypeHandler
+from telegram.ext import ApplicationHandlerStop, ContextTypes, TypeHandler
 
+from bot.telegram.ptb_types import AnyApplication
 from storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 DEDUP_GROUP = -1
 RETENTION = timedelta(hours=24)
 PRUNE_EVERY = timedelta(minutes=1)
-
-AnyApplication = Application[Any, Any, Any, Any, Any, Any]
 
 
 class UpdateDeduplicator:
