@@ -29,7 +29,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("run", help="run the Telegram bot (the default)")
-    commands.add_parser("web", help="serve the OpenAI-compatible HTTP API alone on HOST:PORT")
+    web = commands.add_parser(
+        "web", help="serve the chat page and the HTTP APIs alone on HOST:PORT (no Telegram)"
+    )
+    web.add_argument(
+        "--simulate",
+        action="store_true",
+        help="use a built-in Spark simulator and a demo key, on 127.0.0.1 only",
+    )
 
     chat = commands.add_parser("chat", help="multi-turn chat with Spark in this terminal")
     chat.add_argument("--simulate", action="store_true", help="talk to a built-in Spark simulator")
@@ -104,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "web":
             from bot.web.app import serve
 
-            return asyncio.run(serve(settings))
+            return asyncio.run(serve(settings, simulate=args.simulate))
         if command == "keys":
             from bot.web.keys_cli import run as run_keys
 

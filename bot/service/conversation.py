@@ -199,6 +199,10 @@ class ConversationService:
     def available_models(self) -> tuple[str, ...]:
         return self._settings.enabled_models
 
+    def default_model(self) -> str:
+        """The model of a chat that chose none."""
+        return self._settings.model_info.name
+
     def _model_of(self, chat: ChatInfo | None) -> SparkModel:
         if chat is not None and chat.model in self._settings.enabled_models:
             return get_model(chat.model)
@@ -611,6 +615,8 @@ class ConversationService:
         if cancelled is not None:
             if self._shutting_down:
                 return MessageStatus.PARTIAL, text(language, "footer_interrupted")
+            if gone:  # the reader left and nobody came back for it: cut short, not stopped
+                return MessageStatus.PARTIAL, None
             return MessageStatus.CANCELLED, text(language, "footer_stopped")
         if gone:
             return MessageStatus.CANCELLED, None

@@ -18,10 +18,11 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -33,11 +34,16 @@ from bot.service.completions import (
     CompletionRequest,
     CompletionService,
 )
+from bot.service.conversation import ConversationService
 from bot.service.events import SparkCall
 from bot.service.limits import UsageLimits
+from bot.service.web_conversations import WebConversations
+from bot.service.web_store_sql import SqlWebConversationStore
 from bot.spark.client import SparkClient
 from bot.spark.models import get_model
 from bot.startup_failures import database_failures, listen_failures
+from bot.web.conversations_api import ConversationApi
+from bot.web.demo import demo_settings
 from bot.web.errors import SID_HEADER, ApiError, api_error
 from bot.web.keys import Unauthorized, authenticate
 from bot.web.metrics import Metrics
@@ -55,6 +61,9 @@ from bot.web.openai_stream import (
     ends_as_answer,
     new_completion_id,
 )
+from bot.web.page import ChatPage
+from bot.web.tickets import Tickets
+from bot.web.ws import WebSocketApi
 from storage.database import Database, create_database
 from storage.migrate import upgrade
 
@@ -77,9 +86,14 @@ class Gateway:
         database: Database,
         completions: CompletionService,
         metrics: Metrics,
+        conversations: WebConversations | None = None,
+        page: ChatPage | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._conversations = conversations
+        self._page = page
+        self._shutdown_began: float | None = None
         self._api = settings.http_api
         self._db = database
         self._completions = completions
@@ -94,9 +108,21 @@ class Gateway:
         app.router.add_post(CHAT_ROUTE, self._counted(CHAT_ROUTE, self.chat_completions))
         app.router.add_get(MODELS_ROUTE, self._counted(MODELS_ROUTE, self.models))
         app.router.add_get("/metrics", self._counted("/metrics", self.metrics.handler))
+        if self._conversations is not None:
+            ConversationApi(
+                settings=self._settings, database=self._db, conversations=self._conversations
+            ).mount(app, self._counted)
+            WebSocketApi(
+                database=self._db, conversations=self._conversations, tickets=Tickets()
+            ).mount(app, self._counted)
+        if self._page is not None:
+            self._page.mount(app)
 
     def begin_shutdown(self) -> None:
         self._completions.begin_shutdown()
+        if self._conversations is not None and self._shutdown_began is None:
+            self._conversations.begin_shutdown()
+            self._shutdown_began = time.monotonic()
 
     def telegram_call(self, method: str, status: int) -> None:
         self.metrics.telegram_call(method, status)
@@ -106,7 +132,13 @@ class Gateway:
         self.metrics.spark_call(call)
 
     async def wait_closed(self, timeout: float = WAIT_CLOSED_SECONDS) -> None:  # noqa: ASYNC109
-        """Wait for requests still being handled (after the server stopped serving)."""
+        """Wait for requests still being handled (after the server stopped serving), and for
+        conversation answers, which get what is left of the shutdown grace."""
+        if self._conversations is not None:
+            began = self._shutdown_began or time.monotonic()
+            grace = self._settings.telegram.shutdown_grace_seconds
+            left = max(0.0, grace - (time.monotonic() - began))
+            await self._conversations.shutdown(left)
         handling = [task for task in self._handling if task is not asyncio.current_task()]
         if handling:
             await asyncio.wait(handling, timeout=timeout)
@@ -300,10 +332,27 @@ def healthz(database: Database) -> Handler:
 
 
 def build_gateway(
-    settings: Settings, database: Database, spark: SparkClient, limits: UsageLimits
+    settings: Settings,
+    database: Database,
+    spark: SparkClient,
+    limits: UsageLimits,
+    *,
+    demo_key: str | None = None,
 ) -> Gateway:
-    """The gateway over parts built elsewhere (the bot's, when it serves the API too)."""
+    """The gateway, the conversation API and the chat page over parts built elsewhere (the
+    bot's, when it serves the API too)."""
     metrics = Metrics()
+    conversations = WebConversations(
+        store=SqlWebConversationStore(database),
+        conversations=ConversationService(
+            database=database,
+            spark=spark,
+            spark_settings=settings.spark,
+            admission=limits,
+            observer=metrics,
+            front_end="web",
+        ),
+    )
     completions = CompletionService(
         database=database,
         spark=spark,
@@ -311,11 +360,20 @@ def build_gateway(
         store_bodies=settings.http_api.store_bodies,
         observer=metrics,
     )
-    return Gateway(settings=settings, database=database, completions=completions, metrics=metrics)
+    return Gateway(
+        settings=settings,
+        database=database,
+        completions=completions,
+        metrics=metrics,
+        conversations=conversations,
+        page=ChatPage(demo_key=demo_key),
+    )
 
 
 @asynccontextmanager
-async def open_web_runtime(settings: Settings) -> AsyncIterator[WebRuntime]:
+async def open_web_runtime(
+    settings: Settings, *, demo_key: str | None = None
+) -> AsyncIterator[WebRuntime]:
     """Build the HTTP front end, listen, and close everything in reverse on the way out;
     streams still open at the end get ``SHUTDOWN_GRACE_SECONDS`` to finish."""
     telegram = settings.telegram
@@ -329,7 +387,7 @@ async def open_web_runtime(settings: Settings) -> AsyncIterator[WebRuntime]:
         stack.push_async_callback(database.dispose)
         spark = SparkClient(session, settings.spark.client_options())
         limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
-        gateway = build_gateway(settings, database, spark, limits)
+        gateway = build_gateway(settings, database, spark, limits, demo_key=demo_key)
         app = web.Application()  # bodies are read under HTTP_API_MAX_BODY_BYTES instead
         gateway.mount(app)
         app.router.add_get("/healthz", healthz(database))
@@ -355,10 +413,27 @@ async def open_web_runtime(settings: Settings) -> AsyncIterator[WebRuntime]:
         gateway.begin_shutdown()
 
 
-async def serve(settings: Settings) -> int:
-    """``python -m bot web``: serve until SIGTERM / SIGINT."""
+async def serve(settings: Settings, *, simulate: bool = False, out: TextIO = sys.stdout) -> int:
+    """``python -m bot web [--simulate]``: serve until SIGTERM / SIGINT."""
+    if simulate:
+        async with demo_settings(settings) as demo:
+            return await _serve(demo.settings, out, demo_key=demo.key)
     settings.spark.require_credentials()
-    async with open_web_runtime(settings) as runtime:
+    return await _serve(settings, out)
+
+
+async def _serve(settings: Settings, out: TextIO, *, demo_key: str | None = None) -> int:
+    async with open_web_runtime(settings, demo_key=demo_key) as runtime:
+        host = settings.telegram.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        print(f"Chat page: http://{shown}:{runtime.port}/", file=out)
+        if demo_key is not None:
+            print(
+                "Spark simulator (no credentials); history in a temporary file. "
+                f"Demo key (this machine only): {demo_key}",
+                file=out,
+            )
+        out.flush()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):

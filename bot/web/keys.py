@@ -58,6 +58,13 @@ async def authenticate(database: Database, request: web.Request) -> ApiCaller:
     key = bearer_key(request)
     if key is None:
         raise Unauthorized(unauthorized("No API key: send it as `Authorization: Bearer <key>`."))
+    return await authenticate_key(database, key)
+
+
+async def authenticate_key(database: Database, key: str) -> ApiCaller:
+    """The caller behind ``key`` however it came (a header, a WebSocket subprotocol)."""
+    if not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise Unauthorized(unauthorized("Incorrect API key."))
     hashed = key_hash(key)
     found = await database.api_keys.find(hashed)
     if found is None or not hmac.compare_digest(found.key_hash, hashed):
