@@ -301,6 +301,9 @@ class HttpApiSettings(_Group):
     keepalive_seconds: float = Field(default=15.0, gt=0)
     # Off: of each request only its ledger row is kept, not what was asked and answered.
     store_bodies: bool = False
+    # A conversation answer whose readers all left keeps being written this long, so a
+    # reader that reconnects with Last-Event-ID resumes it; then it is stored as partial.
+    resume_grace_seconds: float = Field(default=30.0, ge=0)
 
 
 class Settings(BaseModel):

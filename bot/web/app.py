@@ -352,6 +352,7 @@ def build_gateway(
             observer=metrics,
             front_end="web",
         ),
+        resume_grace=settings.http_api.resume_grace_seconds,
     )
     completions = CompletionService(
         database=database,
