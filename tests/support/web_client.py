@@ -37,6 +37,12 @@ class WebClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    async def __aenter__(self) -> WebClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def create(self, **body: Any) -> dict[str, Any]:
         response = await self.http.post("/v1/conversations", json=body)
         assert response.status_code == 201, response.text
