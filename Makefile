@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# With a Telegram token: the bot. Without one: the web chat (with the built-in simulator when
+# Spark's credentials are missing too); bot/run_choice.py says which and why in its first lines.
 run: $(STAMP)
 	$(BIN)/python -m bot migrate
-	$(BIN)/python -m bot
+	$(BIN)/python -m bot $$($(BIN)/python -m bot.run_choice)
 
 test: lint typecheck pytest
 
