@@ -1,0 +1,205 @@
+"""Benchmark of the conversation API: latency added per delta, CPU per delta and RSS per open
+stream, with N concurrent SSE conversation streams, beside the Spark client alone.
+
+Run: ``.venv/bin/python benchmarks/web.py`` (``--help`` for options).
+
+The same three processes and stamped frames as ``benchmarks/gateway.py`` (whose pieces it
+uses): the simulator writes the moment it sends each frame into the frame's text, so the
+reader of a ``delta`` event knows how long it took to arrive. Each stream is its own
+conversation (one answer at a time per conversation), created before the clock starts; the
+answers go through the whole conversation service: history read, question and answer stored,
+checkpoints, ledger row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.gateway import (
+    _gateway,
+    _latency_ms,
+    _percentile,
+    _serve_spark,
+    direct_phase,
+)
+
+
+async def _conversations(session: aiohttp.ClientSession, base: str, key: str, n: int) -> list[int]:
+    headers = {"Authorization": f"Bearer {key}"}
+    numbers = []
+    for _ in range(n):
+        async with session.post(base + "/v1/conversations", json={}, headers=headers) as response:
+            numbers.append(int((await response.json())["id"]))
+    return numbers
+
+
+async def _stream(
+    session: aiohttp.ClientSession,
+    base: str,
+    key: str,
+    number: int,
+    question: str,
+    latencies: list[float] | None,
+    ready: asyncio.Event | None = None,
+    ready_after: int = 0,
+) -> int:
+    """One conversation answer read as raw SSE; returns the deltas received."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+    deltas = 0
+    async with session.post(
+        f"{base}/v1/conversations/{number}/messages", json={"text": question}, headers=headers
+    ) as response:
+        if response.status != 200:
+            raise SystemExit(f"server answered {response.status}: {await response.text()}")
+        name = b""
+        async for line in response.content:
+            if line.startswith(b"event: "):
+                name = line[7:].strip()
+            elif line.startswith(b"data: ") and name == b"delta":
+                arrived = time.monotonic_ns()
+                text = json.loads(line[6:])["text"]
+                deltas += _latency_ms(text, arrived, latencies) if latencies is not None else 1
+                if ready is not None and deltas >= ready_after:
+                    ready.set()
+    return deltas
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+    )
+
+
+async def web_phase(
+    conn: Connection, base: str, key: str, streams: int, chars: int, stagger: float
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    async with _session() as session:
+        numbers = await _conversations(session, base, key, streams)
+        loop = asyncio.get_running_loop()
+        conn.send("cpu")
+        before = await loop.run_in_executor(None, conn.recv)
+        tasks = []
+        for index, number in enumerate(numbers):
+            question = f"w{index} [[long:{chars}]]"
+            tasks.append(
+                asyncio.create_task(_stream(session, base, key, number, question, latencies))
+            )
+            await asyncio.sleep(stagger)
+        delivered = sum(await asyncio.gather(*tasks))
+        conn.send("cpu")
+        cpu = await loop.run_in_executor(None, conn.recv) - before
+    return latencies, delivered, cpu
+
+
+async def memory_phase(conn: Connection, base: str, key: str, streams: int, frames: int) -> int:
+    """Extra server RSS with ``streams`` conversation answers open mid-answer."""
+    async with _session() as session:
+        numbers = await _conversations(session, base, key, streams + 1)
+        await _stream(session, base, key, numbers.pop(), "warm-up", None)
+        loop = asyncio.get_running_loop()
+        conn.send("rss")
+        baseline = await loop.run_in_executor(None, conn.recv)
+        readies = [asyncio.Event() for _ in numbers]
+        tasks = [
+            asyncio.create_task(
+                _stream(
+                    session,
+                    base,
+                    key,
+                    number,
+                    f"m{index} [[long:4000]] [[hang-after:{frames}]]",
+                    None,
+                    readies[index],
+                    frames,
+                )
+            )
+            for index, number in enumerate(numbers)
+        ]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
+            conn.send("rss")
+            held = await loop.run_in_executor(None, conn.recv)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return int(held - baseline)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--chars", type=int, default=200, help="answer length ([[long:N]])")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between frames")
+    parser.add_argument("--hang-frames", type=int, default=5, help="frames before holding")
+    parser.add_argument("--backlog", type=int, default=4096, help="simulator accept backlog")
+    args = parser.parse_args(argv)
+    stagger = args.interval / args.streams
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * args.streams)), hard))
+    print(f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, ", end="")
+    print(f"{multiprocessing.cpu_count()} CPUs, {platform.machine()}, ", end="")
+    print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    print(
+        f"{args.streams} conversation streams, {args.chars} characters in 8-character frames "
+        f"every {args.interval:g} s"
+    )
+    context = multiprocessing.get_context("spawn")
+    spark_end, spark_child = context.Pipe()
+    spark = context.Process(
+        target=_serve_spark, args=(spark_child, args.interval, args.backlog), daemon=True
+    )
+    spark.start()
+    spark_url = spark_end.recv()
+    try:
+        direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
+        with _gateway(context, spark_url) as (end, base, key):
+            through, delivered, cpu = asyncio.run(
+                web_phase(end, base, key, args.streams, args.chars, stagger)
+            )
+        with _gateway(context, spark_url) as (end, base, key):
+            extra = asyncio.run(memory_phase(end, base, key, args.streams, args.hang_frames))
+    finally:
+        spark_end.send("stop")
+        spark.join(timeout=15)
+    print()
+    print(f"{'path':<13} {'deltas':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for name, values in (("direct", direct), ("conversation", through)):
+        print(
+            f"{name:<13} {len(values):>8} {_percentile(values, 50):>8.2f} "
+            f"{_percentile(values, 95):>8.2f} {_percentile(values, 99):>8.2f}"
+        )
+    print(
+        f"added: p50 {_percentile(through, 50) - _percentile(direct, 50):.2f} ms,"
+        f" p95 {_percentile(through, 95) - _percentile(direct, 95):.2f} ms"
+    )
+    print(f"server CPU: {cpu:.2f} s for {delivered} deltas = {cpu / delivered * 1e6:.1f} µs/delta")
+    print(
+        f"server RSS with {args.streams} streams open: +{extra / 2**20:.1f} MiB = "
+        f"{extra / args.streams / 1024:.1f} KiB/stream"
+    )
+    expected = args.streams * -(-args.chars // 8)
+    if len(direct) != expected or delivered != expected:
+        raise SystemExit(f"deltas lost: direct {len(direct)}, web {delivered} of {expected}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
