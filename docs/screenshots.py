@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
-from playwright.async_api import Page, async_playwright  # noqa: E402
+from playwright.async_api import Page, async_playwright
 
 HERE = Path(__file__).parent
 

@@ -92,7 +92,8 @@ async def test_sign_in_ask_watch_it_grow_and_find_it_after_a_reload(
     states: list[str] = await page.evaluate("window.__states")
     growing = [state for state in states if state and state != final.strip()]
     assert len(growing) >= 2, states  # at least two intermediate states before the last one
-    assert final.strip() and final.replace("\n", "").startswith(growing[0].replace("\n", "")[:10])
+    assert final.strip()
+    assert final.replace("\n", "").startswith(growing[0].replace("\n", "")[:10])
     async with WebClient(gateway.base_url, key) as web:
         stored = (await web.get(1))["messages"]
     assert stored[-1]["status"] == "complete"
@@ -115,7 +116,8 @@ async def test_the_stop_button_stops_the_answer(page: Page, gateway: RunningGate
     assert await page.locator("#send").is_visible()
     async with WebClient(gateway.base_url, key) as web:
         answer = (await web.get(1))["messages"][-1]
-    assert answer["status"] == "cancelled" and answer["content"]
+    assert answer["status"] == "cancelled"
+    assert answer["content"]
 
 
 HOSTILE = (
@@ -125,7 +127,8 @@ HOSTILE = (
     " <a href=\"javascript:window.__pwned='anchor'\">anchor</a>"
     " <svg><animate onbegin=\"window.__pwned='svg'\"/></svg>"
     " <iframe srcdoc=\"<script>parent.__pwned='iframe'</script>\"></iframe>"
-    " <div style=\"background:url(javascript:window.__pwned='css')\" onmouseover=\"window.__pwned='hover'\">hover</div>]]"
+    " <div style=\"background:url(javascript:window.__pwned='css')\""
+    " onmouseover=\"window.__pwned='hover'\">hover</div>]]"
 )
 
 

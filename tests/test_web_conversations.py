@@ -50,7 +50,7 @@ async def wait_status(web: WebClient, number: int, status: str) -> dict[str, Any
             conversation = await web.get(number)
             answers = [m for m in conversation["messages"] if m["role"] == "assistant"]
             if answers and answers[-1]["status"] == status:
-                return answers[-1]
+                return dict(answers[-1])
             await asyncio.sleep(0.05)
 
 
@@ -61,20 +61,24 @@ async def test_conversations_are_created_listed_newest_first_in_pages_read_and_d
     web = await client(gateway, resources, "alice")
     created = [await web.create(model="x1", system_prompt="Be brief.") for _ in range(3)]
     assert [c["id"] for c in created] == [1, 2, 3]
-    assert created[0]["model"] == "x1" and created[0]["system_prompt"] == "Be brief."
+    assert created[0]["model"] == "x1"
+    assert created[0]["system_prompt"] == "Be brief."
 
     first = (await web.http.get("/v1/conversations?limit=2")).json()
     assert [c["id"] for c in first["data"]] == [3, 2]
-    assert first["has_more"] is True and first["next_before"] == 2
+    assert first["has_more"] is True
+    assert first["next_before"] == 2
     rest = (await web.http.get("/v1/conversations?limit=2&before=2")).json()
-    assert [c["id"] for c in rest["data"]] == [1] and rest["has_more"] is False
+    assert [c["id"] for c in rest["data"]] == [1]
+    assert rest["has_more"] is False
 
     assert (await web.http.delete("/v1/conversations/2")).status_code == 204
     assert (await web.http.get("/v1/conversations/2")).status_code == 404
     listed = (await web.http.get("/v1/conversations")).json()
     assert [c["id"] for c in listed["data"]] == [3, 1]
     unknown = await web.http.post("/v1/conversations", json={"model": "no-such-model"})
-    assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["param"] == "model"
 
 
 async def test_another_keys_conversation_is_not_found(
@@ -102,7 +106,8 @@ async def test_another_keys_conversation_is_not_found(
     theirs = await bob.create()
     assert (await bob.get(theirs["id"]))["messages"] == []
     answer = (await alice.get(1))["messages"][-1]
-    assert answer["content"] == "alice's secret" and answer["status"] == "complete"
+    assert answer["content"] == "alice's secret"
+    assert answer["status"] == "complete"
     async with httpx.AsyncClient(base_url=gateway.base_url) as anonymous:
         unauthorised = await anonymous.get("/v1/conversations")
     assert unauthorised.status_code == 401
@@ -117,15 +122,19 @@ async def test_an_answer_streams_as_named_events_with_ids_and_is_stored(
     events = await web.ask_all(conversation["id"], "[[search]] Why is the sky blue?")
 
     names = [event.name for event in events]
-    assert names[-1] == "done" and "delta" in names and "reasoning" in names
+    assert names[-1] == "done"
+    assert "delta" in names
+    assert "reasoning" in names
     assert names.index("reasoning") < names.index("delta")
     assert all(event.id for event in events)
     done = events[-1].data
-    assert done["status"] == "complete" and done["usage"]["total_tokens"] > 0
+    assert done["status"] == "complete"
+    assert done["usage"]["total_tokens"] > 0
     stored = await web.get(conversation["id"])
     question, answer = stored["messages"]
     assert question["content"] == "[[search]] Why is the sky blue?"
-    assert answer["id"] == done["message_id"] and answer["status"] == "complete"
+    assert answer["id"] == done["message_id"]
+    assert answer["status"] == "complete"
     assert answer["content"] == answer_text(events)
     assert stored["title"] == "[[search]] Why is the sky blue?"
     ledger = await gateway.wait_ledger(1)
@@ -144,7 +153,8 @@ async def test_without_the_event_stream_accept_header_the_answer_comes_as_json(
     )
     assert response.status_code == 200
     body = response.json()
-    assert body["message"]["content"] == "你好，世界" and body["message"]["status"] == "complete"
+    assert body["message"]["content"] == "你好，世界"
+    assert body["message"]["status"] == "complete"
     assert body["usage"]["total_tokens"] > 0
 
 
@@ -161,7 +171,8 @@ async def test_a_reader_that_reconnects_with_last_event_id_gets_the_rest(
             if len(seen) == 3:
                 break  # the connection goes; the answer goes on being written
     rest = await web.resume_all(conversation["id"], seen[-1].id)
-    assert rest[-1].name == "done" and rest[-1].data["status"] == "complete"
+    assert rest[-1].name == "done"
+    assert rest[-1].data["status"] == "complete"
     stored = await wait_status(web, conversation["id"], "complete")
     assert answer_text(seen) + answer_text(rest) == stored["content"]
     assert len(stored["content"]) == 600
@@ -186,9 +197,11 @@ async def test_stop_cancels_the_answer_and_stores_what_was_written(
             if len(events) == 1:
                 stop = await web.http.post(f"/v1/conversations/{conversation['id']}/stop")
                 assert stop.json() == {"stopped": True}
-    assert events[-1].name == "done" and events[-1].data["status"] == "cancelled"
+    assert events[-1].name == "done"
+    assert events[-1].data["status"] == "cancelled"
     stored = (await web.get(conversation["id"]))["messages"][-1]
-    assert stored["status"] == "cancelled" and stored["content"] == answer_text(events)
+    assert stored["status"] == "cancelled"
+    assert stored["content"] == answer_text(events)
     assert stored["content"]
 
 
@@ -205,7 +218,8 @@ async def test_an_answer_whose_reader_left_is_stored_partial_after_the_grace(
             if seen[-1].name == "delta":
                 break
     stored = await wait_status(web, conversation["id"], "partial")
-    assert stored["content"].startswith(answer_text(seen)) and stored["content"]
+    assert stored["content"].startswith(answer_text(seen))
+    assert stored["content"]
     ledger = await gateway.wait_ledger(1)
     assert ledger[0].message_id == stored["id"]
 
@@ -217,6 +231,7 @@ async def test_one_answer_at_a_time_per_conversation(
     web = await client(gateway, resources, "alice")
     conversation = await web.create()
     order: list[str] = []
+    writing = asyncio.Event()
 
     async def ask(name: str, text: str) -> list[Event]:
         async with web.stream(conversation["id"], text) as source:
@@ -224,11 +239,11 @@ async def test_one_answer_at_a_time_per_conversation(
             async for sse in source.aiter_sse():
                 events.append(event_of(sse))
                 order.append(f"{name}:{sse.event}")
+                writing.set()
             return events
 
     first = asyncio.create_task(ask("first", "[[long:200]]"))
-    while not order:  # the first answer is being written before the second is asked
-        await asyncio.sleep(0.01)
+    await writing.wait()  # the first answer is being written before the second is asked
     second = await ask("second", "[[answer:second answer]]")
     await first
     assert order.index("first:done") < order.index("second:delta")
@@ -269,7 +284,8 @@ async def test_reset_starts_over_and_keeps_nothing_in_the_new_conversation(
     conversation = await web.create()
     await web.ask_all(conversation["id"], "[[answer:before]]")
     reset = await web.http.post(f"/v1/conversations/{conversation['id']}/reset")
-    assert reset.status_code == 200 and reset.json()["messages"] == []
+    assert reset.status_code == 200
+    assert reset.json()["messages"] == []
     events = await web.ask_all(conversation["id"], "[[answer:after]]")
     assert answer_text(events) == "after"
     assert [m["content"] for m in (await web.get(conversation["id"]))["messages"]] == [

@@ -46,11 +46,14 @@ async def _choice(tmp_path: Path, **extra: str) -> tuple[str, str]:
 async def test_make_run_chooses_the_web_chat_without_a_token(tmp_path: Path) -> None:
     args, said = await _choice(tmp_path)
     assert args == "web --simulate"
-    assert "simulator" in said and "http://127.0.0.1:8080/" in said
-    assert "TELEGRAM_BOT_TOKEN" in said and "SPARK_APP_ID" in said
+    assert "simulator" in said
+    assert "http://127.0.0.1:8080/" in said
+    assert "TELEGRAM_BOT_TOKEN" in said
+    assert "SPARK_APP_ID" in said
     spark = {"SPARK_APP_ID": "a", "SPARK_API_KEY": "b", "SPARK_API_SECRET": "c"}
     args, said = await _choice(tmp_path, **spark)
-    assert args == "web" and "keys create" in said
+    assert args == "web"
+    assert "keys create" in said
     args, _ = await _choice(tmp_path, TELEGRAM_BOT_TOKEN="123:abc", **spark)
     assert args == "run"
 
@@ -95,7 +98,8 @@ async def test_web_simulate_serves_the_page_with_a_loopback_demo_key(tmp_path: P
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/web/config.json")).json() == {"demo": True, "key": key}
             page = await http.get("/")
-            assert page.status_code == 200 and "Content-Security-Policy" in page.headers
+            assert page.status_code == 200
+            assert "Content-Security-Policy" in page.headers
             headers = {"Authorization": f"Bearer {key}"}
             created = await http.post("/v1/conversations", headers=headers, json={})
             number = created.json()["id"]

@@ -61,7 +61,8 @@ async def test_questions_in_sequence_on_one_socket_with_the_key_as_subprotocol(
             assert messages[0]["type"] == "accepted"
             assert text_of(messages) == text
             done = messages[-1]
-            assert done["status"] == "complete" and done["message_id"]
+            assert done["status"] == "complete"
+            assert done["message_id"]
             assert all(m["conversation"] == conversation["id"] for m in messages)
     async with WebClient(gateway.base_url, key) as web:
         stored = (await web.get(conversation["id"]))["messages"]
@@ -104,7 +105,8 @@ async def test_cancel_stops_the_answer_and_another_keys_conversation_is_not_foun
     async with http.ws_connect(url, protocols=(SUBPROTOCOL, f"key.{bob}")) as ws:
         await ws.send_json({"type": "ask", "conversation": conversation["id"], "text": "hi"})
         refused = await ws.receive_json()
-        assert refused["type"] == "error" and refused["code"] == "conversation_not_found"
+        assert refused["type"] == "error"
+        assert refused["code"] == "conversation_not_found"
     async with http.ws_connect(url, protocols=(SUBPROTOCOL, f"key.{alice}")) as ws:
         await ws.send_json(
             {"type": "ask", "conversation": conversation["id"], "text": "[[hang-after:3]] x"}
@@ -116,4 +118,5 @@ async def test_cancel_stops_the_answer_and_another_keys_conversation_is_not_foun
         assert any(m["type"] == "cancelled" and m["stopped"] for m in messages)
     async with WebClient(gateway.base_url, alice) as web:
         answer = (await web.get(conversation["id"]))["messages"][-1]
-    assert answer["status"] == "cancelled" and answer["content"] == text_of(messages)
+    assert answer["status"] == "cancelled"
+    assert answer["content"] == text_of(messages)

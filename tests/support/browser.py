@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
-from playwright.async_api import Browser, async_playwright  # noqa: E402
+from playwright.async_api import Browser, async_playwright
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 
