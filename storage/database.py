@@ -3,9 +3,9 @@
 :class:`Database` is opened in one step (:func:`create_database`): it builds the runner of
 units of work for its backend (:mod:`storage.backends`) and every repository on it, as
 attributes: ``users``, ``chats``, ``conversations``, ``messages``, ``usage``, ``updates``,
-``api_keys`` and ``stats``. Each repository method is one unit of work; there is no other way
-in. Threads (SQLite) and leased connections (PostgreSQL) are taken on first use and released
-by :meth:`Database.dispose`.
+``api_keys``, ``web_conversations`` and ``stats``. Each repository method is one unit of work;
+there is no other way in. Threads (SQLite) and leased connections (PostgreSQL) are taken on
+first use and released by :meth:`Database.dispose`.
 
 SQLite, because hundreds of chats write at once: WAL (readers never block the writer),
 ``synchronous=NORMAL`` (a commit survives a crash of the bot, not of the machine), foreign keys
@@ -53,6 +53,7 @@ from storage.repositories.messages import Messages
 from storage.repositories.updates import Updates
 from storage.repositories.usage import Usage
 from storage.repositories.users import Users
+from storage.repositories.web_conversations import WebConversations
 from storage.sql import sql
 from storage.sqlite_guard import SqliteFileGuard, read_write_uri
 from storage.sqlite_worker import SqliteWorker
@@ -209,6 +210,7 @@ class Database:
         self.usage = Usage(self.runner, clock)
         self.updates = Updates(self.runner, clock)
         self.api_keys = ApiKeys(self.runner, clock)
+        self.web_conversations = WebConversations(self.runner, clock)
         self.stats = Stats(self.runner, clock)
 
     def _runner(self, engine: AsyncEngine) -> Backend:

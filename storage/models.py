@@ -382,3 +382,22 @@ class ApiKey(Base):
     models: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class WebConversation(Base):
+    """A conversation of the web front end, owned by one API key. Its number is this row's id,
+    never handed out again once deleted (AUTOINCREMENT on SQLite, a sequence on PostgreSQL),
+    so a client holding an old number gets "not found", never someone's newer conversation.
+    Its history lives in the chat ``WEB_CHAT_BASE + id`` (type ``web``), like a Telegram
+    chat's (:mod:`storage.repositories.web_conversations`)."""
+
+    __tablename__ = "web_conversations"
+    __table_args__ = (
+        # A key's conversations, newest first, paged by id.
+        Index("ix_web_conversations_key_id_id", "key_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]

@@ -41,6 +41,7 @@ TABLES = {
     "usage_users_seen",
     "usage_records",
     "users",
+    "web_conversations",
 }
 
 

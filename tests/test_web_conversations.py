@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from bot.spark.simulator import SimulatorOptions
+from tests.support import db_rows
 from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.web_client import Event, WebClient, answer_text, event_of
 
@@ -81,6 +82,36 @@ async def test_conversations_are_created_listed_newest_first_in_pages_read_and_d
     assert unknown.json()["error"]["param"] == "model"
 
 
+async def test_a_deleted_conversations_number_is_never_handed_out_again(
+    make: Factory, resources: contextlib.AsyncExitStack
+) -> None:
+    gateway = await make()
+    web = await client(gateway, resources, "alice")
+    old = await web.create()
+    await web.ask_all(old["id"], "[[answer:the old conversation]]")
+    assert (await web.http.delete(f"/v1/conversations/{old['id']}")).status_code == 204
+
+    new = await web.create(system_prompt="New one.")
+    assert new["id"] != old["id"]
+    # A client still holding the old number is told it is gone, never shown the new one.
+    for method, path in [
+        ("GET", f"/v1/conversations/{old['id']}"),
+        ("POST", f"/v1/conversations/{old['id']}/reset"),
+        ("DELETE", f"/v1/conversations/{old['id']}"),
+    ]:
+        response = await web.http.request(method, path)
+        assert response.status_code == 404, (method, path)
+    asked = await web.http.post(f"/v1/conversations/{old['id']}/messages", json={"text": "hi"})
+    assert asked.status_code == 404
+    kept = await web.get(new["id"])
+    assert (kept["system_prompt"], kept["messages"]) == ("New one.", [])
+    # The ledger row of the deleted conversation stays with its own chat, not the new one.
+    ledger = await gateway.ledger()
+    assert len(ledger) == 1
+    chats = await db_rows.rows(gateway.database, "SELECT id FROM chats WHERE type = 'web'")
+    assert ledger[0].chat_id not in [row.id for row in chats]
+
+
 async def test_another_keys_conversation_is_not_found(
     make: Factory, resources: contextlib.AsyncExitStack
 ) -> None:
@@ -102,7 +133,7 @@ async def test_another_keys_conversation_is_not_found(
     asked = await bob.http.post("/v1/conversations/1/messages", json={"text": "hi"})
     assert asked.status_code == 404
     assert (await bob.http.get("/v1/conversations")).json()["data"] == []
-    # Bob's own first conversation is his, not Alice's.
+    # Numbers are the server's, not per key: Bob's first one is another conversation.
     theirs = await bob.create()
     assert (await bob.get(theirs["id"]))["messages"] == []
     answer = (await alice.get(1))["messages"][-1]

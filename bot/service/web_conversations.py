@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from bot.service.answer_feed import AnswerFeed, AnswerStored
 from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.completions import ApiCaller
-from bot.service.conversation import ConversationService, Place, QueuedQuestion
+from bot.service.conversation import ConversationService, Participant, Place, QueuedQuestion
 from bot.service.lanes import AnswerLanes
-from bot.service.web_store import WEB_CHAT_TYPE, WebConversationInfo, WebConversationStore
 from bot.spark.models import find_model
 from bot.spark.types import Usage
+from storage.database import Database
 from storage.dto import MessageStatus, StoredMessage
+from storage.repositories.web_conversations import WEB_CHAT_TYPE, WebConversationInfo
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,13 @@ class WebConversations:
     def __init__(
         self,
         *,
-        store: WebConversationStore,
+        database: Database,
         conversations: ConversationService,
         clock: Clock = SYSTEM_CLOCK,
         resume_grace: float = RESUME_GRACE_SECONDS,
     ) -> None:
-        self._store = store
+        self._store = database.web_conversations
+        self._users = database.users
         self._service = conversations
         self._clock = clock
         self._grace = resume_grace
@@ -134,7 +136,7 @@ class WebConversations:
         """Start over (like /new): earlier messages are kept but no longer sent as context."""
         info = await self._info(caller, number)
         await self._stop_all(info.chat_id)
-        participant = await self._store.participant(caller.user_id)
+        participant = await self._participant(caller.user_id)
         await self._service.start_new_conversation(participant, self._place(info))
         return await self.get(caller, number)
 
@@ -147,7 +149,7 @@ class WebConversations:
         :class:`~bot.errors.ConversationError` raised, as in Telegram.
         """
         info = await self._info(caller, number)
-        participant = await self._store.participant(caller.user_id)
+        participant = await self._participant(caller.user_id)
         place = self._place(info, title=info.title or title_of(question))
         queued = await self._service.record_question(participant, place, question)
         feed = AnswerFeed(queued.question_id, clock=self._clock)
@@ -254,6 +256,18 @@ class WebConversations:
         await self._lanes.shutdown(grace)
 
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _participant(self, user_id: int) -> Participant:
+        """The key's user as stored, so that asking leaves its profile as it is."""
+        user = await self._users.get(user_id)
+        if user is None:
+            return Participant(user_id=user_id)
+        return Participant(
+            user_id=user_id,
+            username=user.username,
+            first_name=user.first_name,
+            language_code=user.language_code,
+        )
 
     async def _info(self, caller: ApiCaller, number: int) -> WebConversationInfo:
         info = await self._store.get(caller.key_id, number)

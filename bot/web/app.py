@@ -38,7 +38,6 @@ from bot.service.conversation import ConversationService
 from bot.service.events import SparkCall
 from bot.service.limits import UsageLimits
 from bot.service.web_conversations import WebConversations
-from bot.service.web_store_sql import SqlWebConversationStore
 from bot.spark.client import SparkClient
 from bot.spark.models import get_model
 from bot.startup_failures import database_failures, listen_failures
@@ -343,7 +342,7 @@ def build_gateway(
     bot's, when it serves the API too)."""
     metrics = Metrics()
     conversations = WebConversations(
-        store=SqlWebConversationStore(database),
+        database=database,
         conversations=ConversationService(
             database=database,
             spark=spark,

@@ -67,8 +67,7 @@ async def _demo_key(settings: Settings) -> str:
         database = create_database(url)
     try:
         key = new_key()
-        async with database.repositories() as repos:
-            await repos.api_keys.create(DEMO_KEY_NAME, key_hash(key))
+        await database.api_keys.create(DEMO_KEY_NAME, key_hash(key))
         return key
     finally:
         await database.dispose()

@@ -4,7 +4,7 @@ Every method runs one unit of work (:mod:`storage.backends`) and returns frozen 
 (:mod:`storage.dto`); the SQL of a repository sits in its own module beside it. A
 :class:`~storage.database.Database` builds them all when it is constructed:
 ``database.users``, ``.chats``, ``.conversations``, ``.messages``, ``.usage``, ``.updates``,
-``.api_keys`` and ``.stats`` (:mod:`storage.stats`).
+``.api_keys``, ``.web_conversations`` and ``.stats`` (:mod:`storage.stats`).
 """
 
 from __future__ import annotations

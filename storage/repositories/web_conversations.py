@@ -1,0 +1,168 @@
+"""Web conversations: an API key's own conversations, numbered once and for all.
+
+Each is a ``web_conversations`` row (its number, its key) and a chat of type ``web`` with the
+id :func:`web_chat_id`, so history, model, system prompt, token calibration and Spark uid are
+kept exactly as for a Telegram chat, by the same repositories. Numbers are never handed out
+again after a delete (see :class:`storage.models.WebConversation`), so neither is a chat id:
+a client holding an old number is told "not found", and the ledger's rows of a deleted
+conversation are never attributed to a newer one. A key reaches only its own rows: every
+statement here names the key.
+"""
+
+from __future__ import annotations
+
+# Every text here is assembled from this module's constants only; values are always bound.
+# ruff: noqa: S608
+from dataclasses import dataclass
+from datetime import datetime
+
+from storage.backends import Connection
+from storage.dto import StoredMessage
+from storage.repositories import Repository
+from storage.repositories.chats import upsert_chat
+from storage.repositories.messages import MESSAGE_COLUMNS, stored_message
+from storage.sql import Row, sql, utc
+
+WEB_CHAT_TYPE = "web"
+# Above any Telegram chat id (they fit in 52 bits), so a web chat never meets a Telegram one.
+WEB_CHAT_BASE = 1 << 62
+# Listing from the newest: a number above any the table can hold.
+NEWEST = WEB_CHAT_BASE
+
+
+def web_chat_id(number: int) -> int:
+    """The chat that keeps conversation ``number``'s history and settings."""
+    return WEB_CHAT_BASE + number
+
+
+_COLUMNS = (
+    "w.id AS id, w.created_at AS created_at, c.id AS chat_id, c.title AS title, "
+    "c.model AS model, c.system_prompt AS system_prompt "
+    f"FROM web_conversations w JOIN chats c ON c.id = w.id + {WEB_CHAT_BASE}"
+)
+INSERT = sql("INSERT INTO web_conversations (key_id, created_at) VALUES (:key, :now) RETURNING id")
+GET = sql(f"SELECT {_COLUMNS} WHERE w.id = :id AND w.key_id = :key")
+PAGE = sql(
+    f"SELECT {_COLUMNS} WHERE w.key_id = :key AND w.id < :before ORDER BY w.id DESC LIMIT :limit"
+)
+DELETE = sql("DELETE FROM web_conversations WHERE id = :id AND key_id = :key")
+_OF_CHAT = "conversation_id IN (SELECT id FROM conversations WHERE chat_id = :chat)"
+# Answers first: they point at their questions, without ON DELETE.
+DELETE_ANSWERS = sql(f"DELETE FROM messages WHERE role = 'assistant' AND {_OF_CHAT}")
+DELETE_MESSAGES = sql(f"DELETE FROM messages WHERE {_OF_CHAT}")
+# Its conversations and topics go with it (ON DELETE CASCADE); the ledger keeps its rows.
+DELETE_CHAT = sql("DELETE FROM chats WHERE id = :chat AND type = 'web'")
+OPEN_MESSAGES = sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ("
+    "SELECT id FROM conversations WHERE chat_id = :chat AND thread_id = 0 "
+    "AND scope_user_id = 0 AND closed_at IS NULL) ORDER BY id"
+)
+ANSWER_TO = sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE reply_to_id = :question AND {_OF_CHAT} "
+    "ORDER BY id DESC LIMIT 1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebConversationInfo:
+    number: int  # the id clients use
+    chat_id: int
+    title: str | None
+    model: str | None
+    system_prompt: str | None
+    created_at: datetime
+
+
+def _info(row: Row) -> WebConversationInfo:
+    return WebConversationInfo(
+        number=row["id"],
+        chat_id=row["chat_id"],
+        title=row["title"],
+        model=row["model"],
+        system_prompt=row["system_prompt"],
+        created_at=utc(row["created_at"]),
+    )
+
+
+class WebConversations(Repository):
+    async def create(self, key_id: int) -> WebConversationInfo:
+        """A new conversation of the key, with the next number never used before, and its
+        chat (a fresh Spark uid, the operator's model and prompt)."""
+        now = self.clock()
+
+        async def unit(connection: Connection) -> WebConversationInfo:
+            number = await connection.value(INSERT, {"key": key_id, "now": now})
+            chat = await upsert_chat(
+                connection, now, web_chat_id(int(number)), type=WEB_CHAT_TYPE, title=None
+            )
+            return WebConversationInfo(
+                number=int(number),
+                chat_id=chat.id,
+                title=chat.title,
+                model=chat.model,
+                system_prompt=chat.system_prompt,
+                created_at=now,
+            )
+
+        return await self.backend.write(unit)
+
+    async def page(
+        self, key_id: int, *, before: int | None, limit: int
+    ) -> list[WebConversationInfo]:
+        """Up to ``limit`` of the key's conversations numbered below ``before`` (all when
+        None), newest first."""
+        params = {"key": key_id, "before": NEWEST if before is None else before, "limit": limit}
+
+        async def unit(connection: Connection) -> list[WebConversationInfo]:
+            return [_info(row) for row in await connection.rows(PAGE, params)]
+
+        return await self.backend.read(unit)
+
+    async def get(self, key_id: int, number: int) -> WebConversationInfo | None:
+        """The key's conversation ``number``; None for another key's, a deleted or an
+        unknown one."""
+        if not 0 < number < NEWEST:
+            return None
+        params = {"id": number, "key": key_id}
+
+        async def unit(connection: Connection) -> WebConversationInfo | None:
+            row = await connection.row(GET, params)
+            return None if row is None else _info(row)
+
+        return await self.backend.read(unit)
+
+    async def delete(self, key_id: int, number: int) -> bool:
+        """Remove the key's conversation with its chat and messages (the ledger keeps its
+        rows); False when the key has no such conversation."""
+        if not 0 < number < NEWEST:
+            return False
+        chat = {"chat": web_chat_id(number)}
+
+        async def unit(connection: Connection) -> bool:
+            if not await connection.execute(DELETE, {"id": number, "key": key_id}):
+                return False
+            await connection.execute(DELETE_ANSWERS, chat)
+            await connection.execute(DELETE_MESSAGES, chat)
+            await connection.execute(DELETE_CHAT, chat)
+            return True
+
+        return await self.backend.write(unit)
+
+    async def messages(self, chat_id: int) -> list[StoredMessage]:
+        """The messages of the chat's open conversation, oldest first."""
+
+        async def unit(connection: Connection) -> list[StoredMessage]:
+            rows = await connection.rows(OPEN_MESSAGES, {"chat": chat_id})
+            return [stored_message(row) for row in rows]
+
+        return await self.backend.read(unit)
+
+    async def answer_to(self, chat_id: int, question_id: int) -> StoredMessage | None:
+        """The newest answer to question ``question_id`` of this chat, if stored."""
+        params = {"chat": chat_id, "question": question_id}
+
+        async def unit(connection: Connection) -> StoredMessage | None:
+            row = await connection.row(ANSWER_TO, params)
+            return None if row is None else stored_message(row)
+
+        return await self.backend.read(unit)
