@@ -14,7 +14,7 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from storage.database import create_engine
@@ -101,6 +101,43 @@ async def test_stairway_up_down_up_over_every_revision(database_url: str) -> Non
         assert await _inspect(database_url, _version) == revision
     await downgrade(database_url, "base")
     assert await _inspect(database_url, _tables) <= {"alembic_version"}
+
+
+def _reused_number(connection: Connection) -> tuple[int, int]:
+    """The newest web conversation's number, deleted, and the next one's."""
+    connection.execute(
+        text(
+            "INSERT INTO users (id, created_at, updated_at) "
+            "VALUES (-1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    )
+    connection.execute(
+        text(
+            "INSERT INTO api_keys (name, key_hash, user_id, created_at) "
+            "VALUES ('k', 'h', -1, CURRENT_TIMESTAMP)"
+        )
+    )
+    insert = text(
+        "INSERT INTO web_conversations (key_id, created_at) "
+        "SELECT id, CURRENT_TIMESTAMP FROM api_keys RETURNING id"
+    )
+    connection.execute(insert)
+    newest = connection.execute(insert).scalar_one()
+    connection.execute(text("DELETE FROM web_conversations WHERE id = :id"), {"id": newest})
+    return int(newest), int(connection.execute(insert).scalar_one())
+
+
+async def test_web_conversation_numbers_are_never_reused_after_the_migration(
+    database_url: str,
+) -> None:
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            deleted, next_one = await connection.run_sync(_reused_number)
+    finally:
+        await engine.dispose()
+    assert next_one > deleted
 
 
 def test_migrate_command_creates_the_default_sqlite_database_under_data(tmp_path: Path) -> None:
