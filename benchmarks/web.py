@@ -32,11 +32,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.gateway import (
     _gateway,
-    _latency_ms,
     _percentile,
     _serve_spark,
     direct_phase,
 )
+
+
+Stamp = tuple[int, float]  # when Spark sent the frame (monotonic ns), its latency in ms
+
+
+def _stamps(text: str, arrived_ns: int, out: list[Stamp]) -> int:
+    """Record every stamp in ``text`` with its latency; returns how many there were."""
+    count = 0
+    for part in text.split("<")[1:]:
+        sent = int(part.split(">", 1)[0])
+        out.append((sent, (arrived_ns - sent) / 1e6))
+        count += 1
+    return count
 
 
 async def _conversations(session: aiohttp.ClientSession, base: str, key: str, n: int) -> list[int]:
@@ -54,7 +66,7 @@ async def _stream(
     key: str,
     number: int,
     question: str,
-    latencies: list[float] | None,
+    latencies: list[Stamp] | None,
     ready: asyncio.Event | None = None,
     ready_after: int = 0,
 ) -> int:
@@ -73,7 +85,7 @@ async def _stream(
             elif line.startswith(b"data: ") and name == b"delta":
                 arrived = time.monotonic_ns()
                 text = json.loads(line[6:])["text"]
-                deltas += _latency_ms(text, arrived, latencies) if latencies is not None else 1
+                deltas += _stamps(text, arrived, latencies) if latencies is not None else 1
                 if ready is not None and deltas >= ready_after:
                     ready.set()
     return deltas
@@ -87,13 +99,14 @@ def _session() -> aiohttp.ClientSession:
 
 async def web_phase(
     conn: Connection, base: str, key: str, streams: int, chars: int, stagger: float
-) -> tuple[list[float], int, float]:
-    latencies: list[float] = []
+) -> tuple[list[Stamp], int, float, int]:
+    latencies: list[Stamp] = []
     async with _session() as session:
         numbers = await _conversations(session, base, key, streams)
         loop = asyncio.get_running_loop()
         conn.send("cpu")
         before = await loop.run_in_executor(None, conn.recv)
+        started = time.monotonic_ns()
         tasks = []
         for index, number in enumerate(numbers):
             question = f"w{index} [[long:{chars}]]"
@@ -104,7 +117,7 @@ async def web_phase(
         delivered = sum(await asyncio.gather(*tasks))
         conn.send("cpu")
         cpu = await loop.run_in_executor(None, conn.recv) - before
-    return latencies, delivered, cpu
+    return latencies, delivered, cpu, started
 
 
 async def memory_phase(conn: Connection, base: str, key: str, streams: int, frames: int) -> int:
@@ -147,10 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--chars", type=int, default=200, help="answer length ([[long:N]])")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between frames")
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        default=None,
+        help="seconds between starts (default: the interval over the streams)",
+    )
     parser.add_argument("--hang-frames", type=int, default=5, help="frames before holding")
     parser.add_argument("--backlog", type=int, default=4096, help="simulator accept backlog")
+    parser.add_argument("--no-memory", action="store_true", help="skip the RSS phase")
     args = parser.parse_args(argv)
-    stagger = args.interval / args.streams
+    stagger = args.stagger if args.stagger is not None else args.interval / args.streams
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * args.streams)), hard))
@@ -171,14 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
         with _gateway(context, spark_url) as (end, base, key):
-            through, delivered, cpu = asyncio.run(
+            stamped, delivered, cpu, started = asyncio.run(
                 web_phase(end, base, key, args.streams, args.chars, stagger)
             )
-        with _gateway(context, spark_url) as (end, base, key):
-            extra = asyncio.run(memory_phase(end, base, key, args.streams, args.hang_frames))
+        extra = 0
+        if not args.no_memory:
+            with _gateway(context, spark_url) as (end, base, key):
+                extra = asyncio.run(memory_phase(end, base, key, args.streams, args.hang_frames))
     finally:
         spark_end.send("stop")
         spark.join(timeout=15)
+    through = [latency for _, latency in stamped]
     print()
     print(f"{'path':<13} {'deltas':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for name, values in (("direct", direct), ("conversation", through)):
@@ -190,11 +213,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"added: p50 {_percentile(through, 50) - _percentile(direct, 50):.2f} ms,"
         f" p95 {_percentile(through, 95) - _percentile(direct, 95):.2f} ms"
     )
+    # Where the added time falls: per second of the run, by when Spark sent the frame.
+    print("conversation p95 by second since the first question (frames sent in that second):")
+    seconds: dict[int, list[float]] = {}
+    for sent, latency in stamped:
+        seconds.setdefault(max(0, (sent - started) // 10**9), []).append(latency)
+    for second, values in sorted(seconds.items()):
+        print(
+            f"  {second}-{second + 1} s: {len(values):>6} deltas, p95 {_percentile(values, 95):.2f} ms"
+        )
+    late = [latency for sent, latency in stamped if sent - started >= 10**9]
+    if late:
+        print(
+            f"after the first second: {len(late)} deltas, p50 {_percentile(late, 50):.2f} ms, "
+            f"p95 {_percentile(late, 95):.2f} ms (added p95 "
+            f"{_percentile(late, 95) - _percentile(direct, 95):.2f} ms)"
+        )
     print(f"server CPU: {cpu:.2f} s for {delivered} deltas = {cpu / delivered * 1e6:.1f} µs/delta")
-    print(
-        f"server RSS with {args.streams} streams open: +{extra / 2**20:.1f} MiB = "
-        f"{extra / args.streams / 1024:.1f} KiB/stream"
-    )
+    if not args.no_memory:
+        print(
+            f"server RSS with {args.streams} streams open: +{extra / 2**20:.1f} MiB = "
+            f"{extra / args.streams / 1024:.1f} KiB/stream"
+        )
     expected = args.streams * -(-args.chars // 8)
     if len(direct) != expected or delivered != expected:
         raise SystemExit(f"deltas lost: direct {len(direct)}, web {delivered} of {expected}")
