@@ -17,8 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.service.answer_feed import AnswerFeed
+from bot.service.answer_feed import AnswerFeed, FeedEntry
 from bot.service.clock import Clock
+from bot.service.events import TextDelta
 from bot.web.conversation_events import EventId, entry_event
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -36,6 +37,22 @@ def encode_event(event_id: EventId | str | None, name: str, body: dict[str, Any]
     lines.append(f"event: {name}")
     lines.append("data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")))
     return ("\n".join(lines) + "\n\n").encode()
+
+
+def encode_entry(question_id: int, entry: FeedEntry) -> bytes | None:
+    """One feed entry as an event, or None for what a conversation does not show. A text
+    delta, nearly every event, is framed from constants and its text's JSON alone (a third of
+    the cost of building the body and framing it line by line)."""
+    item = entry.item
+    if type(item) is TextDelta:
+        text = json.dumps(item.text, ensure_ascii=False)
+        head = f"id: {question_id}:{entry.seq}:{entry.offset}\nevent: delta\ndata: "
+        return (head + '{"text":' + text + "}\n\n").encode()
+    event = entry_event(question_id, entry)
+    if event is None:
+        return None
+    name, body = event
+    return encode_event(EventId(question_id, entry.seq, entry.offset), name, body)
 
 
 async def open_stream(request: web.Request) -> web.StreamResponse:
@@ -66,14 +83,11 @@ async def stream_feed(
         while True:
             batch = feed.after(seq)
             if batch:
-                data = []
-                for entry in batch:
-                    event = entry_event(question, entry)
-                    if event is not None:
-                        name, body = event
-                        data.append(
-                            encode_event(EventId(question, entry.seq, entry.offset), name, body)
-                        )
+                data = [
+                    encoded
+                    for entry in batch
+                    if (encoded := encode_entry(question, entry)) is not None
+                ]
                 seq = batch[-1].seq
                 if data and not await _write(response, b"".join(data)):
                     return False
