@@ -37,7 +37,6 @@ from benchmarks.gateway import (
     direct_phase,
 )
 
-
 Stamp = tuple[int, float]  # when Spark sent the frame (monotonic ns), its latency in ms
 
 
@@ -220,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds.setdefault(max(0, (sent - started) // 10**9), []).append(latency)
     for second, values in sorted(seconds.items()):
         print(
-            f"  {second}-{second + 1} s: {len(values):>6} deltas, p95 {_percentile(values, 95):.2f} ms"
+            f"  {second}-{second + 1} s: {len(values):>6} deltas, "
+            f"p95 {_percentile(values, 95):.2f} ms"
         )
     late = [latency for sent, latency in stamped if sent - started >= 10**9]
     if late:
