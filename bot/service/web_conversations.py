@@ -82,7 +82,6 @@ class WebConversations:
         resume_grace: float = RESUME_GRACE_SECONDS,
     ) -> None:
         self._store = database.web_conversations
-        self._users = database.users
         self._service = conversations
         self._clock = clock
         self._grace = resume_grace
@@ -136,7 +135,7 @@ class WebConversations:
         """Start over (like /new): earlier messages are kept but no longer sent as context."""
         info = await self._info(caller, number)
         await self._stop_all(info.chat_id)
-        participant = await self._participant(caller.user_id)
+        participant = self._participant(info)
         await self._service.start_new_conversation(participant, self._place(info))
         return await self.get(caller, number)
 
@@ -149,7 +148,7 @@ class WebConversations:
         :class:`~bot.errors.ConversationError` raised, as in Telegram.
         """
         info = await self._info(caller, number)
-        participant = await self._participant(caller.user_id)
+        participant = self._participant(info)
         place = self._place(info, title=info.title or title_of(question))
         queued = await self._service.record_question(participant, place, question)
         feed = AnswerFeed(queued.question_id, clock=self._clock)
@@ -257,16 +256,15 @@ class WebConversations:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    async def _participant(self, user_id: int) -> Participant:
+    @staticmethod
+    def _participant(info: WebConversationInfo) -> Participant:
         """The key's user as stored, so that asking leaves its profile as it is."""
-        user = await self._users.get(user_id)
-        if user is None:
-            return Participant(user_id=user_id)
+        owner = info.owner
         return Participant(
-            user_id=user_id,
-            username=user.username,
-            first_name=user.first_name,
-            language_code=user.language_code,
+            user_id=owner.user_id,
+            username=owner.username,
+            first_name=owner.first_name,
+            language_code=owner.language_code,
         )
 
     async def _info(self, caller: ApiCaller, number: int) -> WebConversationInfo:

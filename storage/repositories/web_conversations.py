@@ -35,10 +35,18 @@ def web_chat_id(number: int) -> int:
     return WEB_CHAT_BASE + number
 
 
+# With the key's user as stored, so that asking leaves its profile as it is.
 _COLUMNS = (
     "w.id AS id, w.created_at AS created_at, c.id AS chat_id, c.title AS title, "
-    "c.model AS model, c.system_prompt AS system_prompt "
-    f"FROM web_conversations w JOIN chats c ON c.id = w.id + {WEB_CHAT_BASE}"
+    "c.model AS model, c.system_prompt AS system_prompt, u.id AS user_id, "
+    "u.username AS username, u.first_name AS first_name, u.language_code AS language_code "
+    f"FROM web_conversations w JOIN chats c ON c.id = w.id + {WEB_CHAT_BASE} "
+    "JOIN api_keys k ON k.id = w.key_id JOIN users u ON u.id = k.user_id"
+)
+OWNER = sql(
+    "SELECT u.id AS user_id, u.username AS username, u.first_name AS first_name, "
+    "u.language_code AS language_code FROM api_keys k JOIN users u ON u.id = k.user_id "
+    "WHERE k.id = :key"
 )
 INSERT = sql("INSERT INTO web_conversations (key_id, created_at) VALUES (:key, :now) RETURNING id")
 GET = sql(f"SELECT {_COLUMNS} WHERE w.id = :id AND w.key_id = :key")
@@ -64,6 +72,16 @@ ANSWER_TO = sql(
 
 
 @dataclass(frozen=True, slots=True)
+class Owner:
+    """The user the key bills to, as stored."""
+
+    user_id: int
+    username: str | None
+    first_name: str | None
+    language_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class WebConversationInfo:
     number: int  # the id clients use
     chat_id: int
@@ -71,6 +89,11 @@ class WebConversationInfo:
     model: str | None
     system_prompt: str | None
     created_at: datetime
+    owner: Owner
+
+
+def _owner(row: Row) -> Owner:
+    return Owner(row["user_id"], row["username"], row["first_name"], row["language_code"])
 
 
 def _info(row: Row) -> WebConversationInfo:
@@ -81,6 +104,7 @@ def _info(row: Row) -> WebConversationInfo:
         model=row["model"],
         system_prompt=row["system_prompt"],
         created_at=utc(row["created_at"]),
+        owner=_owner(row),
     )
 
 
@@ -91,17 +115,23 @@ class WebConversations(Repository):
         now = self.clock()
 
         async def unit(connection: Connection) -> WebConversationInfo:
-            number = await connection.value(INSERT, {"key": key_id, "now": now})
+            owner = await connection.row(OWNER, {"key": key_id})
+            if owner is None:
+                raise LookupError(f"no API key {key_id}")
+            inserted = await connection.row(INSERT, {"key": key_id, "now": now})
+            assert inserted is not None  # RETURNING of an insert always has its row
+            number = int(inserted["id"])
             chat = await upsert_chat(
-                connection, now, web_chat_id(int(number)), type=WEB_CHAT_TYPE, title=None
+                connection, now, web_chat_id(number), type=WEB_CHAT_TYPE, title=None
             )
             return WebConversationInfo(
-                number=int(number),
+                number=number,
                 chat_id=chat.id,
                 title=chat.title,
                 model=chat.model,
                 system_prompt=chat.system_prompt,
                 created_at=now,
+                owner=_owner(owner),
             )
 
         return await self.backend.write(unit)
