@@ -7,13 +7,16 @@ the bot and checked by the fake in the same seconds, only ``factor`` times soone
 recorded by the fake (``RecordedCall.at``) are then on this clock too.
 
 ``ManualClock`` moves only when a test moves it, so minute-long budgets are tested in
-milliseconds.
+milliseconds; its timers run when :meth:`ManualClock.advance` passes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
+from collections.abc import Callable
 
 
 class ScaledClock:
@@ -37,12 +40,25 @@ class ScaledClock:
     def timeout(self, seconds: float | None) -> asyncio.Timeout:
         return asyncio.timeout(None if seconds is None else max(0.0, seconds) / self.factor)
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds) / self.factor, callback)
+
+
+class _ManualTimer:
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def cancel(self) -> None:
+        self.callback = None
+
 
 class ManualClock:
     """A clock tests move by hand; sleeping on it moves it (nothing else would)."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
+        self._timers: list[tuple[float, int, _ManualTimer]] = []
+        self._order = itertools.count()
 
     def now(self) -> float:
         return self._now
@@ -54,6 +70,11 @@ class ManualClock:
         if seconds < 0:
             raise ValueError(f"a clock cannot go back ({seconds} s)")
         self._now += seconds
+        # Timers run as the time passes them, in order, each at its own moment.
+        while self._timers and self._timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(self._timers)
+            if timer.callback is not None:
+                timer.callback()
 
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
@@ -62,3 +83,13 @@ class ManualClock:
     def timeout(self, seconds: float | None) -> asyncio.Timeout:
         # Time stands still while a test awaits, so only a wait of zero ever runs out.
         return asyncio.timeout(0.0 if seconds is not None and seconds <= 0 else None)
+
+    def call_later(
+        self, seconds: float, callback: Callable[[], None]
+    ) -> _ManualTimer | asyncio.Handle:
+        """Due when :meth:`advance` passes ``seconds`` from now (soon, when 0 or less)."""
+        if seconds <= 0:
+            return asyncio.get_running_loop().call_soon(callback)
+        timer = _ManualTimer(callback)
+        heapq.heappush(self._timers, (self._now + seconds, next(self._order), timer))
+        return timer

@@ -1,0 +1,271 @@
+"""One scheduler for every Bot API call that spends a send budget, in the whole process.
+
+Every send path (drafts, edits, final messages and their splits, command replies, notes, chat
+actions) asks :meth:`SendScheduler.slot` for a slot and is woken when it has one; nothing polls
+and nothing sleeps on its own guess. The call is counted when the slot is granted, so the
+caller makes its request right away; a 429 goes back to :meth:`SendScheduler.retry_after`,
+which holds the chat until Telegram's deadline and lowers that kind's budget for a while
+(:mod:`bot.telegram.send_budgets`).
+
+Who goes next, among the calls whose chat has room:
+
+1. ``FIRST``: the first feedback of a new answer ("Thinking…", the first typing action);
+2. ``FINAL``: final texts, in the order Spark finished them;
+3. ``REPLY``: command replies and notes, in the order asked;
+4. ``KEEPALIVE``: typing repeats and drafts re-sent while Spark is silent;
+5. ``REFRESH``: intermediate texts, the stream whose visible text is stalest first. A stream
+   asks for one refresh at a time and sends its newest text once granted, so intermediate
+   texts are coalesced: only the newest is ever sent.
+
+Calls that count toward the global budget wait for it in that order; a refresh also leaves
+part of the global second (up to half) to more urgent calls still held by their own chat's
+budget, so a burst of refreshes cannot push a final text back. Calls that do not count (drafts
+and chat actions by default) only wait for their own chat's budget.
+
+The scheduler runs no task: it grants what it can whenever something asks, and arms one timer
+(:meth:`Clock.call_later`) for the next moment something may go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import IntEnum
+
+from bot.service.clock import SYSTEM_CLOCK, Clock, Timer
+from bot.telegram.send_budgets import (
+    BudgetStore,
+    LearnedLimits,
+    MemoryBudgetStore,
+    SendBudgets,
+    SendKind,
+    Window,
+    chat_key,
+    retry_after_seconds,
+    windows_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Priority(IntEnum):
+    FIRST = 0
+    FINAL = 1
+    REPLY = 2
+    KEEPALIVE = 3
+    REFRESH = 4
+
+
+@dataclass(slots=True, eq=False)
+class _Ask:
+    priority: Priority
+    order: float
+    seq: int
+    own: tuple[Window, ...]
+    shared: tuple[Window, ...]
+    future: asyncio.Future[None] = field(repr=False)
+
+    def key(self) -> tuple[int, float, int]:
+        return (self.priority, self.order, self.seq)
+
+
+_Entry = tuple[int, float, int, _Ask]
+_Timed = tuple[float, int, _Ask]
+
+
+class SendScheduler:
+    """Grants send slots within every budget, most urgent first; see the module docstring."""
+
+    def __init__(
+        self,
+        budgets: SendBudgets | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        store: BudgetStore | None = None,
+    ) -> None:
+        self.budgets = budgets or SendBudgets()
+        self.clock = clock
+        self.store: BudgetStore = store if store is not None else MemoryBudgetStore()
+        self._learned = LearnedLimits(self.budgets.learn_seconds)
+        self._seq = itertools.count()
+        self._held: list[_Timed] = []  # waiting for their own chat's budget, by when it allows
+        self._counted: list[_Entry] = []  # their chat allows; waiting for the global budget
+        self._free: list[_Entry] = []  # their chat allows; not counted globally
+        self._urgent_held = 0  # counted, more urgent than a refresh, not yet granted
+        self._timer: Timer | None = None
+        self._timer_at = float("inf")
+        self._next_sweep = clock.now() + self.budgets.sweep_every
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    async def slot(
+        self,
+        chat_id: int,
+        *,
+        is_group: bool,
+        kind: SendKind = "message",
+        priority: Priority = Priority.REPLY,
+        order: float | None = None,
+    ) -> None:
+        """Wait for a slot for one call; it is counted as made when this returns.
+
+        ``order`` ranks calls of one priority (lower first; default: when asked). Cancelling
+        the wait gives the place up."""
+        await self.ask(chat_id, is_group=is_group, kind=kind, priority=priority, order=order)
+
+    def ask(
+        self,
+        chat_id: int,
+        *,
+        is_group: bool,
+        kind: SendKind = "message",
+        priority: Priority = Priority.REPLY,
+        order: float | None = None,
+    ) -> asyncio.Future[None]:
+        """:meth:`slot` as a future (resolved when granted; cancel it to give the place up)."""
+        now = self.clock.now()
+        own, shared = windows_for(
+            self.budgets,
+            chat_id,
+            is_group=is_group,
+            kind=kind,
+            factor=self._learned.factor(kind, now),
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ask = _Ask(priority, now if order is None else order, next(self._seq), own, shared, future)
+        if shared and priority < Priority.REFRESH:
+            self._urgent_held += 1
+            future.add_done_callback(self._urgent_done)
+        self._place(ask, now)
+        self._dispatch()
+        return future
+
+    def _urgent_done(self, _: asyncio.Future[None]) -> None:
+        self._urgent_held -= 1
+
+    def retry_after(
+        self, chat_id: int, kind: SendKind, retry_after: int | float | timedelta
+    ) -> float:
+        """Telegram answered 429: hold the chat until the deadline, lower the kind's budget.
+
+        Returns the deadline (on :attr:`clock`)."""
+        seconds = retry_after_seconds(retry_after)
+        now = self.clock.now()
+        deadline = self.store.hold(chat_key(chat_id, kind), now + seconds)
+        factor = self._learned.lower(kind, now)
+        log.info(
+            "chat %s: Telegram answered 429 on a %s (retry after %.1f s); %s budget at %g of "
+            "its configured rate for %.0f s",
+            chat_id,
+            kind,
+            seconds,
+            kind,
+            factor,
+            self.budgets.learn_seconds,
+        )
+        return deadline
+
+    def held_until(self, chat_id: int, kind: SendKind = "message") -> float:
+        """The chat's 429 deadline for ``kind`` (on :attr:`clock`), or -inf."""
+        return self.store.held_until(chat_key(chat_id, kind))
+
+    def waiting(self) -> int:
+        """How many asks are waiting (for tests and metrics)."""
+        return sum(
+            1
+            for queue in (self._held, self._counted, self._free)
+            for entry in queue
+            if not entry[-1].future.done()
+        )
+
+    # -- granting ----------------------------------------------------------------------------
+
+    def _place(self, ask: _Ask, now: float) -> None:
+        ready = self.store.ready_at(ask.own, now)
+        if ready > now:
+            heapq.heappush(self._held, (ready, ask.seq, ask))
+        elif ask.shared:
+            heapq.heappush(self._counted, (*ask.key(), ask))
+        else:
+            heapq.heappush(self._free, (*ask.key(), ask))
+
+    def _dispatch(self) -> None:
+        store = self.store
+        now = self.clock.now()
+        held = self._held
+        while held and held[0][0] <= now:
+            ask = heapq.heappop(held)[2]
+            if not ask.future.done():
+                self._place(ask, now)
+        wake = held[0][0] if held else float("inf")
+        free = self._free
+        while free:
+            ask = free[0][3]
+            if ask.future.done():
+                heapq.heappop(free)
+            elif self._chat_moved(ask, now, free):
+                continue
+            else:
+                heapq.heappop(free)
+                self._grant(ask, now)
+        counted = self._counted
+        while counted:
+            ask = counted[0][3]
+            if ask.future.done():
+                heapq.heappop(counted)
+                continue
+            if self._chat_moved(ask, now, counted):
+                continue
+            ready = store.ready_at(ask.shared, now)
+            if ready <= now and ask.priority == Priority.REFRESH and self._urgent_held:
+                ready = self._reserve(ask.shared[0], now)
+            if ready > now:
+                wake = min(wake, ready)
+                break
+            heapq.heappop(counted)
+            self._grant(ask, now)
+        if held:
+            wake = min(wake, held[0][0])
+        self._arm(wake, now)
+
+    def _chat_moved(self, ask: _Ask, now: float, queue: list[_Entry]) -> bool:
+        """A call granted meanwhile may have used the chat's room: check again, lazily."""
+        ready = self.store.ready_at(ask.own, now)
+        if ready <= now:
+            return False
+        heapq.heappop(queue)
+        heapq.heappush(self._held, (ready, ask.seq, ask))
+        return True
+
+    def _reserve(self, window: Window, now: float) -> float:
+        """When a refresh may take a global slot: leave room for the urgent calls held."""
+        reserve = min(self._urgent_held, window.limit // 2)
+        if reserve <= 0:
+            return now
+        narrowed = Window(window.key, window.limit - reserve, window.seconds)
+        return self.store.ready_at((narrowed,), now)
+
+    def _grant(self, ask: _Ask, now: float) -> None:
+        self.store.take(ask.own + ask.shared, now)
+        ask.future.set_result(None)
+        if now >= self._next_sweep:
+            # Amortised here rather than on a timer: a bot that sends nothing grows nothing.
+            self._next_sweep = now + self.budgets.sweep_every
+            self.store.forget_idle(now - self.budgets.idle_after)
+
+    def _arm(self, wake: float, now: float) -> None:
+        if wake == float("inf") or wake >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = wake
+        self._timer = self.clock.call_later(max(wake - now, 0.001), self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        self._dispatch()
+
