@@ -33,7 +33,7 @@ from telegram.request import HTTPXRequest
 from bot.config import Settings
 from bot.spark.client import SparkClient
 from bot.spark.types import ChatMessage, TextDelta
-from bot.telegram.flood import retry_after_seconds
+from bot.telegram.send_budgets import retry_after_seconds
 
 log = logging.getLogger(__name__)
 

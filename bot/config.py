@@ -225,6 +225,31 @@ class TelegramSettings(_Group):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, validation_alias=AliasChoices("SHUTDOWN_GRACE_SECONDS")
     )
+    # Send budgets (bot.telegram.send_budgets): Telegram's published figures, a little under.
+    send_private_interval: float = Field(
+        default=1.0, gt=0, validation_alias=AliasChoices("SEND_PRIVATE_INTERVAL")
+    )
+    send_group_interval: float = Field(
+        default=3.0, gt=0, validation_alias=AliasChoices("SEND_GROUP_INTERVAL")
+    )
+    send_group_per_minute: int = Field(
+        default=20, ge=1, validation_alias=AliasChoices("SEND_GROUP_PER_MINUTE")
+    )
+    send_global_per_second: int = Field(
+        default=28, ge=1, validation_alias=AliasChoices("SEND_GLOBAL_PER_SECOND")
+    )
+    send_draft_interval: float = Field(
+        default=0.25, gt=0, validation_alias=AliasChoices("SEND_DRAFT_INTERVAL")
+    )
+    send_drafts_count_global: bool = Field(
+        default=False, validation_alias=AliasChoices("SEND_DRAFTS_COUNT_GLOBAL")
+    )
+    send_actions_count_global: bool = Field(
+        default=False, validation_alias=AliasChoices("SEND_ACTIONS_COUNT_GLOBAL")
+    )
+    send_learn_seconds: float = Field(
+        default=600.0, ge=0, validation_alias=AliasChoices("SEND_LEARN_SECONDS")
+    )
 
     _split = field_validator(
         "admin_user_ids", "allowed_user_ids", "allowed_chat_ids", mode="before"

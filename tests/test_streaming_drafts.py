@@ -10,7 +10,7 @@ import itertools
 from telegram import Bot
 
 from bot.service.events import Finished, TextDelta
-from bot.telegram.flood import FloodControl
+from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamTuning, TelegramAnswer
 from storage.dto import MessageStatus
 from tests.support.clocks import ScaledClock
@@ -29,10 +29,10 @@ def _gaps(frames: list[DraftFrame]) -> list[float]:
     return [later.at - earlier.at for earlier, later in itertools.pairwise(frames)]
 
 
-def _silent_answer(bot: Bot, flood: FloodControl, chat_id: int, draft_id: int) -> TelegramAnswer:
+def _silent_answer(bot: Bot, scheduler: SendScheduler, chat_id: int, draft_id: int) -> TelegramAnswer:
     return TelegramAnswer(
         bot,
-        flood,
+        scheduler,
         ChatTarget(chat_id=chat_id, is_group=False, thread_id=None, reply_to_message_id=None),
         mode="draft",
         drafts=DraftSupport(),
@@ -47,9 +47,9 @@ async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
     fake = await make_fake_telegram(clock=clock.now)
     driver = TelegramDriver(fake)
     chat = driver.private_chat(driver.user())
-    flood = FloodControl(clock=clock)
+    scheduler = SendScheduler(clock=clock)
     async with bot_for(fake) as bot:
-        answer = _silent_answer(bot, flood, chat.id, draft_id=7)
+        answer = _silent_answer(bot, scheduler, chat.id, draft_id=7)
         await answer.start()
         # Spark says nothing for a while: "Thinking…", then two refreshes.
         await fake.wait_for(lambda: len(fake.drafts(chat.id)) >= 3, WAIT)
@@ -77,7 +77,7 @@ async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
 
         # The sentinel: a next silent answer in the chat, until its "Thinking…" is refreshed.
         # A refresh of the first answer would have been due before that one.
-        sentinel = _silent_answer(bot, flood, chat.id, draft_id=8)
+        sentinel = _silent_answer(bot, scheduler, chat.id, draft_id=8)
         await sentinel.start()
         await fake.wait_for(lambda: sum(d.draft_id == 8 for d in fake.drafts(chat.id)) >= 2, WAIT)
         await sentinel.aclose()

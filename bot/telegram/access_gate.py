@@ -22,8 +22,8 @@ from bot.service.i18n import language_of, text
 from bot.telegram.access import AccessPolicy, Verdict
 from bot.telegram.addressing import BotIdentity, speaks_to_bot
 from bot.telegram.budgeted_reply import send_budgeted
-from bot.telegram.flood import FloodControl
 from bot.telegram.ptb_types import AnyApplication, AnyContext
+from bot.telegram.send_scheduler import SendScheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,12 @@ _GONE = (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED)
 class AccessGate:
     """Applies the access policy to every update; refused ones stop here."""
 
-    def __init__(self, policy: AccessPolicy, identity: BotIdentity, flood: FloodControl) -> None:
+    def __init__(
+        self, policy: AccessPolicy, identity: BotIdentity, scheduler: SendScheduler
+    ) -> None:
         self._policy = policy
         self._identity = identity
-        self._flood = flood
+        self._scheduler = scheduler
 
     def register(self, application: AnyApplication) -> None:
         application.add_handler(TypeHandler(Update, self.check), group=ACCESS_GROUP)
@@ -109,7 +111,7 @@ class AccessGate:
     async def _reply(self, message: Message, chat: Chat, body: str) -> None:
         is_group = chat.type != ChatType.PRIVATE
         await send_budgeted(
-            self._flood,
+            self._scheduler,
             chat.id,
             lambda: message.reply_text(body, do_quote=is_group),
             is_group=is_group,

@@ -31,8 +31,8 @@ from bot.service.limits import UsageLimits
 from bot.telegram.access import AccessPolicy
 from bot.telegram.budgeted_reply import send_budgeted
 from bot.telegram.command_args import UsageError, UserRef, parse_quota_args, parse_stats_args
-from bot.telegram.flood import FloodControl
 from bot.telegram.ptb_types import AnyApplication, AnyContext
+from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.stats_format import compact, render_quota, render_report, render_usage
 from storage.database import Database
 from storage.dto import Clock, UserInfo, utc_now
@@ -70,13 +70,13 @@ class AdminHandlers:
         database: Database,
         limits: UsageLimits,
         access: AccessPolicy,
-        flood: FloodControl,
+        scheduler: SendScheduler,
         clock: Clock = utc_now,
     ) -> None:
         self._db = database
         self._limits = limits
         self._access = access
-        self._flood = flood
+        self._scheduler = scheduler
         self._clock = clock
 
     def register(self, application: AnyApplication) -> None:
@@ -291,7 +291,7 @@ class AdminHandlers:
         """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
         is_group = asker.chat.type != ChatType.PRIVATE
         await send_budgeted(
-            self._flood,
+            self._scheduler,
             asker.chat.id,
             lambda: asker.message.reply_text(
                 body, parse_mode=ParseMode.HTML if html else None, do_quote=is_group

@@ -37,7 +37,7 @@ from aiohttp import web
 from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
-from bot.config import Settings
+from bot.config import Settings, TelegramSettings
 from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.conversation import ConversationService
 from bot.service.events import NO_OBSERVER, SparkCallObserver
@@ -51,10 +51,11 @@ from bot.telegram.addressing import BotIdentity
 from bot.telegram.admin import AdminHandlers
 from bot.telegram.call_counting import CountingRequest
 from bot.telegram.dedup import UpdateDeduplicator
-from bot.telegram.flood import FloodControl
 from bot.telegram.generation_stop import STOPPED_GENERATION
 from bot.telegram.handlers import TelegramHandlers
 from bot.telegram.ptb_types import AnyApplication
+from bot.telegram.send_budgets import SendBudgets
+from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.startup_failures import telegram_failures, webhook_failures
 from bot.telegram.update_order import PerChatUpdateProcessor
 from bot.telegram.webhook_input import MAX_UPDATE_BYTES, NotAnUpdate, parse_update
@@ -110,7 +111,7 @@ class BotRuntime:
         service: ConversationService,
         application: AnyApplication,
         lanes: AnswerLanes,
-        flood: FloodControl,
+        scheduler: SendScheduler,
         webhook_secret: str,
         gateway: WebRoutes | None = None,
     ) -> None:
@@ -119,7 +120,7 @@ class BotRuntime:
         self.service = service
         self.application = application
         self.lanes = lanes
-        self.flood = flood
+        self.scheduler = scheduler
         self.webhook_secret = webhook_secret
         self.gateway = gateway  # the HTTP API beside Telegram (HTTP_API_ENABLED)
         self._stop = asyncio.Event()
@@ -255,7 +256,7 @@ async def open_bot_runtime(
     migrated and answers a crash left streaming are marked partial before the first update is
     taken. With
     ``HTTP_API_ENABLED``, ``web_routes`` builds the HTTP API served beside Telegram.
-    ``clock`` is what send budgets, lane shutdowns and rate windows count and wait on
+    ``clock`` is what the send scheduler, lane shutdowns and rate windows count and wait on
     (:mod:`bot.service.clock`).
     """
     token = settings.telegram.token
@@ -300,7 +301,8 @@ async def open_bot_runtime(
         stack.push_async_callback(application.shutdown)
 
         lanes = AnswerLanes(clock)
-        flood = FloodControl(clock=clock)
+        # One scheduler owns every send budget of the process (bot.telegram.send_scheduler).
+        scheduler = SendScheduler(send_budgets(telegram), clock)
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
         access = AccessPolicy(
             allowed_user_ids=telegram.allowed_user_ids,
@@ -309,13 +311,17 @@ async def open_bot_runtime(
             group_action=telegram.unauthorized_group_action,
         )
         handlers = TelegramHandlers(
-            service=service, lanes=lanes, flood=flood, settings=telegram, identity=identity
+            service=service,
+            lanes=lanes,
+            scheduler=scheduler,
+            settings=telegram,
+            identity=identity,
         )
-        admin = AdminHandlers(database=database, limits=limits, access=access, flood=flood)
+        admin = AdminHandlers(database=database, limits=limits, access=access, scheduler=scheduler)
         # Access first, for every update (group -100); then a re-delivered update stops in its
         # own group, before any handler sees it; then admin commands, which the generic
         # handlers would otherwise take as unknown.
-        AccessGate(access, identity, flood).register(application)
+        AccessGate(access, identity, scheduler).register(application)
         UpdateDeduplicator(database, application.bot.id).register(application)
         admin.register(application)
         handlers.register(application)
@@ -329,7 +335,7 @@ async def open_bot_runtime(
             service=service,
             application=application,
             lanes=lanes,
-            flood=flood,
+            scheduler=scheduler,
             webhook_secret=(
                 telegram.webhook_secret.get_secret_value()
                 if telegram.webhook_secret
@@ -337,6 +343,20 @@ async def open_bot_runtime(
             ),
             gateway=gateway,
         )
+
+
+def send_budgets(telegram: TelegramSettings) -> SendBudgets:
+    """The send scheduler's budgets from the ``SEND_*`` settings."""
+    return SendBudgets(
+        private_interval=telegram.send_private_interval,
+        group_interval=telegram.send_group_interval,
+        group_per_minute=telegram.send_group_per_minute,
+        global_per_second=telegram.send_global_per_second,
+        draft_interval=telegram.send_draft_interval,
+        drafts_count_global=telegram.send_drafts_count_global,
+        actions_count_global=telegram.send_actions_count_global,
+        learn_seconds=telegram.send_learn_seconds,
+    )
 
 
 def _application(

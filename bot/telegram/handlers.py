@@ -26,13 +26,13 @@ from bot.service.replies import describe_refusal
 from bot.telegram.addressing import BotIdentity, addressed_question, command_argument
 from bot.telegram.budgeted_reply import send_budgeted
 from bot.telegram.command_args import UsageError, parse_model, shorten
-from bot.telegram.flood import FloodControl
 from bot.telegram.generation_stop import (
     GenerationStopped,
     GenerationStoppedHandler,
     StoppableAnswers,
 )
 from bot.telegram.ptb_types import AnyApplication, AnyContext
+from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
 from bot.telegram.textsplit import split_text
 from storage.errors import DatabaseUnavailable
@@ -63,13 +63,13 @@ class TelegramHandlers:
         *,
         service: ConversationService,
         lanes: AnswerLanes,
-        flood: FloodControl,
+        scheduler: SendScheduler,
         settings: TelegramSettings,
         identity: BotIdentity,
     ) -> None:
         self._service = service
         self._lanes = lanes
-        self._flood = flood
+        self._scheduler = scheduler
         self._settings = settings
         self._identity = identity
         self._drafts = DraftSupport()
@@ -151,7 +151,7 @@ class TelegramHandlers:
     async def _reply(self, incoming: _Incoming, body: str) -> None:
         """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
         await send_budgeted(
-            self._flood,
+            self._scheduler,
             incoming.chat.id,
             lambda: incoming.message.reply_text(
                 body, do_quote=incoming.chat.type != ChatType.PRIVATE, reply_parameters=None
@@ -178,7 +178,7 @@ class TelegramHandlers:
         mode: StreamMode = "draft" if not is_group and transport != "edit" else "edit"
         return TelegramAnswer(
             context.bot,
-            self._flood,
+            self._scheduler,
             ChatTarget(
                 chat_id=incoming.chat.id,
                 is_group=is_group,

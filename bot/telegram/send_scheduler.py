@@ -268,4 +268,3 @@ class SendScheduler:
     def _fire(self) -> None:
         self._timer, self._timer_at = None, float("inf")
         self._dispatch()
-

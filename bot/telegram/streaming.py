@@ -3,11 +3,13 @@
 The service hands :meth:`TelegramAnswer.event` each piece of the answer
 (:mod:`bot.service.events`); that only records the newest text and wakes a pump task, so Spark is
 never held up by Telegram. Reasoning is previewed (its tail, marked 💭) until the answer itself
-begins. The pump shows the newest text when the chat's budget allows (:mod:`bot.telegram.flood`)
-and it has grown enough to be worth an update; intermediate texts in between are simply skipped.
-:meth:`TelegramAnswer.finish` renders the final Markdown into entities and always lands, waiting
-out any 429 deadline first. Every wait (budgets, typing, draft refreshes) is on the flood control's
-clock (:mod:`bot.service.clock`).
+begins. Every call asks the process's send scheduler (:mod:`bot.telegram.send_scheduler`) for a
+slot: the first feedback ("Thinking…", the first typing action) first, the final text in the
+order Spark finished, intermediate texts last. The pump holds at most one ask for a refresh and,
+once granted, shows the newest text if it has grown enough: intermediate texts in between are
+never sent. :meth:`TelegramAnswer.finish` renders the final Markdown into entities and always
+lands, waiting out any 429 deadline first. Every wait (typing, draft refreshes) is on the
+scheduler's clock (:mod:`bot.service.clock`).
 
 Two ways to show a growing answer:
 - ``draft`` (private chats): ``sendMessageDraft`` animates a preview, starting empty so the
@@ -53,9 +55,10 @@ from bot.service.events import (
     TextDelta,
 )
 from bot.service.visible_text import is_blank
-from bot.telegram.flood import FloodControl
 from bot.telegram.formatting import MessagePart, Rendered, render_message_parts
 from bot.telegram.generation_stop import DRAFT_STOP_OPTIONS
+from bot.telegram.send_budgets import SendKind
+from bot.telegram.send_scheduler import Priority, SendScheduler
 from bot.telegram.textsplit import TELEGRAM_TEXT_LIMIT, split_text, utf16_len
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,7 @@ class DraftSupport:
 
 
 class _Deferred(Exception):
-    """An intermediate update must wait for the chat's budget; the newest text will follow."""
+    """An intermediate update gave its place up (the answer is finishing, or met a 429)."""
 
 
 class _Gone(Exception):
@@ -141,7 +144,7 @@ class TelegramAnswer:
     def __init__(
         self,
         bot: Bot,
-        flood: FloodControl,
+        scheduler: SendScheduler,
         target: ChatTarget,
         *,
         mode: StreamMode,
@@ -150,13 +153,18 @@ class TelegramAnswer:
         tuning: StreamTuning | None = None,
     ) -> None:
         self._bot = bot
-        self._flood = flood
+        self._scheduler = scheduler
         self._target = target
         self._mode: StreamMode = "edit" if drafts.refused(target.chat_id) else mode
         self._drafts = drafts
         self._draft_id = draft_id
         self._tuning = tuning or StreamTuning()
-        self._clock: Clock = flood.clock
+        self._clock: Clock = scheduler.clock
+        self._started_at = self._clock.now()
+        self._shown_at = self._started_at  # when the visible text last changed (staleness)
+        self._finished_at: float | None = None  # when Spark's ending reached us (final order)
+        self._prepaid: SendKind | None = None  # a slot granted to the pump, for its next call
+        self._pending_slot: asyncio.Future[None] | None = None  # the pump's ask, withdrawable
         self._answer = ""
         self._reasoning = ""
         self._latest = ""
@@ -191,22 +199,26 @@ class TelegramAnswer:
         return tuple(shown.message_id for shown in self._messages)
 
     async def start(self) -> None:
-        """Show that an answer is coming, and start the pump."""
-        if self._mode == "draft":
-            try:
-                await self._send_draft(None)
-            except _DraftsRefused:
-                self._fall_back_to_edits()
-            except (_Deferred, _Gone):
-                pass
-            except TelegramError as exc:
-                # A Bot API hiccup must not cost the answer: the refresh task tries again soon.
-                log.warning("chat %s: first draft failed: %s", self._target.chat_id, exc)
+        """Show that an answer is coming, and start the pump. The first feedback goes out in
+        the background, at the scheduler's first priority: Spark is asked meanwhile."""
         if self._mode == "edit":
             self._typing_task = asyncio.create_task(self._keep_typing(), name="typing")
         else:
             self._refresh_task = asyncio.create_task(self._refresh_drafts(), name="draft-refresh")
         self._pump_task = asyncio.create_task(self._pump(), name="answer-pump")
+
+    async def _first_draft(self) -> None:
+        try:
+            await self._send_draft(None, priority=Priority.FIRST, only_if_blank=True)
+        except _DraftsRefused:
+            self._fall_back_to_edits()
+            if self._typing_task is None and not self._finishing.is_set():
+                self._typing_task = asyncio.create_task(self._keep_typing(), name="typing")
+        except (_Deferred, _Gone):
+            pass
+        except TelegramError as exc:
+            # A Bot API hiccup must not cost the answer: the refresh loop tries again soon.
+            log.warning("chat %s: first draft failed: %s", self._target.chat_id, exc)
 
     def event(self, event: StreamEvent) -> None:
         """Take the next piece of the answer; never blocks."""
@@ -229,6 +241,7 @@ class TelegramAnswer:
 
     async def finish(self, ending: Ending) -> Delivery:
         """Stop previews and deliver the ending (rendered), waiting out any 429."""
+        self._finished_at = self._clock.now()
         text, footer = ending.text, ending.note
         if isinstance(ending, Finished) and ending.complete and ending.sources:
             text = with_sources(text, ending.sources)
@@ -266,6 +279,8 @@ class TelegramAnswer:
     async def _stop_background(self) -> None:
         self._finishing.set()
         self._changed.set()
+        if self._pending_slot is not None:
+            self._pending_slot.cancel()  # the pump gives its place up; no request was made
         for task in (self._typing_task, self._refresh_task):
             if task is not None:
                 task.cancel()  # a cancelled draft or chat action leaves nothing behind
@@ -279,16 +294,24 @@ class TelegramAnswer:
             self._pump_task = None
 
     async def _keep_typing(self) -> None:
+        priority = Priority.FIRST
         while not self._first_text.is_set():
-            with contextlib.suppress(TelegramError):
-                await self._bot.send_chat_action(
-                    self._target.chat_id,
-                    ChatAction.TYPING,
-                    message_thread_id=self._target.thread_id,
+            with contextlib.suppress(TelegramError, _Deferred):
+                await self._call(
+                    lambda: self._bot.send_chat_action(
+                        self._target.chat_id,
+                        ChatAction.TYPING,
+                        message_thread_id=self._target.thread_id,
+                    ),
+                    final=False,
+                    kind="action",
+                    priority=priority,
                 )
+            priority = Priority.KEEPALIVE
             await self._wait(self._first_text, self._tuning.typing_interval)
 
     async def _refresh_drafts(self) -> None:
+        await self._first_draft()
         interval = self._tuning.draft_refresh
         clock = self._clock
         while not self._finishing.is_set():
@@ -304,7 +327,12 @@ class TelegramAnswer:
             if self._draft_sent_at is not None and clock.now() - self._draft_sent_at < interval:
                 continue  # the pump showed something newer meanwhile
             try:
-                await self._send_draft(self._draft_text, refresh=self._draft_sent_at is not None)
+                if self._draft_sent_at is None:
+                    await self._send_draft(None, priority=Priority.FIRST, only_if_blank=True)
+                else:
+                    await self._send_draft(
+                        self._draft_text, refresh=True, priority=Priority.KEEPALIVE
+                    )
             except (_Deferred, NetworkError):
                 await clock.sleep(min(1.0, interval))  # the next round tries again
             except _DraftsRefused:
@@ -319,19 +347,19 @@ class TelegramAnswer:
             self._changed.clear()
             if self._finishing.is_set():
                 return
-            delay = self._flood.delay(
-                self._target.chat_id, is_group=self._target.is_group, disposable=True
-            )
-            if delay > 0:
-                await self._wait(self._finishing, delay)
-                if self._finishing.is_set():
-                    return
             text = self._latest
             if not text.strip() or len(text) - self._shown_length < self._worth(text):
                 continue
+            # One ask at a time; once granted, the newest text goes (coalesced).
+            kind = self._preview_kind(text)
+            if not await self._take_slot(kind, Priority.REFRESH, self._shown_at):
+                return
+            self._prepaid = kind
+            text = self._latest
             try:
                 await self._show_preview(text)
                 self._shown_length = len(text)
+                self._shown_at = self._clock.now()
                 self._first_text.set()
             except _Deferred:
                 self._changed.set()  # try again with whatever is newest once allowed
@@ -342,6 +370,37 @@ class TelegramAnswer:
             except TelegramError as exc:
                 # A preview is disposable: the next one (or the final text) carries it all.
                 log.warning("chat %s: preview update failed: %s", self._target.chat_id, exc)
+            finally:
+                self._prepaid = None
+
+    def _preview_kind(self, text: str) -> SendKind:
+        """What the next preview's first call is: a draft, unless a part must be frozen."""
+        if self._mode == "draft" and utf16_len(text) <= TELEGRAM_TEXT_LIMIT * (
+            len(self._messages) + 1
+        ):
+            return "draft"
+        return "message"
+
+    async def _take_slot(self, kind: SendKind, priority: Priority, order: float) -> bool:
+        """Wait for a slot; False when the answer began finishing meanwhile (place given up)."""
+        future = self._scheduler.ask(
+            self._target.chat_id,
+            is_group=self._target.is_group,
+            kind=kind,
+            priority=priority,
+            order=order,
+        )
+        self._pending_slot = future
+        try:
+            await future
+            return True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                return False  # withdrawn by _stop_background, not a cancellation of ours
+            raise
+        finally:
+            self._pending_slot = None
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:
         """Wait until ``event`` is set, at most ``seconds`` on the clock."""
@@ -381,9 +440,19 @@ class TelegramAnswer:
         self._drafts.mark_refused(self._target.chat_id)
         self._mode = "edit"
 
-    async def _send_draft(self, text: str | None, *, refresh: bool = False) -> None:
-        """Show ``text`` as the draft (None: "Thinking…"); ``refresh`` re-sends the same one."""
+    async def _send_draft(
+        self,
+        text: str | None,
+        *,
+        refresh: bool = False,
+        priority: Priority = Priority.REFRESH,
+        only_if_blank: bool = False,
+    ) -> None:
+        """Show ``text`` as the draft (None: "Thinking…"); ``refresh`` re-sends the same one;
+        ``only_if_blank`` sends nothing once any draft is on screen."""
         async with self._draft_lock:
+            if only_if_blank and self._draft_sent_at is not None:
+                return
             on_screen = self._draft_sent_at is not None and text == self._draft_text
             if on_screen != refresh:
                 # Unchanged, or (a refresh) a newer draft went out while this waited.
@@ -398,6 +467,8 @@ class TelegramAnswer:
                         api_kwargs=DRAFT_STOP_OPTIONS,
                     ),
                     final=False,
+                    kind="draft",
+                    priority=priority,
                 )
             except (BadRequest, InvalidToken) as exc:
                 # A Bot API server without drafts answers 404, which ptb raises as InvalidToken.
@@ -471,27 +542,48 @@ class TelegramAnswer:
         with contextlib.suppress(TelegramError):
             await self._bot.delete_message(self._target.chat_id, message_id)
 
-    async def _call(self, request: Callable[[], Awaitable[T]], *, final: bool) -> T | None:
-        """Make one budgeted request. Intermediate ones defer instead of waiting."""
-        chat_id, is_group = self._target.chat_id, self._target.is_group
+    async def _call(
+        self,
+        request: Callable[[], Awaitable[T]],
+        *,
+        final: bool,
+        kind: SendKind = "message",
+        priority: Priority | None = None,
+    ) -> T | None:
+        """Make one request in a slot from the scheduler. Final texts wait out 429s and
+        network failures; anything else gives up (:class:`_Deferred`) and lets the next
+        preview, or the final text, carry it."""
+        chat_id = self._target.chat_id
+        if priority is None:
+            priority = Priority.FINAL if final else Priority.REFRESH
+        order = (
+            self._finished_at
+            if priority == Priority.FINAL and self._finished_at is not None
+            else self._shown_at
+        )
         failures = 0
         while True:
-            delay = self._flood.delay(chat_id, is_group=is_group, disposable=not final)
-            if delay > 0:
-                if not final:
-                    raise _Deferred
-                with self._flood.waiting(chat_id):  # previews leave the final the next slot
-                    await self._clock.sleep(delay)
-                continue
-            self._flood.record_send(chat_id, is_group=is_group)
+            if self._prepaid == kind and not final:
+                self._prepaid = None  # the pump's slot pays for its first call
+            elif final or asyncio.current_task() is not self._pump_task:
+                # Typing and draft re-sends are cancelled with their task, finals never.
+                await self._scheduler.slot(
+                    chat_id,
+                    is_group=self._target.is_group,
+                    kind=kind,
+                    priority=priority,
+                    order=order,
+                )
+            elif not await self._take_slot(kind, priority, order):
+                raise _Deferred
             try:
                 return await request()
             except RetryAfter as exc:
-                deadline = self._flood.record_retry_after(chat_id, exc.retry_after)
+                deadline = self._scheduler.retry_after(chat_id, kind, exc.retry_after)
                 log.warning(
                     "chat %s: Telegram flood control, nothing sent for %.1f s",
                     chat_id,
-                    deadline - self._flood.now(),
+                    deadline - self._scheduler.now(),
                 )
                 if not final:
                     raise _Deferred from exc
