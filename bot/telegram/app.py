@@ -49,6 +49,7 @@ from bot.telegram.access import AccessPolicy
 from bot.telegram.access_gate import AccessGate
 from bot.telegram.addressing import BotIdentity
 from bot.telegram.admin import AdminHandlers
+from bot.telegram.bot_api_request import AiohttpRequest
 from bot.telegram.call_counting import CountingRequest
 from bot.telegram.dedup import UpdateDeduplicator
 from bot.telegram.generation_stop import STOPPED_GENERATION
@@ -365,15 +366,17 @@ def _application(
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
         Application.builder().token(token).concurrent_updates(PerChatUpdateProcessor())
     )
-    # A second connection lets the final getUpdates of a shutdown go out while the
-    # cancelled long poll is still closing.
+    # Bot API calls over aiohttp (bot.telegram.bot_api_request); a second connection lets the
+    # final getUpdates of a shutdown go out while the cancelled long poll is still closing.
     if counted is None:
-        builder = builder.get_updates_connection_pool_size(2).connection_pool_size(64)
+        builder = builder.request(AiohttpRequest(64))
+        if not settings.telegram.webhook_url:
+            builder = builder.get_updates_request(AiohttpRequest(2))
     else:  # the same pools, each call counted for /metrics
-        builder = builder.request(CountingRequest(counted.telegram_call, connection_pool_size=64))
+        builder = builder.request(CountingRequest(counted.telegram_call, connection_limit=64))
         if not settings.telegram.webhook_url:
             builder = builder.get_updates_request(
-                CountingRequest(counted.telegram_call, connection_pool_size=2)
+                CountingRequest(counted.telegram_call, connection_limit=2)
             )
     if settings.telegram.api_base_url:
         root = settings.telegram.api_base_url.rstrip("/")

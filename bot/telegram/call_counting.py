@@ -1,7 +1,7 @@
 """Bot API calls as they leave: each call's method and HTTP status, told to an observer.
 
 The HTTP API's ``/metrics`` counts them (calls and 429s by method) when the bot serves it; the
-request itself is python-telegram-bot's own :class:`~telegram.request.HTTPXRequest`.
+request itself is the bot's :class:`~bot.telegram.bot_api_request.AiohttpRequest`.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from telegram.request import HTTPXRequest
+from bot.telegram.bot_api_request import AiohttpRequest
 
 CallObserver = Callable[[str, int], None]
 
 
-class CountingRequest(HTTPXRequest):
-    """:class:`HTTPXRequest` that tells ``observe(method, status)`` after every call."""
+class CountingRequest(AiohttpRequest):
+    """:class:`AiohttpRequest` that tells ``observe(method, status)`` after every call."""
 
     def __init__(self, observe: CallObserver, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -31,6 +31,7 @@ SendKind = Literal["message", "draft", "action"]
 KINDS: tuple[SendKind, ...] = ("message", "draft", "action")
 GLOBAL_KEY = ("global",)
 LOWEST_FACTOR = 1 / 8
+DRAFT_BURST = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,10 @@ def windows_for(
 ) -> tuple[tuple[Window, ...], tuple[Window, ...]]:
     """The chat's own windows for one call, and the global ones it also counts in."""
     interval = budgets.chat_interval(kind, is_group=is_group) / factor
-    own: tuple[Window, ...] = (Window(chat_key(chat_id, kind), 1, interval),)
+    # Drafts may come two at once ("Thinking…", then the first text as soon as Spark sends
+    # it), at the configured rate on average.
+    burst = DRAFT_BURST if kind == "draft" else 1
+    own: tuple[Window, ...] = (Window(chat_key(chat_id, kind), burst, interval * burst),)
     if kind == "message" and is_group:
         per_minute = max(1, int(budgets.group_per_minute * factor))
         own = (*own, Window((chat_id, "minute"), per_minute, 60.0))
