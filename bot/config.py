@@ -239,7 +239,7 @@ class TelegramSettings(_Group):
         default=28, ge=1, validation_alias=AliasChoices("SEND_GLOBAL_PER_SECOND")
     )
     send_draft_interval: float = Field(
-        default=0.25, gt=0, validation_alias=AliasChoices("SEND_DRAFT_INTERVAL")
+        default=1.0, gt=0, validation_alias=AliasChoices("SEND_DRAFT_INTERVAL")
     )
     send_drafts_count_global: bool = Field(
         default=False, validation_alias=AliasChoices("SEND_DRAFTS_COUNT_GLOBAL")

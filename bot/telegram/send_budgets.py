@@ -31,7 +31,6 @@ SendKind = Literal["message", "draft", "action"]
 KINDS: tuple[SendKind, ...] = ("message", "draft", "action")
 GLOBAL_KEY = ("global",)
 LOWEST_FACTOR = 1 / 8
-DRAFT_BURST = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +41,7 @@ class SendBudgets:
     group_interval: float = 3.0
     group_per_minute: int = 20
     global_per_second: int = 28  # raise it with Telegram's paid broadcasts
-    draft_interval: float = 0.25  # seconds between drafts in one chat (unpublished)
+    draft_interval: float = 1.0  # seconds between drafts in one chat (unpublished)
     action_interval: float = 1.0  # seconds between chat actions in one chat
     drafts_count_global: bool = False
     actions_count_global: bool = False
@@ -203,14 +202,22 @@ class LearnedLimits:
 
 
 def windows_for(
-    budgets: SendBudgets, chat_id: int, *, is_group: bool, kind: SendKind, factor: float
+    budgets: SendBudgets,
+    chat_id: int,
+    *,
+    is_group: bool,
+    kind: SendKind,
+    factor: float,
+    first: bool = False,
 ) -> tuple[tuple[Window, ...], tuple[Window, ...]]:
     """The chat's own windows for one call, and the global ones it also counts in."""
     interval = budgets.chat_interval(kind, is_group=is_group) / factor
-    # Drafts may come two at once ("Thinking…", then the first text as soon as Spark sends
-    # it), at the configured rate on average.
-    burst = DRAFT_BURST if kind == "draft" else 1
-    own: tuple[Window, ...] = (Window(chat_key(chat_id, kind), burst, interval * burst),)
+    key: Hashable = chat_key(chat_id, kind)
+    if first and kind == "draft":
+        # "Thinking…" has a budget of its own, so the first text can follow it as soon as
+        # Spark sends it; every later draft keeps the interval.
+        key = (chat_id, "first-draft")
+    own: tuple[Window, ...] = (Window(key, 1, interval),)
     if kind == "message" and is_group:
         per_minute = max(1, int(budgets.group_per_minute * factor))
         own = (*own, Window((chat_id, "minute"), per_minute, 60.0))

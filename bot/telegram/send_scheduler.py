@@ -134,6 +134,7 @@ class SendScheduler:
             is_group=is_group,
             kind=kind,
             factor=self._learned.factor(kind, now),
+            first=priority == Priority.FIRST,
         )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ask = _Ask(priority, now if order is None else order, next(self._seq), own, shared, future)
