@@ -29,7 +29,9 @@ def _gaps(frames: list[DraftFrame]) -> list[float]:
     return [later.at - earlier.at for earlier, later in itertools.pairwise(frames)]
 
 
-def _silent_answer(bot: Bot, scheduler: SendScheduler, chat_id: int, draft_id: int) -> TelegramAnswer:
+def _silent_answer(
+    bot: Bot, scheduler: SendScheduler, chat_id: int, draft_id: int
+) -> TelegramAnswer:
     return TelegramAnswer(
         bot,
         scheduler,

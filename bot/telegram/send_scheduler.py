@@ -68,6 +68,7 @@ class _Ask:
     own: tuple[Window, ...]
     shared: tuple[Window, ...]
     future: asyncio.Future[None] = field(repr=False)
+    urgent: bool = False  # counted globally and more urgent than a refresh: not yet granted
 
     def key(self) -> tuple[int, float, int]:
         return (self.priority, self.order, self.seq)
@@ -139,14 +140,17 @@ class SendScheduler:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ask = _Ask(priority, now if order is None else order, next(self._seq), own, shared, future)
         if shared and priority < Priority.REFRESH:
+            ask.urgent = True
             self._urgent_held += 1
-            future.add_done_callback(self._urgent_done)
+            future.add_done_callback(lambda _: self._given_up(ask))
         self._place(ask, now)
         self._dispatch()
         return future
 
-    def _urgent_done(self, _: asyncio.Future[None]) -> None:
-        self._urgent_held -= 1
+    def _given_up(self, ask: _Ask) -> None:
+        if ask.urgent:  # cancelled before it was granted
+            ask.urgent = False
+            self._urgent_held -= 1
 
     def retry_after(
         self, chat_id: int, kind: SendKind, retry_after: int | float | timedelta
@@ -252,6 +256,9 @@ class SendScheduler:
 
     def _grant(self, ask: _Ask, now: float) -> None:
         self.store.take(ask.own + ask.shared, now)
+        if ask.urgent:
+            ask.urgent = False
+            self._urgent_held -= 1
         ask.future.set_result(None)
         if now >= self._next_sweep:
             # Amortised here rather than on a timer: a bot that sends nothing grows nothing.
