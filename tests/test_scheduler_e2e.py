@@ -85,3 +85,23 @@ async def test_a_draft_limit_lower_than_ours_is_learnt_from_429s(make_bot: BotFa
     assert len(shown) >= 4
     assert all(c.at < shown[-1].at for c in refused)
     assert bot.fake.violations == []  # nothing was sent before a deadline
+
+
+async def test_a_question_is_met_with_typing_at_once_and_only_once(make_bot: BotFactory) -> None:
+    bot = await make_bot()
+    user = bot.driver.user()
+    chat = bot.driver.private_chat(user)
+    group = bot.driver.group("Typing first")
+    await bot.driver.send_text(chat, user, "[[answer:Private.]] hello")
+    await bot.driver.send_command(group, user, "/ask@spark_test_bot [[answer:Group.]] hello")
+    await bot.fake.wait_for(lambda: bot.fake.visible_texts(chat.id) == ["Private."])
+    await bot.fake.wait_for(lambda: bot.fake.visible_texts(group.id) == ["Group."])
+
+    for chat_id in (chat.id, group.id):
+        calls = [c for c in bot.fake.calls if c.ok and c.chat_id == chat_id]
+        assert calls[0].method == "sendChatAction"
+        assert calls[0].params["action"] == "typing"
+        # One typing action, not a second from the answer right after it.
+        assert len(bot.fake.calls_to("sendChatAction", chat_id=chat_id)) == 1
+    assert bot.fake.draft_history(chat.id)[0] == ""  # then "Thinking…" in the private chat
+    assert bot.fake.violations == []

@@ -52,6 +52,7 @@ from bot.telegram.admin import AdminHandlers
 from bot.telegram.bot_api_request import AiohttpRequest
 from bot.telegram.call_counting import CountingRequest
 from bot.telegram.dedup import UpdateDeduplicator
+from bot.telegram.early_feedback import EarlyFeedback
 from bot.telegram.generation_stop import STOPPED_GENERATION
 from bot.telegram.handlers import TelegramHandlers
 from bot.telegram.ptb_types import AnyApplication
@@ -296,9 +297,16 @@ async def open_bot_runtime(
         )
         with database_failures(settings.database.url):  # the first write: a read-only file
             await service.recover_interrupted()
-        application = _application(settings, token, gateway)
-        with telegram_failures(telegram.api_base_url):
-            await application.initialize()  # getMe: the token and the Bot API's address
+        application, requests = _application(settings, token, gateway)
+        try:
+            with telegram_failures(telegram.api_base_url):
+                await application.initialize()  # getMe: the token and the Bot API's address
+        except BaseException:
+            # ptb opened the requests' sessions before getMe failed; it closes them only
+            # after a start that succeeded.
+            for request in requests:
+                await request.shutdown()
+            raise
         stack.push_async_callback(application.shutdown)
 
         lanes = AnswerLanes(clock)
@@ -311,18 +319,21 @@ async def open_bot_runtime(
             admin_user_ids=telegram.admin_user_ids,
             group_action=telegram.unauthorized_group_action,
         )
+        early = EarlyFeedback(identity, scheduler)
         handlers = TelegramHandlers(
             service=service,
             lanes=lanes,
             scheduler=scheduler,
             settings=telegram,
             identity=identity,
+            early=early,
         )
         admin = AdminHandlers(database=database, limits=limits, access=access, scheduler=scheduler)
         # Access first, for every update (group -100); then a re-delivered update stops in its
         # own group, before any handler sees it; then admin commands, which the generic
         # handlers would otherwise take as unknown.
         AccessGate(access, identity, scheduler).register(application)
+        early.register(application)  # "typing…" before the claim and the question are stored
         UpdateDeduplicator(database, application.bot.id).register(application)
         admin.register(application)
         handlers.register(application)
@@ -362,28 +373,28 @@ def send_budgets(telegram: TelegramSettings) -> SendBudgets:
 
 def _application(
     settings: Settings, token: str, counted: WebRoutes | None = None
-) -> AnyApplication:
+) -> tuple[AnyApplication, tuple[AiohttpRequest, AiohttpRequest]]:
+    """The Application, and its two Bot API requests (calls; getUpdates)."""
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
         Application.builder().token(token).concurrent_updates(PerChatUpdateProcessor())
     )
-    # Bot API calls over aiohttp (bot.telegram.bot_api_request); a second connection lets the
-    # final getUpdates of a shutdown go out while the cancelled long poll is still closing.
-    if counted is None:
-        builder = builder.request(AiohttpRequest(64))
-        if not settings.telegram.webhook_url:
-            builder = builder.get_updates_request(AiohttpRequest(2))
-    else:  # the same pools, each call counted for /metrics
-        builder = builder.request(CountingRequest(counted.telegram_call, connection_limit=64))
-        if not settings.telegram.webhook_url:
-            builder = builder.get_updates_request(
-                CountingRequest(counted.telegram_call, connection_limit=2)
-            )
+
+    # Bot API calls over aiohttp (bot.telegram.bot_api_request), each counted for /metrics
+    # when the HTTP API is served; a second connection lets the final getUpdates of a
+    # shutdown go out while the cancelled long poll is still closing.
+    def request(connections: int) -> AiohttpRequest:
+        if counted is None:
+            return AiohttpRequest(connections)
+        return CountingRequest(counted.telegram_call, connection_limit=connections)
+
+    requests = (request(64), request(2))
+    builder = builder.request(requests[0]).get_updates_request(requests[1])
     if settings.telegram.api_base_url:
         root = settings.telegram.api_base_url.rstrip("/")
         builder = builder.base_url(f"{root}/bot").base_file_url(f"{root}/file/bot")
     if settings.telegram.webhook_url:
         builder = builder.updater(None)
-    return builder.build()
+    return builder.build(), requests
 
 
 async def run(settings: Settings, web_routes: WebRoutesFactory | None = None) -> int:

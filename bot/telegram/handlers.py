@@ -26,6 +26,7 @@ from bot.service.replies import describe_refusal
 from bot.telegram.addressing import BotIdentity, addressed_question, command_argument
 from bot.telegram.budgeted_reply import send_budgeted
 from bot.telegram.command_args import UsageError, parse_model, shorten
+from bot.telegram.early_feedback import EarlyFeedback
 from bot.telegram.generation_stop import (
     GenerationStopped,
     GenerationStoppedHandler,
@@ -66,7 +67,9 @@ class TelegramHandlers:
         scheduler: SendScheduler,
         settings: TelegramSettings,
         identity: BotIdentity,
+        early: EarlyFeedback | None = None,
     ) -> None:
+        self._early = early
         self._service = service
         self._lanes = lanes
         self._scheduler = scheduler
@@ -188,6 +191,7 @@ class TelegramHandlers:
             mode=mode,
             drafts=self._drafts,
             draft_id=next(self._draft_ids),
+            typed_at=self._early.typed_at(incoming.chat.id) if self._early else None,
         )
 
     def _enqueue(

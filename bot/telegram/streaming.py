@@ -151,6 +151,7 @@ class TelegramAnswer:
         drafts: DraftSupport,
         draft_id: int,
         tuning: StreamTuning | None = None,
+        typed_at: float | None = None,
     ) -> None:
         self._bot = bot
         self._scheduler = scheduler
@@ -181,6 +182,7 @@ class TelegramAnswer:
         self._refresh_task: asyncio.Task[None] | None = None
         self._gone = False
         self._finished = False
+        self._typed_at = typed_at  # "typing…" already sent (bot.telegram.early_feedback)
 
     @property
     def gone(self) -> bool:
@@ -295,6 +297,10 @@ class TelegramAnswer:
 
     async def _keep_typing(self) -> None:
         priority = Priority.FIRST
+        if self._typed_at is not None:
+            priority = Priority.KEEPALIVE
+            since = self._clock.now() - self._typed_at
+            await self._wait(self._first_text, self._tuning.typing_interval - since)
         while not self._first_text.is_set():
             with contextlib.suppress(TelegramError, _Deferred):
                 await self._call(
