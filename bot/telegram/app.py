@@ -98,6 +98,10 @@ class WebRoutes(SparkCallObserver, Protocol):
 # Builds them over the bot's own parts; given by the command line, which knows both sides.
 WebRoutesFactory = Callable[[Settings, Database, SparkClient, UsageLimits], WebRoutes]
 
+# Updates handled at once. Handlers only wait on storage, but a question waiting for a place
+# here gets no "typing…" either: room for a thousand people asking in the same second.
+MAX_CONCURRENT_UPDATES = 4096
+
 # Every type ptb knows, plus the drafts' stop button, which ptb 22.8 does not.
 ALLOWED_UPDATES = [*Update.ALL_TYPES, STOPPED_GENERATION]
 
@@ -376,7 +380,9 @@ def _application(
 ) -> tuple[AnyApplication, tuple[AiohttpRequest, AiohttpRequest]]:
     """The Application, and its two Bot API requests (calls; getUpdates)."""
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = (
-        Application.builder().token(token).concurrent_updates(PerChatUpdateProcessor())
+        Application.builder()
+        .token(token)
+        .concurrent_updates(PerChatUpdateProcessor(MAX_CONCURRENT_UPDATES))
     )
 
     # Bot API calls over aiohttp (bot.telegram.bot_api_request), each counted for /metrics
