@@ -161,8 +161,7 @@ class TelegramAnswer:
         self._draft_id = draft_id
         self._tuning = tuning or StreamTuning()
         self._clock: Clock = scheduler.clock
-        self._started_at = self._clock.now()
-        self._shown_at = self._started_at  # when the visible text last changed (staleness)
+        self._shown_at = self._clock.now()  # when the visible text last changed (staleness)
         self._finished_at: float | None = None  # when Spark's ending reached us (final order)
         self._prepaid: SendKind | None = None  # a slot granted to the pump, for its next call
         self._pending_slot: asyncio.Future[None] | None = None  # the pump's ask, withdrawable
@@ -569,9 +568,10 @@ class TelegramAnswer:
         )
         failures = 0
         while True:
-            if self._prepaid == kind and not final:
+            in_pump = asyncio.current_task() is self._pump_task
+            if in_pump and self._prepaid == kind and not final:
                 self._prepaid = None  # the pump's slot pays for its first call
-            elif final or asyncio.current_task() is not self._pump_task:
+            elif final or not in_pump:
                 # Typing and draft re-sends are cancelled with their task, finals never.
                 await self._scheduler.slot(
                     chat_id,
