@@ -1,5 +1,6 @@
 """The send scheduler on a clock moved by hand: budgets per chat, per group minute and global
-second, 429 deadlines and what a 429 teaches, priorities, and giving a place up."""
+second, 429 deadlines and what a 429 teaches, priorities, and giving a place up; the budgets
+as settings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from bot.config import load_settings
+from bot.errors import ConfigError
+from bot.telegram.app import send_budgets
 from bot.telegram.send_budgets import MemoryBudgetStore, SendBudgets, retry_after_seconds
 from bot.telegram.send_scheduler import Priority, SendScheduler
 from tests.support.clocks import ManualClock
@@ -242,3 +246,32 @@ async def test_budgets_of_quiet_chats_are_forgotten(clock: ManualClock) -> None:
     assert scheduler.ask(PRIVATE, is_group=False).done()  # a send sweeps now and then
     assert store.tracked() == 3  # chat 7, this chat, and the global second
     assert store.held_until((7, "message")) > clock()
+
+
+def test_the_budgets_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = send_budgets(load_settings(None).telegram)
+    assert defaults == SendBudgets()  # Telegram's published figures, a little under
+    for name, value in {
+        "SEND_GLOBAL_PER_SECOND": "100",
+        "SEND_DRAFTS_COUNT_GLOBAL": "true",
+        "SEND_ACTIONS_COUNT_GLOBAL": "1",
+        "SEND_DRAFT_INTERVAL": "0.5",
+        "SEND_GROUP_PER_MINUTE": "19",
+        "SEND_LEARN_SECONDS": "60",
+    }.items():
+        monkeypatch.setenv(name, value)
+    budgets = send_budgets(load_settings(None).telegram)
+    assert (budgets.global_per_second, budgets.draft_interval, budgets.group_per_minute) == (
+        100,
+        0.5,
+        19,
+    )
+    assert budgets.drafts_count_global
+    assert budgets.actions_count_global
+    assert budgets.learn_seconds == 60.0
+    monkeypatch.setenv("SEND_GLOBAL_PER_SECOND", "0")
+    monkeypatch.setenv("SEND_PRIVATE_INTERVAL", "-1")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert "SEND_GLOBAL_PER_SECOND" in str(caught.value)
+    assert "SEND_PRIVATE_INTERVAL" in str(caught.value)
