@@ -26,6 +26,8 @@ def clock() -> ManualClock:
 
 
 def _scheduler(clock: ManualClock, **budgets: object) -> SendScheduler:
+    """A scheduler whose calls are never answered: room enough in flight unless told."""
+    budgets.setdefault("max_in_flight", 1_000_000)
     return SendScheduler(SendBudgets(**budgets), clock)  # type: ignore[arg-type]
 
 
@@ -210,6 +212,22 @@ async def test_a_429_on_a_kind_lowers_its_budget_for_a_while(clock: ManualClock)
     assert gap() == pytest.approx(1.0)
 
 
+async def test_calls_in_flight_are_bounded_and_the_urgent_go_first(clock: ManualClock) -> None:
+    scheduler = _scheduler(clock, max_in_flight=2)
+    assert scheduler.ask(1, is_group=False).done()
+    assert scheduler.ask(2, is_group=False, kind="draft").done()
+    refresh = scheduler.ask(3, is_group=False, kind="draft", priority=Priority.REFRESH)
+    final = scheduler.ask(4, is_group=False, priority=Priority.FINAL)
+    clock.advance(5.0)  # budgets allow both; the connections do not
+    assert not refresh.done()
+    assert not final.done()
+    scheduler.release()  # one call answered
+    assert final.done()
+    assert not refresh.done()
+    scheduler.release()
+    assert refresh.done()
+
+
 async def test_a_cancelled_ask_gives_its_place_up(clock: ManualClock) -> None:
     scheduler = _scheduler(clock, global_per_second=1)
     assert scheduler.ask(0, is_group=False).done()
@@ -236,7 +254,9 @@ async def test_slot_wakes_the_waiting_task_when_the_budget_allows(clock: ManualC
 
 async def test_budgets_of_quiet_chats_are_forgotten(clock: ManualClock) -> None:
     store = MemoryBudgetStore()
-    budgets = SendBudgets(global_per_second=100, idle_after=3600.0, sweep_every=300.0)
+    budgets = SendBudgets(
+        global_per_second=100, idle_after=3600.0, sweep_every=300.0, max_in_flight=1000
+    )
     scheduler = SendScheduler(budgets, clock, store)
     for chat_id in range(50):
         assert scheduler.ask(chat_id, is_group=False).done()

@@ -47,7 +47,10 @@ async def send_budgeted(
             return False
         await scheduler.slot(chat_id, is_group=is_group, priority=Priority.REPLY)
         try:
-            await send()
+            try:
+                await send()
+            finally:
+                scheduler.release()
             return True
         except RetryAfter as exc:
             scheduler.retry_after(chat_id, "message", exc.retry_after)

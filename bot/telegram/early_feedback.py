@@ -61,9 +61,12 @@ class EarlyFeedback:
             priority=Priority.FIRST,
         )
         try:
-            await context.bot.send_chat_action(
-                chat_id, ChatAction.TYPING, message_thread_id=thread_id
-            )
+            try:
+                await context.bot.send_chat_action(
+                    chat_id, ChatAction.TYPING, message_thread_id=thread_id
+                )
+            finally:
+                self._scheduler.release()
         except RetryAfter as exc:
             self._scheduler.retry_after(chat_id, "action", exc.retry_after)
             return

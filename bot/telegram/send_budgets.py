@@ -46,6 +46,10 @@ class SendBudgets:
     drafts_count_global: bool = False
     actions_count_global: bool = False
     learn_seconds: float = 600.0  # how long a 429 keeps its kind's budget lowered
+    # Calls granted and not yet answered. Beyond what the connection pool can carry, calls
+    # would queue in the HTTP client instead, first come first served, and reach Telegram in
+    # bursts that no budget counted: they wait here, in priority order, instead.
+    max_in_flight: int = 48
     # A chat quiet this long has nothing left to remember; its counts are dropped so the store
     # holds only the chats of the last hour, not every chat the bot ever answered.
     idle_after: float = 3600.0

@@ -17,7 +17,10 @@ Who goes next, among the calls whose chat has room:
    asks for one refresh at a time and sends its newest text once granted, so intermediate
    texts are coalesced: only the newest is ever sent.
 
-Calls that count toward the global budget wait for it in that order; a refresh also leaves
+At most ``max_in_flight`` granted calls are unanswered at a time (:meth:`SendScheduler.release`
+says one was answered): beyond the connection pool they would wait in the HTTP client, first
+come first served, and reach Telegram in bursts. Calls that count toward the global budget wait
+for it in that order; a refresh also leaves
 part of the global second (up to half) to more urgent calls still held by their own chat's
 budget, so a burst of refreshes cannot push a final text back. Calls that do not count (drafts
 and chat actions by default) only wait for their own chat's budget.
@@ -96,6 +99,7 @@ class SendScheduler:
         self._counted: list[_Entry] = []  # their chat allows; waiting for the global budget
         self._free: list[_Entry] = []  # their chat allows; not counted globally
         self._urgent_held = 0  # counted, more urgent than a refresh, not yet granted
+        self._in_flight = 0  # granted, not yet released
         self._timer: Timer | None = None
         self._timer_at = float("inf")
         self._next_sweep = clock.now() + self.budgets.sweep_every
@@ -112,11 +116,23 @@ class SendScheduler:
         priority: Priority = Priority.REPLY,
         order: float | None = None,
     ) -> None:
-        """Wait for a slot for one call; it is counted as made when this returns.
+        """Wait for a slot for one call; it is counted as made when this returns, and the
+        caller calls :meth:`release` once the call is answered (or failed).
 
         ``order`` ranks calls of one priority (lower first; default: when asked). Cancelling
         the wait gives the place up."""
-        await self.ask(chat_id, is_group=is_group, kind=kind, priority=priority, order=order)
+        future = self.ask(chat_id, is_group=is_group, kind=kind, priority=priority, order=order)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as the waiter was cancelled: nobody will call
+            raise
+
+    def release(self) -> None:
+        """A granted call was answered (or failed): its place in flight is free."""
+        self._in_flight -= 1
+        self._dispatch()
 
     def ask(
         self,
@@ -127,7 +143,8 @@ class SendScheduler:
         priority: Priority = Priority.REPLY,
         order: float | None = None,
     ) -> asyncio.Future[None]:
-        """:meth:`slot` as a future (resolved when granted; cancel it to give the place up)."""
+        """:meth:`slot` as a future (resolved when granted; cancel it to give the place up).
+        A granted future is released like a slot."""
         now = self.clock.now()
         own, shared = windows_for(
             self.budgets,
@@ -207,35 +224,39 @@ class SendScheduler:
             if not ask.future.done():
                 self._place(ask, now)
         wake = held[0][0] if held else float("inf")
-        free = self._free
-        while free:
-            ask = free[0][3]
-            if ask.future.done():
-                heapq.heappop(free)
-            elif self._chat_moved(ask, now, free):
-                continue
-            else:
-                heapq.heappop(free)
-                self._grant(ask, now)
-        counted = self._counted
-        while counted:
-            ask = counted[0][3]
-            if ask.future.done():
-                heapq.heappop(counted)
-                continue
-            if self._chat_moved(ask, now, counted):
-                continue
-            ready = store.ready_at(ask.shared, now)
-            if ready <= now and ask.priority == Priority.REFRESH and self._urgent_held:
-                ready = self._reserve(ask.shared[0], now)
-            if ready > now:
-                wake = min(wake, ready)
+        limit = self.budgets.max_in_flight
+        while self._in_flight < limit:
+            free = self._peek(self._free, now)
+            counted = self._peek(self._counted, now)
+            if counted is not None:
+                ready = store.ready_at(counted.shared, now)
+                if ready <= now and counted.priority == Priority.REFRESH and self._urgent_held:
+                    ready = self._reserve(counted.shared[0], now)
+                if ready > now:  # every counted call waits for the global budget alike
+                    wake = min(wake, ready)
+                    counted = None
+            if free is None and counted is None:
                 break
-            heapq.heappop(counted)
-            self._grant(ask, now)
+            if counted is None or (free is not None and free.key() < counted.key()):
+                assert free is not None
+                heapq.heappop(self._free)
+                self._grant(free, now)
+            else:
+                heapq.heappop(self._counted)
+                self._grant(counted, now)
         if held:
             wake = min(wake, held[0][0])
         self._arm(wake, now)
+
+    def _peek(self, queue: list[_Entry], now: float) -> _Ask | None:
+        """The queue's most urgent live ask whose chat still has room, or None."""
+        while queue:
+            ask = queue[0][3]
+            if ask.future.done():
+                heapq.heappop(queue)
+            elif not self._chat_moved(ask, now, queue):
+                return ask
+        return None
 
     def _chat_moved(self, ask: _Ask, now: float, queue: list[_Entry]) -> bool:
         """A call granted meanwhile may have used the chat's room: check again, lazily."""
@@ -256,6 +277,7 @@ class SendScheduler:
 
     def _grant(self, ask: _Ask, now: float) -> None:
         self.store.take(ask.own + ask.shared, now)
+        self._in_flight += 1
         if ask.urgent:
             ask.urgent = False
             self._urgent_held -= 1

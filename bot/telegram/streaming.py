@@ -376,7 +376,9 @@ class TelegramAnswer:
                 # A preview is disposable: the next one (or the final text) carries it all.
                 log.warning("chat %s: preview update failed: %s", self._target.chat_id, exc)
             finally:
-                self._prepaid = None
+                if self._prepaid is not None:  # granted, and no call needed it after all
+                    self._prepaid = None
+                    self._scheduler.release()
 
     def _preview_kind(self, text: str) -> SendKind:
         """What the next preview's first call is: a draft, unless a part must be frozen."""
@@ -403,6 +405,8 @@ class TelegramAnswer:
             task = asyncio.current_task()
             if future.cancelled() and task is not None and not task.cancelling():
                 return False  # withdrawn by _stop_background, not a cancellation of ours
+            if future.done() and not future.cancelled():
+                self._scheduler.release()  # granted just as this task was cancelled
             raise
         finally:
             self._pending_slot = None
@@ -583,7 +587,10 @@ class TelegramAnswer:
             elif not await self._take_slot(kind, priority, order):
                 raise _Deferred
             try:
-                return await request()
+                try:
+                    return await request()
+                finally:
+                    self._scheduler.release()
             except RetryAfter as exc:
                 deadline = self._scheduler.retry_after(chat_id, kind, exc.retry_after)
                 log.warning(
