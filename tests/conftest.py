@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.db_fixtures",
     "tests.support.telegram_fixtures",
     "tests.support.bot_harness",
+    "tests.support.redis_fixtures",
 ]
