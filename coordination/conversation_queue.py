@@ -10,10 +10,15 @@ has stored its answer, and lets the claim go only when nothing is left: releasin
 while entries wait, so a question enqueued while another process held the claim is never
 stranded. Marks are fenced: a holder whose lease lapsed cannot move them.
 
+Where only the process that took a question can answer it (its context lives in that
+process's memory), the holder answers its own entry and *hands the claim on* instead
+(:meth:`Claim.hand_on`): the lease goes whatever waits, and the owner of the next entry
+claims it in turn.
+
 A holder that dies leaves its claim to lapse. The conversation stays in the *active* set
 until its queue is empty; :meth:`ConversationQueues.orphaned` lists the active ones nobody
 holds, for a sweeper to claim. The new holder's first entry then comes back with
-``interrupted`` set when the old holder had started it: its answer was cut off.
+``started`` set when the old holder had started it: its answer was cut off.
 
 Done entries are trimmed from the stream, so memory follows the questions waiting.
 """
@@ -27,14 +32,15 @@ from redis.asyncio import Redis
 
 from coordination.lease import Grant, Leases
 
-# KEYS: stream, state hash, lease. ARGV: holder|token, entry id, field. Sets state[field]
-# while the lease is the caller's. 1 when set, 0 when the lease is not the caller's.
+# KEYS: stream, state hash, lease, forgotten set. ARGV: holder|token, entry id, field.
+# Sets state[field] while the lease is the caller's. 1 when set, 0 when it is not theirs.
 _MARK = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
 if ARGV[3] == 'done' then
   redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
   redis.call('XDEL', KEYS[1], ARGV[2])
+  redis.call('SREM', KEYS[4], ARGV[2])
 end
 return 1
 """
@@ -52,6 +58,21 @@ redis.call('SREM', KEYS[4], ARGV[2])
 return 1
 """
 
+# KEYS: stream, state hash, lease, active set. ARGV: holder|token, conversation. Lets the
+# lease go whatever waits (the next entry may be another process's to answer); forgets the
+# conversation when nothing waits. Returns the entries still waiting, -1 if not the caller's.
+_HAND_ON = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[3])
+local done = redis.call('HGET', KEYS[2], 'done') or '0-0'
+local after = redis.call('XRANGE', KEYS[1], '(' .. done, '+', 'COUNT', 1)
+if #after == 0 then
+  redis.call('SREM', KEYS[4], ARGV[2])
+  return 0
+end
+return redis.call('XLEN', KEYS[1])
+"""
+
 # KEYS: stream, active set. ARGV: conversation, then field/value pairs.
 _ENQUEUE = """
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
@@ -63,11 +84,22 @@ return id
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One question waiting: its stream id, the fields it was enqueued with, and whether a
-    holder had started answering it before its lease lapsed."""
+    holder has started answering it (if that holder is gone, the answer was cut off)."""
 
     id: str
     fields: Mapping[str, str]
-    interrupted: bool
+    started: bool
+    forgotten: bool = False  # its process gave it up and told the user (see ``forget``)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return stream_order(self.id)
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    """A stream id as numbers, so ids compare in the stream's order ("9-0" before "10-0")."""
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +110,7 @@ class _Keys:
     state: str
     lease: str
     active: str
+    forgotten: str
 
 
 class ConversationQueues:
@@ -90,6 +123,7 @@ class ConversationQueues:
         self._enqueue = redis.register_script(_ENQUEUE)
         self._mark = redis.register_script(_MARK)
         self._release = redis.register_script(_RELEASE_IF_EMPTY)
+        self._hand_on = redis.register_script(_HAND_ON)
 
     def _keys(self, conversation: str) -> _Keys:
         prefix = self._prefix
@@ -98,6 +132,7 @@ class ConversationQueues:
             state=f"{prefix}queue-state:{conversation}",
             lease=self.leases.key(conversation),
             active=f"{prefix}active",
+            forgotten=f"{prefix}queue-forgotten:{conversation}",
         )
 
     async def enqueue(self, conversation: str, fields: Mapping[str, str]) -> str:
@@ -142,13 +177,20 @@ class ConversationQueues:
         assert entry_id is not None
         entry = _text(entry_id)
         fields = {_text(key): _text(value) for key, value in (raw or {}).items()}
-        return Entry(entry, fields, interrupted=state.get("current") == entry)
+        forgotten = bool(await self._redis.sismember(keys.forgotten, entry))
+        return Entry(entry, fields, started=state.get("current") == entry, forgotten=forgotten)
+
+    async def forget(self, conversation: str, entry_id: str) -> None:
+        """Note that ``entry_id``'s process gave it up (and told its user): whoever finds it
+        first marks it done without answering it."""
+        await self._redis.sadd(self._keys(conversation).forgotten, entry_id)
 
     async def mark(self, grant: Grant, entry: Entry, field: str) -> bool:
         """Set ``field`` (current or done) to ``entry`` while ``grant`` holds the lease."""
         keys = self._keys(grant.name)
         marked = await self._mark(
-            keys=[keys.stream, keys.state, keys.lease], args=[grant.value, entry.id, field]
+            keys=[keys.stream, keys.state, keys.lease, keys.forgotten],
+            args=[grant.value, entry.id, field],
         )
         return bool(marked)
 
@@ -160,6 +202,18 @@ class ConversationQueues:
             args=[grant.value, grant.name],
         )
         return {1: True, 0: False}.get(int(released))
+
+    async def hand_on(self, grant: Grant) -> int | None:
+        """Let ``grant`` go whatever waits, for the process whose entry is next; how many
+        entries wait, or None when the lease was not ``grant``'s any more."""
+        keys = self._keys(grant.name)
+        waiting = int(
+            await self._hand_on(
+                keys=[keys.stream, keys.state, keys.lease, keys.active],
+                args=[grant.value, grant.name],
+            )
+        )
+        return None if waiting < 0 else waiting
 
 
 class Claim:
@@ -189,6 +243,10 @@ class Claim:
     async def done(self, entry: Entry) -> bool:
         """Mark ``entry`` answered (and forget it); False when the claim has lapsed."""
         return await self._queues.mark(self.grant, entry, "done")
+
+    async def hand_on(self) -> int | None:
+        """See :meth:`ConversationQueues.hand_on`."""
+        return await self._queues.hand_on(self.grant)
 
     async def release(self) -> bool | None:
         """Let the conversation go if nothing waits: True released, False entries wait (take

@@ -25,7 +25,7 @@ async def _drain(claim: Claim) -> list[str]:
             if released:
                 return answered
             continue
-        assert not entry.interrupted
+        assert not entry.started
         assert await claim.start(entry)
         answered.append(entry.fields["text"])
         assert await claim.done(entry)
@@ -77,7 +77,7 @@ async def test_a_holder_that_died_mid_answer_leaves_it_interrupted_for_the_next(
             await asyncio.sleep(0.01)
     taker = await _claim(queues, "replica-b")
     resumed = await taker.next()
-    assert resumed == started.__class__(started.id, started.fields, interrupted=True)
+    assert resumed == started.__class__(started.id, started.fields, started=True)
     # The old holder, paused rather than dead, can no longer move the marks.
     assert not await dead.done(started)
     assert await dead.release() is None
@@ -96,3 +96,26 @@ async def test_conversations_are_independent(redis: Redis, redis_prefix: str) ->
     assert second is not None
     assert await _drain(second) == ["two"]
     assert await _drain(first) == ["one"]
+
+
+async def test_handing_on_lets_the_next_entrys_owner_claim_it(
+    redis: Redis, redis_prefix: str
+) -> None:
+    queues = ConversationQueues(redis, redis_prefix)
+    await queues.enqueue("chat-1", {"owner": "replica-a"})
+    await queues.enqueue("chat-1", {"owner": "replica-b"})
+    first = await _claim(queues, "replica-a")
+    entry = await first.next()
+    assert entry is not None
+    assert entry.fields["owner"] == "replica-a"
+    assert await first.start(entry)
+    assert await first.done(entry)
+    assert await first.hand_on() == 1  # replica B's entry waits
+    assert await first.hand_on() is None  # handed on already
+    second = await _claim(queues, "replica-b")
+    mine = await second.next()
+    assert mine is not None
+    assert mine.fields["owner"] == "replica-b"
+    assert await second.done(mine)
+    assert await second.hand_on() == 0
+    assert await queues.orphaned() == []
