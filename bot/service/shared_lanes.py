@@ -217,7 +217,7 @@ class SharedLanes:
                 await keeper
             await self._finish(key, claim, entry)
 
-    async def _keep(self, key: str, claim: Claim, answering: asyncio.Task[None] | None) -> None:
+    async def _keep(self, key: str, claim: Claim, answering: asyncio.Future[None] | None) -> None:
         """Renew the lease while the answer streams; cancel the answer if it lapses."""
         while True:
             await asyncio.sleep(self._lease / 3)
@@ -276,10 +276,19 @@ class SharedLanes:
             owner,
             "started" if current.started else "waiting",
         )
+        taking_over = asyncio.ensure_future(self._takeover(key, current))
+        keeper = asyncio.create_task(self._keep(key, claim, taking_over), name=f"lease-{key}")
         try:
-            await self._takeover(key, current)
+            await taking_over
+        except asyncio.CancelledError:
+            if not taking_over.cancelled():
+                raise
         except Exception:
             log.exception("conversation %s: taking over a question failed", key)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         await self._finish(key, claim, current)
         return True
 
