@@ -9,13 +9,17 @@ lock, so questions asked at the same moment cannot all pass on the same last tok
 is overshot by at most one answer.
 
 The rate limit is a sliding window of ``USER_RATE_LIMIT`` admitted questions per minute.
-Admins (ADMIN_USER_IDS) are exempt from both. Counting is per process: several bot processes
-sharing one database each hold their own reservations and windows.
+Admins (ADMIN_USER_IDS) are exempt from both. Counting is per process, unless ``shared``
+(:class:`coordination.limits.SharedLimits`, with ``REDIS_URL``) counts reservations and windows
+for every process serving the bot: then the check and the reservation are one atomic step in
+Redis instead of a per-user lock here, and the quota is still overshot by at most one answer
+whichever processes the questions reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections import defaultdict, deque
@@ -24,15 +28,22 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
+from redis.exceptions import RedisError
+
 from bot.config import LimitSettings
 from bot.errors import QuotaExhausted, RateLimitExceeded
 from bot.service.conversation import AdmissionTicket, Participant
 from bot.spark.models import SparkModel
+from coordination.limits import Reservation, SharedLimits
 from storage.database import Database
 from storage.dto import Clock, utc_now
 from storage.stats import day_start
 
+log = logging.getLogger(__name__)
+
 RATE_WINDOW_SECONDS = 60.0
+# A shared reservation outlives any answer; it lapses only if its process died holding it.
+SHARED_RESERVATION_SECONDS = 900.0
 _SWEEP_AT = 1024
 
 QuotaSource = Literal["default", "user", "admin"]
@@ -85,6 +96,35 @@ class _Ticket:
             self._limits._unreserve(self.user_id, self.tokens)
 
 
+class _SharedTicket:
+    """A reservation every process counts, released in Redis (it lapses there if this
+    process dies first)."""
+
+    __slots__ = ("_released", "_releasing", "_shared", "reservation")
+
+    def __init__(
+        self, shared: SharedLimits, reservation: Reservation, releasing: set[asyncio.Task[None]]
+    ) -> None:
+        self._shared = shared
+        self._releasing = releasing
+        self.reservation = reservation
+        self._released = False
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        task = asyncio.create_task(self._release(), name="release-reservation")
+        self._releasing.add(task)  # held until done: a bare task may be collected mid-way
+        task.add_done_callback(self._releasing.discard)
+
+    async def _release(self) -> None:
+        try:
+            await self._shared.release(self.reservation)
+        except RedisError as exc:  # it lapses in Redis on its own
+            log.warning("user %s: reservation not released: %s", self.reservation.user_id, exc)
+
+
 class _Free:
     """The ticket of a question nothing was reserved for (admin, or no quota)."""
 
@@ -103,8 +143,11 @@ class UsageLimits:
         admin_user_ids: Iterable[int] = (),
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        shared: SharedLimits | None = None,
     ) -> None:
         self._db = database
+        self._shared = shared
+        self._releasing: set[asyncio.Task[None]] = set()
         self._settings = settings
         self._admins = frozenset(admin_user_ids)
         self._clock = clock
@@ -132,6 +175,8 @@ class UsageLimits:
         user_id = participant.user_id
         if self.is_admin(user_id):
             return _Free()
+        if self._shared is not None:
+            return await self._admit_shared(self._shared, user_id, reserve_tokens)
         lock = self._locks.get(user_id)
         if lock is None:
             lock = self._locks[user_id] = asyncio.Lock()
@@ -147,13 +192,40 @@ class UsageLimits:
             self._reserved[user_id] += tokens
             return _Ticket(self, user_id, tokens)
 
+    async def _admit_shared(
+        self, shared: SharedLimits, user_id: int, reserve_tokens: int
+    ) -> AdmissionTicket:
+        state = await self.quota_state(user_id)
+        ticket: AdmissionTicket = _Free()
+        if state.quota is not None:
+            reservation = await shared.reserve(
+                user_id,
+                reserve_tokens,
+                used=state.used_today,
+                quota=state.quota,
+                ttl=SHARED_RESERVATION_SECONDS,
+            )
+            if reservation is None:
+                raise QuotaExhausted(state.used_today, state.quota, state.resets_at)
+            ticket = _SharedTicket(shared, reservation, self._releasing)
+        limit = self._settings.user_rate_limit
+        if limit:
+            wait = await shared.take_rate(user_id, limit, RATE_WINDOW_SECONDS)
+            if wait is not None:
+                ticket.release()
+                raise RateLimitExceeded(wait)
+        return ticket
+
     async def quota_state(self, user_id: int) -> QuotaState:
         """The user's quota, today's use and reservations, as /usage and /stats show them."""
         now = self._clock()
         midnight = day_start(now.date())
         use = await self._db.usage.daily_use(user_id, midnight)
         used = use.used
-        reserved = self.reserved(user_id)
+        if self._shared is not None:
+            reserved = await self._shared.reserved(user_id)
+        else:
+            reserved = self.reserved(user_id)
         if self.is_admin(user_id):
             return QuotaState(user_id, None, "admin", used, reserved, next_reset(now))
         override = use.quota
