@@ -331,6 +331,28 @@ class HttpApiSettings(_Group):
     resume_grace_seconds: float = Field(default=30.0, ge=0)
 
 
+class RedisSettings(_Group):
+    """``REDIS_*``: state shared by several processes serving one bot (unset: one process)."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_")
+
+    url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL"))
+    # Keys of this bot start with it, so several bots can share one Redis.
+    prefix: str = Field(default="sparkbot:", min_length=1)
+    # How long a process that stopped renewing still holds a conversation and counts as alive:
+    # the bound on how long a killed process's users wait to hear of it.
+    lease_seconds: float = Field(default=5.0, ge=1.0, le=60.0)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use redis://host:6379/0 (or rediss:// for TLS)")
+        return value.strip()
+
+
 class Settings(BaseModel):
     """All settings, grouped."""
 
@@ -339,6 +361,7 @@ class Settings(BaseModel):
     telegram: TelegramSettings
     limits: LimitSettings
     http_api: HttpApiSettings = Field(default_factory=HttpApiSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     log_level: str = "INFO"
 
 
@@ -348,6 +371,7 @@ _GROUPS: dict[str, type[_Group]] = {
     "telegram": TelegramSettings,
     "limits": LimitSettings,
     "http_api": HttpApiSettings,
+    "redis": RedisSettings,
 }
 
 
@@ -377,6 +401,12 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
                 variable = _env_name(group, field) if field else group.__name__
                 message = str(error["msg"]).removeprefix("Value error, ")
                 problems.append(f"{variable}: {message}" if field else message)
+    redis, database = groups.get("redis"), groups.get("database")
+    if redis and redis.url and database and database.url.startswith("sqlite"):
+        problems.append(
+            "REDIS_URL: processes sharing Redis must share PostgreSQL too; set "
+            "DATABASE_URL to postgresql://..."
+        )
     if len(problems) == 1:
         raise ConfigError(f"invalid configuration: {problems[0]}")
     if problems:

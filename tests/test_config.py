@@ -185,3 +185,21 @@ def test_a_webhook_secret_in_telegrams_alphabet_is_taken(
 def test_an_empty_webhook_secret_means_a_random_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_SECRET", "")
     assert load_settings(None).telegram.webhook_secret is None
+
+
+def test_redis_url_needs_postgresql_and_a_redis_scheme() -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL: processes sharing Redis must share"):
+        load_settings(None, redis={"url": "redis://127.0.0.1:6379/0"})
+    with pytest.raises(ConfigError, match=r"REDIS_URL: use redis://host:6379/0"):
+        load_settings(
+            None,
+            redis={"url": "http://127.0.0.1:6379"},
+            database={"url": "postgresql://postgres@127.0.0.1/test"},
+        )
+    settings = load_settings(
+        None,
+        redis={"url": "redis://127.0.0.1:6379/0"},
+        database={"url": "postgresql://postgres@127.0.0.1/test"},
+    )
+    assert settings.redis.url == "redis://127.0.0.1:6379/0"
+    assert load_settings(None).redis.url is None

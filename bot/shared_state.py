@@ -1,0 +1,90 @@
+"""The state several processes of one bot share through Redis (``REDIS_URL``), opened once at
+start-up by whichever front end runs: the lanes' queues and leases, the processes' heartbeats,
+signals, and the limits' counts. Without ``REDIS_URL`` there is none and everything is counted
+in the process, as for a single process.
+
+Start-up fails with a :class:`~bot.errors.StartupError` naming ``REDIS_URL`` when Redis does
+not answer, rather than serving with counts that would silently diverge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.config import RedisSettings
+from bot.errors import StartupError
+from coordination.conversation_queue import ConversationQueues
+from coordination.errors import describe_location
+from coordination.limits import SharedLimits
+from coordination.replicas import Replicas, new_replica_id
+from coordination.signals import Signals
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """Every shared part, over one Redis client."""
+
+    redis: Redis
+    location: str
+    replica_id: str
+    lease_seconds: float
+    queues: ConversationQueues
+    signals: Signals
+    replicas: Replicas
+    limits: SharedLimits
+
+    async def health(self) -> str | None:
+        """None while Redis answers, else the reason (for ``/healthz``)."""
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+
+@contextlib.asynccontextmanager
+async def open_shared_state(settings: RedisSettings) -> AsyncIterator[SharedState | None]:
+    """The shared state of ``settings.url``, or None when it is not set."""
+    if not settings.url:
+        yield None
+        return
+    location = describe_location(settings.url)
+    redis = Redis.from_url(
+        settings.url,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=CONNECT_TIMEOUT_SECONDS,
+        health_check_interval=15,
+    )
+    try:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StartupError(
+                f"REDIS_URL: Redis at {location} does not answer ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}); start it or fix REDIS_URL"
+            ) from None
+        prefix = settings.prefix
+        state = SharedState(
+            redis=redis,
+            location=location,
+            replica_id=new_replica_id(),
+            lease_seconds=settings.lease_seconds,
+            queues=ConversationQueues(redis, prefix),
+            signals=Signals(redis, prefix),
+            replicas=Replicas(redis, prefix),
+            limits=SharedLimits(redis, prefix),
+        )
+        log.info("sharing state through Redis at %s as process %s", location, state.replica_id)
+        yield state
+    finally:
+        await redis.aclose()
