@@ -16,7 +16,7 @@ async def test_a_beating_replica_is_alive_and_a_silent_one_lapses(
     beating, silent = new_replica_id(), new_replica_id()
     assert beating != silent
     await replicas.announce(silent, ttl=0.1)
-    async with replicas.heartbeat(beating, ttl=0.15):
+    async with replicas.heartbeat(beating, ttl=1.0):
         assert await replicas.alive([beating, silent, "never"]) == {beating, silent}
         async with asyncio.timeout(5):
             while silent in await replicas.alive([silent]):  # noqa: ASYNC110 - it lapses
@@ -24,7 +24,7 @@ async def test_a_beating_replica_is_alive_and_a_silent_one_lapses(
         # The beating one's expiry is pushed back again and again, well past its first ttl.
         renewals, last = 0, await redis.pttl(replicas.key(beating))
         async with asyncio.timeout(5):
-            while renewals < 5:
+            while renewals < 4:
                 now = await redis.pttl(replicas.key(beating))
                 assert now > 0, "the heartbeat let the key lapse"
                 renewals += now > last
