@@ -109,11 +109,12 @@ class SharedLimits:
         """Tokens the user's live reservations hold, on every process."""
         return int(await self._reserved(keys=[self._reservations(user_id)]))
 
-    async def take_rate(self, user_id: int, limit: int, window: float) -> float | None:
-        """Count a question in the user's window of ``window`` seconds if fewer than
-        ``limit`` are in it (None), else the seconds until one leaves it."""
+    async def take_rate(self, subject: str, limit: int, window: float) -> float | None:
+        """Count a request in ``subject``'s window of ``window`` seconds (a user's, an API
+        key's: ``"user:7"``, ``"key:3"``) if fewer than ``limit`` are in it (None), else the
+        seconds until one leaves it."""
         wait_ms = await self._take_rate(
-            keys=[f"{self._prefix}rate:{user_id}"], args=[limit, _ms(window)]
+            keys=[f"{self._prefix}rate:{subject}"], args=[limit, _ms(window)]
         )
         return None if not wait_ms else int(wait_ms) / 1000
 

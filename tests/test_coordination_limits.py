@@ -51,17 +51,17 @@ async def test_the_rate_window_is_shared_and_says_how_long_to_wait(
 ) -> None:
     replica_a = SharedLimits(redis, redis_prefix)
     replica_b = SharedLimits(redis, redis_prefix)
-    assert await replica_a.take_rate(7, limit=2, window=60) is None
-    assert await replica_b.take_rate(7, limit=2, window=60) is None
-    wait = await replica_a.take_rate(7, limit=2, window=60)
+    assert await replica_a.take_rate("user:7", limit=2, window=60) is None
+    assert await replica_b.take_rate("user:7", limit=2, window=60) is None
+    wait = await replica_a.take_rate("user:7", limit=2, window=60)
     assert wait is not None
     assert 59 < wait <= 60
-    assert await replica_b.take_rate(8, limit=2, window=60) is None
+    assert await replica_b.take_rate("user:8", limit=2, window=60) is None
 
 
 async def test_the_rate_window_forgets_old_questions(redis: Redis, redis_prefix: str) -> None:
     limits = SharedLimits(redis, redis_prefix)
-    assert await limits.take_rate(7, limit=1, window=0.05) is None
+    assert await limits.take_rate("user:7", limit=1, window=0.05) is None
     async with asyncio.timeout(5):
-        while await limits.take_rate(7, limit=1, window=0.05) is not None:  # noqa: ASYNC110
+        while await limits.take_rate("user:7", limit=1, window=0.05) is not None:  # noqa: ASYNC110
             await asyncio.sleep(0.01)

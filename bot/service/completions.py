@@ -51,6 +51,7 @@ from bot.spark.tokens import (
     estimate_text_tokens,
 )
 from bot.spark.types import ChatMessage, GenerationOptions, Usage
+from coordination.limits import SharedLimits
 from storage.database import Database
 from storage.dto import (
     LEDGER_CLIENT_GONE,
@@ -158,9 +159,12 @@ class CompletionService:
         store_bodies: bool = False,
         observer: SparkCallObserver = NO_OBSERVER,
         monotonic: Callable[[], float] = time.monotonic,
+        shared: SharedLimits | None = None,
     ) -> None:
         self._db = database
         self._observer = observer
+        # Several processes: each key's rate window is counted in Redis for all of them.
+        self._shared = shared
         self._store_bodies = store_bodies
         self._spark = spark
         self._admission = admission
@@ -204,7 +208,7 @@ class CompletionService:
         estimated = estimated_prompt_tokens(request.messages)
         if estimated > budget:
             raise QuestionTooLong(estimated, budget)
-        taken = self._rates.take(caller)
+        taken = await self._take_rate(caller)
         ticket: AdmissionTicket | None = None
         if self._admission is not None:
             try:
@@ -215,6 +219,15 @@ class CompletionService:
                 self._rates.give_back(caller, taken)
                 raise
         return Admitted(caller, request, max_tokens, ticket)
+
+    async def _take_rate(self, caller: ApiCaller) -> float | None:
+        limit = caller.rate_per_minute
+        if self._shared is None or not limit:
+            return self._rates.take(caller)
+        wait = await self._shared.take_rate(f"key:{caller.key_id}", limit, RATE_WINDOW_SECONDS)
+        if wait is not None:
+            raise RateLimitExceeded(wait)
+        return None  # counted in Redis: a request refused further on still counts there
 
     async def run(
         self,

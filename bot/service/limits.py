@@ -158,6 +158,11 @@ class UsageLimits:
         self._recent: dict[int, deque[float]] = {}
 
     @property
+    def shared(self) -> SharedLimits | None:
+        """The counts kept for every process (``REDIS_URL``), if any."""
+        return self._shared
+
+    @property
     def default_quota(self) -> int:
         return self._settings.daily_token_quota
 
@@ -210,7 +215,7 @@ class UsageLimits:
             ticket = _SharedTicket(shared, reservation, self._releasing)
         limit = self._settings.user_rate_limit
         if limit:
-            wait = await shared.take_rate(user_id, limit, RATE_WINDOW_SECONDS)
+            wait = await shared.take_rate(f"user:{user_id}", limit, RATE_WINDOW_SECONDS)
             if wait is not None:
                 ticket.release()
                 raise RateLimitExceeded(wait)

@@ -38,11 +38,13 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Settings, TelegramSettings
+from bot.health import healthz
 from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.conversation import ConversationService
 from bot.service.events import NO_OBSERVER, SparkCallObserver
 from bot.service.lanes import AnswerLanes
 from bot.service.limits import UsageLimits
+from bot.shared_state import SharedState, open_shared_state
 from bot.spark.client import SparkClient
 from bot.startup_failures import database_failures, listen_failures
 from bot.telegram.access import AccessPolicy
@@ -120,9 +122,11 @@ class BotRuntime:
         scheduler: SendScheduler,
         webhook_secret: str,
         gateway: WebRoutes | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
+        self.shared = shared
         self.service = service
         self.application = application
         self.lanes = lanes
@@ -197,7 +201,7 @@ class BotRuntime:
         if application is not None and telegram.webhook_url:
             path = urlsplit(telegram.webhook_url).path or "/"
             web_app.router.add_post(path, self._webhook_handler(application))
-        web_app.router.add_get("/healthz", self._healthz)
+        web_app.router.add_get("/healthz", healthz(self.database, self.shared))
         if self.gateway is not None:
             self.gateway.mount(web_app)
         api = self.gateway is not None
@@ -240,13 +244,6 @@ class BotRuntime:
 
         return receive
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        """200 while the database can be used, 503 with the reason while it cannot."""
-        problem = await self.database.health()
-        if problem is not None:
-            return web.Response(status=503, text=f"database unavailable: {problem}")
-        return web.Response(text="ok")
-
 
 @asynccontextmanager
 async def open_bot_runtime(
@@ -283,8 +280,13 @@ async def open_bot_runtime(
             database = create_database(settings.database.url)
         stack.push_async_callback(database.dispose)
         spark = SparkClient(session, settings.spark.client_options())
+        shared = await stack.enter_async_context(open_shared_state(settings.redis))
         limits = UsageLimits(
-            database, settings.limits, admin_user_ids=telegram.admin_user_ids, monotonic=clock.now
+            database,
+            settings.limits,
+            admin_user_ids=telegram.admin_user_ids,
+            monotonic=clock.now,
+            shared=shared.limits if shared is not None else None,
         )
         gateway = (
             web_routes(settings, database, spark, limits)
@@ -358,6 +360,7 @@ async def open_bot_runtime(
                 else secrets.token_urlsafe(32)
             ),
             gateway=gateway,
+            shared=shared,
         )
 
 

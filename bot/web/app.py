@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.config import Settings
+from bot.health import healthz
 from bot.service.completions import (
     Admitted,
     ApiCaller,
@@ -38,6 +39,7 @@ from bot.service.conversation import ConversationService
 from bot.service.events import SparkCall
 from bot.service.limits import UsageLimits
 from bot.service.web_conversations import WebConversations
+from bot.shared_state import open_shared_state
 from bot.spark.client import SparkClient
 from bot.spark.models import get_model
 from bot.startup_failures import database_failures, listen_failures
@@ -317,19 +319,6 @@ class WebRuntime:
         self.gateway.begin_shutdown()
 
 
-def healthz(database: Database) -> Handler:
-    """``GET /healthz``: 200 while the database can be used, 503 with the reason while it
-    cannot."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        problem = await database.health()
-        if problem is not None:
-            return web.Response(status=503, text=f"database unavailable: {problem}")
-        return web.Response(text="ok")
-
-    return handler
-
-
 def build_gateway(
     settings: Settings,
     database: Database,
@@ -359,6 +348,7 @@ def build_gateway(
         admission=limits,
         store_bodies=settings.http_api.store_bodies,
         observer=metrics,
+        shared=limits.shared,
     )
     return Gateway(
         settings=settings,
@@ -386,11 +376,17 @@ async def open_web_runtime(
             database = create_database(settings.database.url)
         stack.push_async_callback(database.dispose)
         spark = SparkClient(session, settings.spark.client_options())
-        limits = UsageLimits(database, settings.limits, admin_user_ids=telegram.admin_user_ids)
+        shared = await stack.enter_async_context(open_shared_state(settings.redis))
+        limits = UsageLimits(
+            database,
+            settings.limits,
+            admin_user_ids=telegram.admin_user_ids,
+            shared=shared.limits if shared is not None else None,
+        )
         gateway = build_gateway(settings, database, spark, limits, demo_key=demo_key)
         app = web.Application()  # bodies are read under HTTP_API_MAX_BODY_BYTES instead
         gateway.mount(app)
-        app.router.add_get("/healthz", healthz(database))
+        app.router.add_get("/healthz", healthz(database, shared))
         runner = web.AppRunner(
             app,
             access_log=None,

@@ -100,3 +100,15 @@ async def sqlite_database(tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty, open Database on a fresh SQLite file."""
     async for db in _migrated(sqlite_url(tmp_path)):
         yield db
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """An empty PostgreSQL schema (the URL only), for what needs PostgreSQL itself: several
+    processes sharing one database."""
+    base = postgres_base_url()
+    url, schema = await postgres_schema_url(base)
+    try:
+        yield url
+    finally:
+        await drop_postgres_schema(base, schema)

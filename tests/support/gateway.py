@@ -95,6 +95,7 @@ def gateway_settings(
     limits: dict[str, Any] | None = None,
     http_api: dict[str, Any] | None = None,
     telegram: dict[str, Any] | None = None,
+    redis: dict[str, Any] | None = None,
 ) -> Settings:
     credentials = simulator.credentials
     return load_settings(
@@ -117,6 +118,7 @@ def gateway_settings(
         database={"url": database_url},
         limits=limits or {},
         http_api=http_api or {},
+        redis=redis or {},
     )
 
 
@@ -125,15 +127,20 @@ async def start_gateway(
     resources: contextlib.AsyncExitStack,
     *,
     simulator_options: SimulatorOptions | None = None,
+    simulator: SparkSimulator | None = None,
+    database_url: str | None = None,
     **groups: Any,
 ) -> RunningGateway:
-    simulator = await resources.enter_async_context(
-        SparkSimulator(
-            Credentials.demo(),
-            simulator_options or SimulatorOptions(frame_interval=0.005, chars_per_frame=12),
+    """A gateway on its own simulator and SQLite file, or on those given (several gateways on
+    one database stand for several processes)."""
+    if simulator is None:
+        simulator = await resources.enter_async_context(
+            SparkSimulator(
+                Credentials.demo(),
+                simulator_options or SimulatorOptions(frame_interval=0.005, chars_per_frame=12),
+            )
         )
-    )
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}"
+    database_url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'gateway.sqlite3'}"
     settings = gateway_settings(simulator, database_url, **groups)
     closing = contextlib.AsyncExitStack()
     runtime = await closing.enter_async_context(open_web_runtime(settings))

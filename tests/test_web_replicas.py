@@ -1,0 +1,99 @@
+"""Two gateways (``python -m bot web``'s runtime) on one PostgreSQL database and one Redis stand
+for two processes behind a load balancer: a key's quota and rate are counted once for both,
+and /healthz names Redis. Needs TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import openai
+import pytest
+from redis.asyncio import Redis
+
+from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
+from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.tcp_proxy import TcpProxy
+
+
+@pytest.fixture
+async def two_gateways(
+    tmp_path: Path, postgres_url: str, redis: Redis, redis_prefix: str
+) -> AsyncIterator[tuple[RunningGateway, RunningGateway]]:
+    async with contextlib.AsyncExitStack() as resources:
+        simulator = await resources.enter_async_context(
+            SparkSimulator(Credentials.demo(), SimulatorOptions(frame_interval=0.005))
+        )
+        shared = {"url": os.environ["TEST_REDIS_URL"], "prefix": redis_prefix}
+        first = await start_gateway(
+            tmp_path, resources, simulator=simulator, database_url=postgres_url, redis=shared
+        )
+        second = await start_gateway(
+            tmp_path, resources, simulator=simulator, database_url=postgres_url, redis=shared
+        )
+        yield first, second
+
+
+async def _ask(gateway: RunningGateway, key: str, text: str, max_tokens: int) -> str:
+    client = gateway.client(key)
+    try:
+        await client.chat.completions.create(
+            model="max", messages=[{"role": "user", "content": text}], max_tokens=max_tokens
+        )
+    except openai.RateLimitError as exc:
+        return str(exc.code)
+    return "answered"
+
+
+async def test_a_keys_quota_is_counted_once_for_every_process(
+    two_gateways: tuple[RunningGateway, RunningGateway],
+) -> None:
+    first, second = two_gateways
+    key = await first.create_key("shared", "--daily-tokens 1000")
+    # Each reserves its max_tokens while Spark is slow to start: 0, 400 and 800 reserved are
+    # below 1000, so three of six start, whichever process each reached.
+    asks = [
+        _ask(gateway, key, f"question {number} [[slow-first:1]]", 400)
+        for number, gateway in enumerate([first, second] * 3)
+    ]
+    outcomes = await asyncio.gather(*asks)
+    assert sorted(outcomes) == ["answered"] * 3 + ["insufficient_quota"] * 3
+    assert len(first.spark.requests) == 3  # one simulator serves both: refusals cost nothing
+
+
+async def test_a_keys_rate_is_counted_once_for_every_process(
+    two_gateways: tuple[RunningGateway, RunningGateway],
+) -> None:
+    first, second = two_gateways
+    key = await first.create_key("paced", "--rate 2")
+    assert await _ask(first, key, "one", 50) == "answered"
+    assert await _ask(second, key, "two", 50) == "answered"
+    assert await _ask(first, key, "three", 50) == "rate_limit_exceeded"
+    assert await _ask(second, key, "four", 50) == "rate_limit_exceeded"
+
+
+async def test_healthz_reports_redis_lost_beside_the_database(
+    tmp_path: Path, postgres_url: str, redis: Redis, redis_prefix: str
+) -> None:
+    target = urlsplit(os.environ["TEST_REDIS_URL"])
+    async with (
+        contextlib.AsyncExitStack() as resources,
+        TcpProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy,
+    ):
+        shared = {"url": f"redis://127.0.0.1:{proxy.port}{target.path}", "prefix": redis_prefix}
+        gateway = await start_gateway(tmp_path, resources, database_url=postgres_url, redis=shared)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(gateway.base_url + "/healthz") as response:
+                assert (response.status, await response.text()) == (200, "ok")
+            proxy.cut()
+            async with session.get(gateway.base_url + "/healthz") as response:
+                assert response.status == 503
+                assert (await response.text()).startswith("redis unavailable: ")
+            proxy.restore()
+            async with session.get(gateway.base_url + "/healthz") as response:
+                assert (response.status, await response.text()) == (200, "ok")
