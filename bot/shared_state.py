@@ -82,7 +82,7 @@ async def open_shared_state(settings: RedisSettings) -> AsyncIterator[SharedStat
             queues=ConversationQueues(redis, prefix),
             signals=Signals(redis, prefix),
             replicas=Replicas(redis, prefix),
-            limits=SharedLimits(redis, prefix),
+            limits=SharedLimits(redis, prefix, location),
         )
         log.info("sharing state through Redis at %s as process %s", location, state.replica_id)
         yield state

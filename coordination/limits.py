@@ -16,10 +16,19 @@ each is one Lua script:
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from coordination.errors import CoordinationUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # KEYS[1] reservations. ARGV: id, tokens, used, quota, ttl ms. Returns 1 reserved, 0 refused.
 _RESERVE = """
@@ -75,11 +84,15 @@ class Reservation:
 
 
 class SharedLimits:
-    """Every process's reservations and rate windows, under ``prefix``."""
+    """Every process's reservations and rate windows, under ``prefix``. While Redis cannot be
+    reached, every method raises :class:`CoordinationUnavailable` (nothing can be admitted
+    without the shared counts); the loss and the return are logged once each."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, location: str = "Redis") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._location = location
+        self._down = False
         self._reserve = redis.register_script(_RESERVE)
         self._reserved = redis.register_script(_RESERVED)
         self._take_rate = redis.register_script(_TAKE_RATE)
@@ -94,29 +107,48 @@ class SharedLimits:
         reservation is below ``quota``; None when it is not. A reservation lapses after
         ``ttl`` seconds if it is never released."""
         member = secrets.token_hex(8)
-        reserved = await self._reserve(
-            keys=[self._reservations(user_id)],
-            args=[member, max(0, tokens), used, quota, _ms(ttl)],
+        reserved = await self._checked(
+            self._reserve(
+                keys=[self._reservations(user_id)],
+                args=[member, max(0, tokens), used, quota, _ms(ttl)],
+            )
         )
         if not reserved:
             return None
         return Reservation(user_id, f"{member}:{max(0, tokens)}", max(0, tokens))
 
     async def release(self, reservation: Reservation) -> None:
-        await self._redis.zrem(self._reservations(reservation.user_id), reservation.member)
+        await self._checked(
+            self._redis.zrem(self._reservations(reservation.user_id), reservation.member)
+        )
 
     async def reserved(self, user_id: int) -> int:
         """Tokens the user's live reservations hold, on every process."""
-        return int(await self._reserved(keys=[self._reservations(user_id)]))
+        return int(await self._checked(self._reserved(keys=[self._reservations(user_id)])))
 
     async def take_rate(self, subject: str, limit: int, window: float) -> float | None:
         """Count a request in ``subject``'s window of ``window`` seconds (a user's, an API
         key's: ``"user:7"``, ``"key:3"``) if fewer than ``limit`` are in it (None), else the
         seconds until one leaves it."""
-        wait_ms = await self._take_rate(
-            keys=[f"{self._prefix}rate:{subject}"], args=[limit, _ms(window)]
+        wait_ms = await self._checked(
+            self._take_rate(keys=[f"{self._prefix}rate:{subject}"], args=[limit, _ms(window)])
         )
         return None if not wait_ms else int(wait_ms) / 1000
+
+    async def _checked(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except (RedisError, OSError) as exc:
+            if not self._down:
+                self._down = True
+                log.error(
+                    "Redis at %s is unavailable; no question is admitted: %s", self._location, exc
+                )
+            raise CoordinationUnavailable(self._location, str(exc)) from None
+        if self._down:
+            self._down = False
+            log.warning("Redis at %s answers again; questions are admitted", self._location)
+        return result
 
 
 def _ms(seconds: float) -> int:

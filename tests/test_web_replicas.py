@@ -97,3 +97,40 @@ async def test_healthz_reports_redis_lost_beside_the_database(
             proxy.restore()
             async with session.get(gateway.base_url + "/healthz") as response:
                 assert (response.status, await response.text()) == (200, "ok")
+
+
+async def test_redis_lost_refuses_requests_clearly_and_they_resume_when_it_is_back(
+    tmp_path: Path,
+    postgres_url: str,
+    redis: Redis,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = urlsplit(os.environ["TEST_REDIS_URL"])
+    async with (
+        contextlib.AsyncExitStack() as resources,
+        TcpProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy,
+    ):
+        shared = {"url": f"redis://127.0.0.1:{proxy.port}{target.path}", "prefix": redis_prefix}
+        gateway = await start_gateway(tmp_path, resources, database_url=postgres_url, redis=shared)
+        key = await gateway.create_key("app", "--daily-tokens 100000")
+        client = gateway.client(key)
+        proxy.cut()
+        with pytest.raises(openai.InternalServerError) as caught:
+            await client.chat.completions.create(
+                model="max", messages=[{"role": "user", "content": "Hi"}]
+            )
+        assert caught.value.status_code == 503
+        assert caught.value.code == "service_unavailable"
+        assert int(caught.value.response.headers["retry-after"]) > 0
+        assert gateway.spark.requests == []  # nothing admitted without the shared counts
+        assert any(
+            "is unavailable; no question is admitted" in record.getMessage()
+            for record in caplog.records
+        )
+        proxy.restore()
+        answer = await client.chat.completions.create(
+            model="max", messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert answer.choices[0].message.content
+        assert len(gateway.spark.requests) == 1

@@ -59,6 +59,7 @@ from bot.spark.errors import SparkAPIError, SparkError
 from bot.spark.models import SparkModel, find_model, get_model
 from bot.spark.tokens import estimate_text_tokens
 from bot.spark.types import SearchSource, Usage
+from coordination.errors import CoordinationUnavailable
 from storage.database import Database
 from storage.dto import (
     LEDGER_NO_SPARK_CODE,
@@ -281,7 +282,7 @@ class ConversationService:
         """
         chat, conversation = await self._arrive(participant, place)
         model = self._model_of(chat)
-        refusal: ConversationError | None = None
+        refusal: ConversationError | CoordinationUnavailable | None = None
         ticket: AdmissionTicket | None = None
         try:
             ContextBuilder(
@@ -292,7 +293,8 @@ class ConversationService:
                 ratio=chat.token_ratio,
             )
             ticket = await self._admit(participant, model)
-        except ConversationError as exc:
+        except (ConversationError, CoordinationUnavailable) as exc:
+            # Stored all the same, marked unanswered, then told to the front end.
             refusal = exc
         try:
             stored = await self._db.messages.add_question(

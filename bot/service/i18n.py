@@ -69,6 +69,10 @@ MESSAGES: dict[Language, dict[str, str]] = {
             "⚠️ Something went wrong on my side and this message was not answered. "
             "Please try again in a moment."
         ),
+        "temporarily_unavailable": (
+            "⚠️ I can't take questions for a moment (my shared state is unreachable). "
+            "Please send this again in a minute."
+        ),
         "dropped_at_shutdown": (
             "⏹ The bot is restarting and did not get to this question. "
             "Please send it again in a minute."
@@ -216,6 +220,7 @@ MESSAGES: dict[Language, dict[str, str]] = {
         ),
         "queued": "⏳ 已排队：当前回答结束后再回答这条（前面还有 {position} 条）。",
         "internal_error": "⚠️ 我这边出了点问题，没能回答这条消息。请稍后再试。",
+        "temporarily_unavailable": "⚠️ 暂时无法接收问题（共享状态无法访问）。请过一分钟再发送。",
         "dropped_at_shutdown": "⏹ 机器人正在重启，没来得及回答这个问题。请稍后重新发送。",
         "text_only": "我只能读文字。请以文字或图片说明的形式发送问题。",
         "not_allowed": "抱歉，这是私人机器人，你无法使用。",

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from redis.exceptions import RedisError
-
 from bot.config import LimitSettings
 from bot.errors import QuotaExhausted, RateLimitExceeded
 from bot.service.conversation import AdmissionTicket, Participant
 from bot.spark.models import SparkModel
+from coordination.errors import CoordinationUnavailable
 from coordination.limits import Reservation, SharedLimits
 from storage.database import Database
 from storage.dto import Clock, utc_now
@@ -121,7 +120,7 @@ class _SharedTicket:
     async def _release(self) -> None:
         try:
             await self._shared.release(self.reservation)
-        except RedisError as exc:  # it lapses in Redis on its own
+        except CoordinationUnavailable as exc:  # it lapses in Redis on its own
             log.warning("user %s: reservation not released: %s", self.reservation.user_id, exc)
 
 

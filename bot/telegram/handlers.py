@@ -36,6 +36,7 @@ from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
 from bot.telegram.textsplit import split_text
+from coordination.errors import CoordinationUnavailable
 from storage.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -320,7 +321,9 @@ class TelegramHandlers:
         """Last line of defence for a failing handler (the database is down, say): one log line
         with the chat and no payload, and a short apology to the user who is waiting."""
         chat = update.effective_chat if isinstance(update, Update) else None
-        if isinstance(context.error, DatabaseUnavailable):  # storage logged it once at ERROR
+        # Storage and the shared counts log their loss once at ERROR: a line per chat here.
+        unavailable = isinstance(context.error, DatabaseUnavailable | CoordinationUnavailable)
+        if unavailable:
             log.info("chat %s: not answered: %s", chat.id if chat else None, context.error)
         else:
             log.error(
@@ -330,7 +333,12 @@ class TelegramHandlers:
             return  # nobody is waiting for an answer (edits, member updates, ...)
         incoming = self._incoming(update)
         if incoming is not None:
-            await self._reply(incoming, text(incoming.language, "internal_error"))
+            key = (
+                "temporarily_unavailable"
+                if isinstance(context.error, CoordinationUnavailable)
+                else "internal_error"
+            )
+            await self._reply(incoming, text(incoming.language, key))
 
     async def generation_stopped(self, stopped: GenerationStopped) -> None:
         """The stop button on a draft: like /stop, for the answer writing that draft."""

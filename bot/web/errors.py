@@ -9,7 +9,7 @@
 - 429 with ``Retry-After`` for our quota and rate limits and for Spark's own (10006 10007
   11202 11203 per moment, 11201 until Beijing midnight, when iFlytek's daily quota resets);
 - 502 Spark failing or unreachable, 503 Spark refusing this server (credentials, licence)
-  or the database unavailable, 504 Spark timing out.
+  or the database (or, with several processes, Redis) unavailable, 504 Spark timing out.
 
 Messages say what the client can do; what the operator needs (code, sid) goes to the log
 line and to the ``X-Spark-Sid`` header.
@@ -36,10 +36,12 @@ from bot.spark.errors import (
     SparkTransportError,
 )
 from bot.web.openai_request import InvalidRequest
+from coordination.errors import CoordinationUnavailable
 from storage.errors import DatabaseUnavailable
 
 SID_HEADER = "X-Spark-Sid"
-SPARK_RETRY_SECONDS = 1.0  # Spark names no wait for its per-moment limits
+SPARK_RETRY_SECONDS = 1.0
+SHARED_STATE_RETRY_SECONDS = 5.0  # Spark names no wait for its per-moment limits
 BEIJING = timezone(timedelta(hours=8))
 SPARK_DAILY_QUOTA_CODE = 11201
 
@@ -86,6 +88,14 @@ def api_error(exc: BaseException, now: datetime | None = None) -> ApiError:
         return _refusal(exc, now)
     if isinstance(exc, SparkError):
         return _spark(exc, now)
+    if isinstance(exc, CoordinationUnavailable):
+        return ApiError(
+            503,
+            "The service cannot reach its shared state; try again shortly.",
+            "server_error",
+            code="service_unavailable",
+            retry_after=SHARED_STATE_RETRY_SECONDS,
+        )
     if isinstance(exc, DatabaseUnavailable):
         return ApiError(
             503,

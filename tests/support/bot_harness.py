@@ -262,6 +262,7 @@ class BotFactory(Protocol):
         fake_options: dict[str, Any] | None = None,
         database_url: str | None = None,
         clock: Clock | None = None,
+        redis: dict[str, Any] | None = None,
     ) -> RunningBot: ...
 
 
@@ -279,6 +280,7 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
         fake_options: dict[str, Any] | None = None,
         database_url: str | None = None,
         clock: Clock | None = None,
+        redis: dict[str, Any] | None = None,
     ) -> RunningBot:
         clock = clock or ScaledClock(TIME_FACTOR)
         fake = await resources.enter_async_context(
@@ -311,6 +313,7 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[BotFactory]:
                 **(telegram or {}),
             },
             database={"url": database_url},
+            redis=redis or {},
         )
         closing = contextlib.AsyncExitStack()
         resources.push_async_exit(closing)
