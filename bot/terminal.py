@@ -15,14 +15,11 @@ import asyncio
 import contextlib
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from pathlib import Path
 from typing import TextIO
 
 import aiohttp
-from pydantic import SecretStr
 
 from bot.config import Settings
 from bot.errors import BotError, ConversationError
@@ -100,24 +97,10 @@ async def _spark_settings(settings: Settings, simulate: bool) -> AsyncIterator[S
         settings.spark.require_credentials()
         yield settings
         return
-    from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
+    from bot.simulated import simulated_settings  # the simulator only when asked for
 
-    demo = Credentials.demo()
-    options = SimulatorOptions(first_frame_delay=0.3, frame_interval=0.05)
-    async with SparkSimulator(demo, options) as simulator:
-        with tempfile.TemporaryDirectory(prefix="spark-chat-") as folder:
-            spark = settings.spark.model_copy(
-                update={
-                    "app_id": demo.app_id,
-                    "api_key": SecretStr(demo.api_key),
-                    "api_secret": SecretStr(demo.api_secret),
-                    "url": simulator.base_url,
-                }
-            )
-            database = settings.database.model_copy(
-                update={"url": f"sqlite+aiosqlite:///{Path(folder) / 'chat.sqlite3'}"}
-            )
-            yield settings.model_copy(update={"spark": spark, "database": database})
+    async with simulated_settings(settings, name="chat") as simulated:
+        yield simulated
 
 
 async def chat(settings: Settings, *, simulate: bool = False) -> int:

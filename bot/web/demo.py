@@ -8,16 +8,12 @@ by themselves (:mod:`bot.web.page`).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
-
-from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
+from bot.simulated import simulated_settings
 from bot.startup_failures import database_failures
 from bot.web.keys import new_key
 from storage.database import create_database
@@ -36,28 +32,12 @@ class Demo:
 
 @asynccontextmanager
 async def demo_settings(settings: Settings) -> AsyncIterator[Demo]:
-    demo = Credentials.demo()
-    options = SimulatorOptions(first_frame_delay=0.3, frame_interval=0.05)
-    async with SparkSimulator(demo, options) as simulator:
-        with tempfile.TemporaryDirectory(prefix="spark-web-") as folder:
-            spark = settings.spark.model_copy(
-                update={
-                    "app_id": demo.app_id,
-                    "api_key": SecretStr(demo.api_key),
-                    "api_secret": SecretStr(demo.api_secret),
-                    "url": simulator.base_url,
-                    "models": list(settings.spark.models or DEMO_MODELS),
-                }
-            )
-            database = settings.database.model_copy(
-                update={"url": f"sqlite+aiosqlite:///{Path(folder) / 'web.sqlite3'}"}
-            )
-            telegram = settings.telegram.model_copy(update={"host": "127.0.0.1"})
-            effective = settings.model_copy(
-                update={"spark": spark, "database": database, "telegram": telegram}
-            )
-            key = await _demo_key(effective)
-            yield Demo(effective, key)
+    models = settings.spark.models or DEMO_MODELS
+    async with simulated_settings(settings, name="web", models=models) as simulated:
+        telegram = simulated.telegram.model_copy(update={"host": "127.0.0.1"})
+        effective = simulated.model_copy(update={"telegram": telegram})
+        key = await _demo_key(effective)
+        yield Demo(effective, key)
 
 
 async def _demo_key(settings: Settings) -> str:
