@@ -39,6 +39,21 @@ async def two_gateways(
         yield first, second
 
 
+@contextlib.asynccontextmanager
+async def _behind_a_proxy(
+    tmp_path: Path, postgres_url: str, redis_prefix: str
+) -> AsyncIterator[tuple[RunningGateway, TcpProxy]]:
+    """A gateway whose Redis is reached through a proxy the test can cut."""
+    target = urlsplit(os.environ["TEST_REDIS_URL"])
+    async with (
+        contextlib.AsyncExitStack() as resources,
+        TcpProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy,
+    ):
+        shared = {"url": f"redis://127.0.0.1:{proxy.port}{target.path}", "prefix": redis_prefix}
+        gateway = await start_gateway(tmp_path, resources, database_url=postgres_url, redis=shared)
+        yield gateway, proxy
+
+
 async def _ask(gateway: RunningGateway, key: str, text: str, max_tokens: int) -> str:
     client = gateway.client(key)
     try:
@@ -80,23 +95,19 @@ async def test_a_keys_rate_is_counted_once_for_every_process(
 async def test_healthz_reports_redis_lost_beside_the_database(
     tmp_path: Path, postgres_url: str, redis: Redis, redis_prefix: str
 ) -> None:
-    target = urlsplit(os.environ["TEST_REDIS_URL"])
     async with (
-        contextlib.AsyncExitStack() as resources,
-        TcpProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy,
+        _behind_a_proxy(tmp_path, postgres_url, redis_prefix) as (gateway, proxy),
+        aiohttp.ClientSession() as session,
     ):
-        shared = {"url": f"redis://127.0.0.1:{proxy.port}{target.path}", "prefix": redis_prefix}
-        gateway = await start_gateway(tmp_path, resources, database_url=postgres_url, redis=shared)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(gateway.base_url + "/healthz") as response:
-                assert (response.status, await response.text()) == (200, "ok")
-            proxy.cut()
-            async with session.get(gateway.base_url + "/healthz") as response:
-                assert response.status == 503
-                assert (await response.text()).startswith("redis unavailable: ")
-            proxy.restore()
-            async with session.get(gateway.base_url + "/healthz") as response:
-                assert (response.status, await response.text()) == (200, "ok")
+        async with session.get(gateway.base_url + "/healthz") as response:
+            assert (response.status, await response.text()) == (200, "ok")
+        proxy.cut()
+        async with session.get(gateway.base_url + "/healthz") as response:
+            assert response.status == 503
+            assert (await response.text()).startswith("redis unavailable: ")
+        proxy.restore()
+        async with session.get(gateway.base_url + "/healthz") as response:
+            assert (response.status, await response.text()) == (200, "ok")
 
 
 async def test_redis_lost_refuses_requests_clearly_and_they_resume_when_it_is_back(
@@ -106,13 +117,7 @@ async def test_redis_lost_refuses_requests_clearly_and_they_resume_when_it_is_ba
     redis_prefix: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    target = urlsplit(os.environ["TEST_REDIS_URL"])
-    async with (
-        contextlib.AsyncExitStack() as resources,
-        TcpProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy,
-    ):
-        shared = {"url": f"redis://127.0.0.1:{proxy.port}{target.path}", "prefix": redis_prefix}
-        gateway = await start_gateway(tmp_path, resources, database_url=postgres_url, redis=shared)
+    async with _behind_a_proxy(tmp_path, postgres_url, redis_prefix) as (gateway, proxy):
         key = await gateway.create_key("app", "--daily-tokens 100000")
         client = gateway.client(key)
         proxy.cut()
