@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import CallbackQuery, Chat, Message, Update, User
+from telegram import CallbackQuery, Chat, Update, User
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, TypeHandler
@@ -21,7 +21,7 @@ from telegram.ext import ApplicationHandlerStop, TypeHandler
 from bot.service.i18n import language_of, text
 from bot.telegram.access import AccessPolicy, Verdict
 from bot.telegram.addressing import BotIdentity, speaks_to_bot
-from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.budgeted_reply import reply_budgeted
 from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.send_scheduler import SendScheduler
 
@@ -106,16 +106,7 @@ class AccessGate:
         if update.callback_query is not None:
             await _answer_press(update.callback_query, body)
         elif update.message is not None:
-            await self._reply(update.message, chat, body)
-
-    async def _reply(self, message: Message, chat: Chat, body: str) -> None:
-        is_group = chat.type != ChatType.PRIVATE
-        await send_budgeted(
-            self._scheduler,
-            chat.id,
-            lambda: message.reply_text(body, do_quote=is_group),
-            is_group=is_group,
-        )
+            await reply_budgeted(self._scheduler, update.message, body)
 
 
 async def _answer_press(query: CallbackQuery, body: str) -> None:

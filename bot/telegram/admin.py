@@ -22,14 +22,14 @@ from datetime import datetime
 from typing import IO
 
 from telegram import Bot, BotCommandScopeChat, Chat, InputFile, Message, Update, User
-from telegram.constants import ChatType, ParseMode
+from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import CommandHandler, filters
 
 from bot.service.i18n import ADMIN_COMMANDS, COMMANDS, Language, language_of, text
 from bot.service.limits import UsageLimits
 from bot.telegram.access import AccessPolicy
-from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.budgeted_reply import reply_budgeted
 from bot.telegram.command_args import UsageError, UserRef, parse_quota_args, parse_stats_args
 from bot.telegram.ptb_types import AnyApplication, AnyContext
 from bot.telegram.send_scheduler import SendScheduler
@@ -289,15 +289,7 @@ class AdminHandlers:
 
     async def _reply(self, asker: _Asker, body: str, *, html: bool = False) -> None:
         """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
-        is_group = asker.chat.type != ChatType.PRIVATE
-        await send_budgeted(
-            self._scheduler,
-            asker.chat.id,
-            lambda: asker.message.reply_text(
-                body, parse_mode=ParseMode.HTML if html else None, do_quote=is_group
-            ),
-            is_group=is_group,
-        )
+        await reply_budgeted(self._scheduler, asker.message, body, html=html)
 
 
 def _args(context: AnyContext) -> list[str]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from telegram import Message
+from telegram.constants import ChatType, ParseMode
 from telegram.error import NetworkError, RetryAfter, TelegramError
 
 from bot.telegram.send_scheduler import Priority, SendScheduler
@@ -64,3 +66,20 @@ async def send_budgeted(
         except TelegramError as exc:
             log.warning("chat %s: reply not sent: %s", chat_id, exc)
             return False
+
+
+async def reply_budgeted(
+    scheduler: SendScheduler, message: Message, body: str, *, html: bool = False
+) -> bool:
+    """``body`` in reply to ``message`` (quoted in groups, where several talk at once) inside
+    the chat's budget; True when Telegram took it."""
+    chat = message.chat
+    is_group = chat.type != ChatType.PRIVATE
+    return await send_budgeted(
+        scheduler,
+        chat.id,
+        lambda: message.reply_text(
+            body, parse_mode=ParseMode.HTML if html else None, do_quote=is_group
+        ),
+        is_group=is_group,
+    )

@@ -24,7 +24,7 @@ from bot.service.i18n import COMMANDS, Language, language_of, text
 from bot.service.lanes import AnswerLanes
 from bot.service.replies import describe_refusal
 from bot.telegram.addressing import BotIdentity, addressed_question, command_argument
-from bot.telegram.budgeted_reply import send_budgeted
+from bot.telegram.budgeted_reply import reply_budgeted
 from bot.telegram.command_args import UsageError, parse_model, shorten
 from bot.telegram.early_feedback import EarlyFeedback
 from bot.telegram.generation_stop import (
@@ -154,14 +154,7 @@ class TelegramHandlers:
 
     async def _reply(self, incoming: _Incoming, body: str) -> None:
         """A short reply inside the chat's send budget (:mod:`bot.telegram.budgeted_reply`)."""
-        await send_budgeted(
-            self._scheduler,
-            incoming.chat.id,
-            lambda: incoming.message.reply_text(
-                body, do_quote=incoming.chat.type != ChatType.PRIVATE, reply_parameters=None
-            ),
-            is_group=self._is_group(incoming.chat),
-        )
+        await reply_budgeted(self._scheduler, incoming.message, body)
 
     def _is_group(self, chat: Chat) -> bool:
         return chat.type != ChatType.PRIVATE
