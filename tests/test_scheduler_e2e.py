@@ -4,8 +4,6 @@ tight global budget; a draft limit lower than the bot's learnt from 429s."""
 
 from __future__ import annotations
 
-import itertools
-
 from tests.support.bot_harness import BotFactory, spark_pace
 from tests.support.fake_telegram import FloodLimits
 
@@ -18,6 +16,10 @@ async def test_final_texts_go_in_the_order_spark_finished_under_a_tight_budget(
     bot = await make_bot(
         telegram={"stream_transport": "edit", "send_global_per_second": 1},
         simulator_options=spark_pace(frame_interval=0.1, chars_per_frame=20),
+        # This server holds the bot to the same one a second (a burst of two leaves room for
+        # the network's jitter between the bot's grant and the call's arrival): a bot that
+        # kept to Telegram's default budget instead of the setting would get 429s here.
+        limits=FloodLimits(global_per_second=1.0, global_burst=2),
     )
     lengths = [900, 300, 1200, 600, 1500, 450]  # Spark finishes the shortest first
     chats = []
@@ -51,14 +53,6 @@ async def test_final_texts_go_in_the_order_spark_finished_under_a_tight_budget(
     }
     by_finish = [chat.id for _, chat in sorted(zip(lengths, chats, strict=True))]
     assert sorted(final_at, key=final_at.__getitem__) == by_finish
-    # The budget is the setting's: one message or edit a second, whoever's (with room for the
-    # network's jitter between the grant and the fake's clock).
-    counted = sorted(
-        call.at
-        for call in bot.fake.calls
-        if call.ok and call.method in ("sendMessage", "editMessageText")
-    )
-    assert min(later - earlier for earlier, later in itertools.pairwise(counted)) > 0.8
     assert not [call for call in bot.fake.calls if call.status == 429]
     assert bot.fake.violations == []
 
