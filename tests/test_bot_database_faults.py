@@ -41,6 +41,8 @@ APOLOGY = (
 )
 MISSING = "file missing (its directory deleted or moved?)"
 START_TIMEOUT = 20.0  # a child process imports ptb and SQLAlchemy and migrates first
+# A bot process runs in real time, on a machine other tests keep busy.
+PROCESS_TIMEOUT = 20.0
 
 
 def _url(directory: Path) -> str:
@@ -327,11 +329,15 @@ async def test_an_immutable_wal_index_fails_the_work_cleanly_instead_of_killing_
     # write is a SIGBUS, for readers and the writer alike.
     with _immutable(data / "bot.sqlite3-shm"):
         await driver.send_text(chat, user, "[[answer:Second.]] two")
-        await fake.wait_for(lambda: fake.visible_texts(chat.id) == ["First.", APOLOGY])
+        await fake.wait_for(
+            lambda: fake.visible_texts(chat.id) == ["First.", APOLOGY], timeout=PROCESS_TIMEOUT
+        )
         assert process.process is not None
         assert process.process.returncode is None
     await driver.send_text(chat, user, "[[answer:Third.]] three")
-    await fake.wait_for(lambda: fake.visible_texts(chat.id)[2:] == ["Third."])
+    await fake.wait_for(
+        lambda: fake.visible_texts(chat.id)[2:] == ["Third."], timeout=PROCESS_TIMEOUT
+    )
     process.signal(signal.SIGTERM)
     assert await process.wait(timeout=8) == 0
     log = process.stderr
