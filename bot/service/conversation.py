@@ -4,10 +4,10 @@
 the model's budget and the user's limits, and commits the question before Spark is called.
 ``answer`` runs later in the conversation's lane: it builds the context from stored history,
 streams Spark into an :class:`~bot.service.events.AnswerSink` (Telegram or the terminal),
-checkpoints the partial text while it streams, and stores the answer, its usage row and
-the chat's token calibration as one unit of work. Each step of a turn is one unit of work of
-the database's repositories (``database.conversations``, ``database.messages``); nothing is held
-open while an answer streams.
+checkpoints the partial text beside the stream (never holding it up), and stores the answer,
+its usage row and the chat's token calibration as one unit of work. Each step of a turn is one
+unit of work of the database's repositories (``database.conversations``,
+``database.messages``); nothing is held open while an answer streams.
 
 Whatever happens, nothing is lost: a stopped answer is stored as ``cancelled``, a failed one as
 ``failed`` or ``partial`` with Spark's error code and sid, one interrupted by shutdown as
@@ -36,6 +36,7 @@ from bot.service.budget import (
     load_prompt,
     ratio_of,
 )
+from bot.service.checkpoints import Checkpoints
 from bot.service.events import (
     NO_OBSERVER,
     AnswerSink,
@@ -447,7 +448,13 @@ class ConversationService:
         answer_row = await messages.start_answer(
             conversation, question_id=queued.question_id, model=model.name, user_id=user_id
         )
-        return await self._stream(queued, sink, prompt, answer_row.id, language)
+        checkpoints = Checkpoints(
+            lambda partial: self._checkpoint(answer_row.id, partial),
+            interval=self._checkpoint_interval,
+            monotonic=self._monotonic,
+        )
+        async with checkpoints:
+            return await self._stream(queued, sink, prompt, answer_row.id, language, checkpoints)
 
     def _prompt_settings(self, chat: ChatInfo | None) -> PromptSettings:
         """What the prompt is built for, decided from the chat."""
@@ -461,13 +468,13 @@ class ConversationService:
         prompt: Prompt,
         answer_id: int,
         language: Language,
+        checkpoints: Checkpoints,
     ) -> AnswerOutcome:
         place = queued.place
         model = prompt.settings.model
         context = prompt.context
         started = self._monotonic()
         first_token_at: float | None = None
-        last_checkpoint = started
         answer = ""
         sources: tuple[SearchSource, ...] = ()
         usage: Usage | None = None
@@ -499,10 +506,8 @@ class ConversationService:
                         usage, sid = event.usage, event.sid
                     if sink.gone:
                         break
-                    now = self._monotonic()
-                    if answer and now - last_checkpoint >= self._checkpoint_interval:
-                        last_checkpoint = now
-                        await self._checkpoint(answer_id, answer)
+                    if answer:  # beside the stream: a slow database never holds a delta up
+                        checkpoints.due(answer)
         except asyncio.CancelledError as exc:
             cancelled = exc
         except SparkError as exc:
@@ -561,6 +566,7 @@ class ConversationService:
             ),
             calibration=calibration,
         )
+        await checkpoints.settle()  # a checkpoint still writing lands before the final text
         await self._db.messages.finish_answer(answer_id, finish)
         self._observer.spark_call(
             SparkCall(
