@@ -56,6 +56,7 @@ async def test_bot_without_token_says_what_is_missing(tmp_path: Path) -> None:
     assert code == 2
     assert "TELEGRAM_BOT_TOKEN is not set" in err
     assert "python -m bot chat --simulate" in err
+    assert "python -m bot web --simulate" in err
 
 
 async def test_ask_simulated_prints_the_answer(tmp_path: Path) -> None:

@@ -75,8 +75,11 @@ TELEGRAM_BOT_TOKEN is not set, so the Telegram bot cannot start.
 Get a token from @BotFather and put it in the environment or in .env:
     TELEGRAM_BOT_TOKEN=123456:ABC...
 
-Meanwhile you can talk to Spark in this terminal:
-    python -m bot chat --simulate    (no credentials needed: a local Spark simulator)
+Meanwhile you can talk to Spark without Telegram:
+    make run                         (the web chat in a browser; on a local Spark
+                                      simulator when there are no Spark credentials)
+    python -m bot web --simulate     (the same web chat, the simulator always)
+    python -m bot chat --simulate    (in this terminal, no credentials needed)
     python -m bot chat               (real Spark: set SPARK_APP_ID, SPARK_API_KEY and
                                       SPARK_API_SECRET)
 """
