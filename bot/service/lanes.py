@@ -89,7 +89,7 @@ class AnswerLanes:
         try:
             while lane.jobs:
                 queued = lane.jobs.popleft()
-                lane.running = asyncio.create_task(_run(queued.job), name=f"answer-{key}")
+                lane.running = asyncio.create_task(run_job(queued.job), name=f"answer-{key}")
                 try:
                     # wait() returns when the job ends, cancelled by /stop or not, and does not
                     # cancel the job if this worker is cancelled: shutdown() owns that.
@@ -112,7 +112,7 @@ class AnswerLanes:
         """
         self._closing = True
         drops = [
-            asyncio.create_task(_run(queued.on_drop), name="dropped-question")
+            asyncio.create_task(run_job(queued.on_drop), name="dropped-question")
             for lane in self._lanes.values()
             for queued in lane.jobs
             if queued.on_drop is not None
@@ -163,7 +163,8 @@ async def _finish_within(
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _run(job: Job) -> None:
+async def run_job(job: Job) -> None:
+    """Run one answer job; a failure it did not report itself is logged, never raised."""
     try:
         await job()
     except asyncio.CancelledError:

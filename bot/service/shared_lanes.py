@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from bot.service.clock import SYSTEM_CLOCK, Clock
+from bot.service.lanes import Job, run_job
 from coordination.conversation_queue import Claim, ConversationQueues, Entry, stream_order
 from coordination.replicas import Replicas
 from coordination.signals import Signals, listening
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[], Awaitable[None]]
 # Finishes the first entry of a conversation whose process is gone (see the module docstring).
 Takeover = Callable[[str, Entry], Awaitable[None]]
 
@@ -210,7 +210,7 @@ class SharedLanes:
         answering = asyncio.current_task()
         keeper = asyncio.create_task(self._keep(key, claim, answering), name=f"lease-{key}")
         try:
-            await _run(queued.job)
+            await run_job(queued.job)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -369,7 +369,7 @@ class SharedLanes:
 
     async def _drop(self, key: str, queued: _Queued) -> None:
         if queued.on_drop is not None:
-            await _run(queued.on_drop)
+            await run_job(queued.on_drop)
         # The user has been told; whoever finds it first passes it by, so the questions
         # behind it do not wait for this process's heartbeat to lapse.
         try:
@@ -377,12 +377,3 @@ class SharedLanes:
             await self._signals.publish(TURN_SIGNAL, key)
         except RedisError as exc:
             log.warning("conversation %s: dropped question not passed on: %s", key, exc)
-
-
-async def _run(job: Job) -> None:
-    try:
-        await job()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("answer job failed")
