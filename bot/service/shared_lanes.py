@@ -137,10 +137,6 @@ class SharedLanes:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane-{key}")
         return ahead
 
-    def busy(self, key: str) -> bool:
-        lane = self._lanes.get(key)
-        return lane is not None and lane.running is not None
-
     async def cancel_current(self, key: str) -> bool:
         """Stop the answer being written for ``key`` here or on another process."""
         lane = self._lanes.get(key)
@@ -151,12 +147,6 @@ class SharedLanes:
         if head is None or not head.started or head.fields.get(OWNER_FIELD) == self.replica_id:
             return False
         return await self._signals.publish(STOP_SIGNAL, key) > 0
-
-    def running_count(self) -> int:
-        return sum(1 for lane in self._lanes.values() if lane.running is not None)
-
-    def queued_count(self) -> int:
-        return sum(len(lane.jobs) for lane in self._lanes.values())
 
     # -- taking turns ------------------------------------------------------------------------
 
