@@ -298,6 +298,43 @@ def _percentile(values: Sequence[float], percent: float) -> float:
     return ordered[rank - 1]
 
 
+def machine_ready(streams: int) -> None:
+    """Room for ``streams`` sockets on each side, and a line on the machine and its load."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * streams)), hard))
+    print(f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, ", end="")
+    print(f"{multiprocessing.cpu_count()} CPUs, {platform.machine()}, ", end="")
+    print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+@contextlib.contextmanager
+def spark_process(
+    context: multiprocessing.context.SpawnContext, interval: float, backlog: int
+) -> Iterator[str]:
+    """The stamping simulator in a process of its own, for the block; yields its URL."""
+    spark_end, spark_child = context.Pipe()
+    spark = context.Process(
+        target=_serve_spark, args=(spark_child, interval, backlog), daemon=True
+    )
+    spark.start()
+    try:
+        yield spark_end.recv()
+    finally:
+        spark_end.send("stop")
+        spark.join(timeout=15)
+
+
+def print_latencies(rows: Sequence[tuple[str, Sequence[float]]], width: int) -> None:
+    """A table of each path's deltas and their latency percentiles."""
+    print()
+    print(f"{'path':<{width}} {'deltas':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for name, values in rows:
+        print(
+            f"{name:<{width}} {len(values):>8} {_percentile(values, 50):>8.2f} "
+            f"{_percentile(values, 95):>8.2f} {_percentile(values, 99):>8.2f}"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--streams", type=int, default=500)
@@ -315,24 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stagger = args.stagger if args.stagger is not None else args.interval / args.streams
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * args.streams)), hard))
-    print(f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, ", end="")
-    print(f"{multiprocessing.cpu_count()} CPUs, {platform.machine()}, ", end="")
-    print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    machine_ready(args.streams)
     print(
         f"{args.streams} streams, {args.chars} characters in 8-character frames "
         f"every {args.interval:g} s"
     )
 
     context = multiprocessing.get_context("spawn")
-    spark_end, spark_child = context.Pipe()
-    spark = context.Process(
-        target=_serve_spark, args=(spark_child, args.interval, args.backlog), daemon=True
-    )
-    spark.start()
-    spark_url = spark_end.recv()
-    try:
+    with spark_process(context, args.interval, args.backlog) as spark_url:
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
         with _gateway(context, spark_url) as (end, base, key):
             end.send("cpu")
@@ -345,16 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fresh gateway, so the heap the load phase grew does not hide the streams' cost.
         with _gateway(context, spark_url) as (end, base, key):
             extra = asyncio.run(memory_phase(end, base, key, args.streams, args.hang_frames))
-    finally:
-        spark_end.send("stop")
-        spark.join(timeout=15)
-    print()
-    print(f"{'path':<10} {'deltas':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-    for name, values in (("direct", direct), ("gateway", through)):
-        print(
-            f"{name:<10} {len(values):>8} {_percentile(values, 50):>8.2f} "
-            f"{_percentile(values, 95):>8.2f} {_percentile(values, 99):>8.2f}"
-        )
+    print_latencies((("direct", direct), ("gateway", through)), 10)
     print(
         f"added by the gateway: p50 {_percentile(through, 50) - _percentile(direct, 50):.2f} ms,"
         f" p95 {_percentile(through, 95) - _percentile(direct, 95):.2f} ms"

@@ -17,9 +17,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
-import platform
-import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -33,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.gateway import (
     _gateway,
     _percentile,
-    _serve_spark,
     direct_phase,
+    machine_ready,
+    print_latencies,
+    spark_process,
 )
 
 Stamp = tuple[int, float]  # when Spark sent the frame (monotonic ns), its latency in ms
@@ -171,23 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stagger = args.stagger if args.stagger is not None else args.interval / args.streams
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * args.streams)), hard))
-    print(f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, ", end="")
-    print(f"{multiprocessing.cpu_count()} CPUs, {platform.machine()}, ", end="")
-    print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    machine_ready(args.streams)
     print(
         f"{args.streams} conversation streams, {args.chars} characters in 8-character frames "
         f"every {args.interval:g} s"
     )
     context = multiprocessing.get_context("spawn")
-    spark_end, spark_child = context.Pipe()
-    spark = context.Process(
-        target=_serve_spark, args=(spark_child, args.interval, args.backlog), daemon=True
-    )
-    spark.start()
-    spark_url = spark_end.recv()
-    try:
+    with spark_process(context, args.interval, args.backlog) as spark_url:
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
         with _gateway(context, spark_url) as (end, base, key):
             stamped, delivered, cpu, started = asyncio.run(
@@ -197,17 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_memory:
             with _gateway(context, spark_url) as (end, base, key):
                 extra = asyncio.run(memory_phase(end, base, key, args.streams, args.hang_frames))
-    finally:
-        spark_end.send("stop")
-        spark.join(timeout=15)
     through = [latency for _, latency in stamped]
-    print()
-    print(f"{'path':<13} {'deltas':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-    for name, values in (("direct", direct), ("conversation", through)):
-        print(
-            f"{name:<13} {len(values):>8} {_percentile(values, 50):>8.2f} "
-            f"{_percentile(values, 95):>8.2f} {_percentile(values, 99):>8.2f}"
-        )
+    print_latencies((("direct", direct), ("conversation", through)), 13)
     print(
         f"added: p50 {_percentile(through, 50) - _percentile(direct, 50):.2f} ms,"
         f" p95 {_percentile(through, 95) - _percentile(direct, 95):.2f} ms"
