@@ -4,7 +4,8 @@ Storage imports nothing of the bot, so these do not derive from ``bot.errors.Bot
 front ends recognise them where they report failures::
 
     StorageError
-    └── DatabaseUnavailable    the file is missing, replaced, not writable, or has no schema
+    ├── DatabaseUnavailable    the file is missing, replaced, not writable, or has no schema
+    └── AnswerNotStreaming     an answer to finish is not stored, or was finished already
 
 Every other database failure (a constraint, a lost PostgreSQL connection) stays the driver's
 own exception (:mod:`sqlite3` or asyncpg).
@@ -28,3 +29,12 @@ class DatabaseUnavailable(StorageError):
         super().__init__(f"database {location}: {problem}")
         self.location = location
         self.problem = problem
+
+
+class AnswerNotStreaming(StorageError, LookupError):
+    """An answer to finish is not stored, or is no longer ``streaming``: another process took
+    its conversation over and marked it interrupted. Nothing was written."""
+
+    def __init__(self, message_id: int) -> None:
+        super().__init__(f"message {message_id} is not stored or no longer streaming")
+        self.message_id = message_id

@@ -17,6 +17,7 @@ from bot.spark.tokens import estimate_text_tokens, update_ratio
 from storage.backends import Connection
 from storage.database import Database, create_database, normalise_url
 from storage.dto import Calibration, Clock, ConversationInfo, MessageStatus, TokenUsage
+from storage.errors import AnswerNotStreaming
 from storage.migrate import upgrade
 from storage.repositories.conversations import Arrival, conversation_key, current_conversation
 from storage.repositories.messages import Finish
@@ -304,6 +305,67 @@ async def test_recover_interrupted_leaves_no_streaming_row(database: Database) -
         "half an ans",
     )
     assert untouched.status is MessageStatus.COMPLETE
+
+
+async def test_recover_interrupted_can_spare_answers_still_being_written(
+    database: Database,
+) -> None:
+    conversation = await _group(database)
+    _, answer = await _turn(database, conversation, "Q1", "", MessageStatus.STREAMING)
+    assert await database.messages.recover_interrupted(timedelta(minutes=10)) == 0
+    assert await database.messages.recover_interrupted() == 1
+    recovered = await db_rows.message(database, answer)
+    assert recovered is not None
+    assert recovered.status is MessageStatus.PARTIAL
+
+
+async def test_an_answer_is_finished_once_and_never_again(database: Database) -> None:
+    conversation = await _group(database)
+    _, answer = await _turn(database, conversation, "Q1", "", MessageStatus.STREAMING)
+    interrupted = await database.messages.interrupt_answer(GROUP_ID, 0, 0)
+    assert interrupted is not None
+    assert (interrupted.id, interrupted.status, interrupted.usable) == (
+        answer,
+        MessageStatus.PARTIAL,
+        False,
+    )
+    assert await database.messages.interrupt_answer(GROUP_ID, 0, 0) is None
+    late = Finish(status=MessageStatus.COMPLETE, text="late", tokens=1)
+    with pytest.raises(AnswerNotStreaming, match=f"message {answer} "):
+        await database.messages.finish_answer(answer, late)
+    stored = await db_rows.message(database, answer)
+    assert stored is not None
+    assert (stored.status, stored.content) == (MessageStatus.PARTIAL, "")
+
+
+async def test_interrupting_one_conversation_leaves_the_others_streaming(
+    database: Database,
+) -> None:
+    alice = await _group(database, scope_user=USER_A)
+    bob = await _group(database, scope_user=USER_B)
+    _, alices = await _turn(database, alice, "Q1", "", MessageStatus.STREAMING)
+    _, bobs = await _turn(database, bob, "Q2", "", MessageStatus.STREAMING)
+    await database.messages.checkpoint(alices, "half")
+    interrupted = await database.messages.interrupt_answer(GROUP_ID, 0, USER_A)
+    assert interrupted is not None
+    assert (interrupted.id, interrupted.content) == (alices, "half")
+    still = await db_rows.message(database, bobs)
+    assert still is not None
+    assert still.status is MessageStatus.STREAMING
+
+
+async def test_a_question_left_unanswered_gets_one_failed_marker(database: Database) -> None:
+    conversation = await _group(database)
+    question = await database.messages.add_question(
+        conversation, "Q1", tokens=1, user_id=USER_A, telegram_message_id=None
+    )
+    assert await database.messages.mark_unanswered(question.id, "lite")
+    assert not await database.messages.mark_unanswered(question.id, "lite")
+    stored = await db_rows.conversation_messages(database, conversation.id)
+    assert [(m.role, m.status, m.reply_to_id) for m in stored] == [
+        ("user", MessageStatus.COMPLETE, None),
+        ("assistant", MessageStatus.FAILED, question.id),
+    ]
 
 
 async def test_retry_supersedes_the_last_answer_and_returns_the_question(

@@ -51,6 +51,18 @@ async def _conversation(database: Database) -> ConversationInfo:
     return await db_rows.open_conversation(database, CHAT_ID)
 
 
+async def _streaming(database: Database, conversation: ConversationInfo, question: str) -> int:
+    """A question and its answer row, still streaming; the answer's id."""
+    messages = database.messages
+    asked = await messages.add_question(
+        conversation, question, tokens=estimate_text_tokens(question), user_id=USER_ID
+    )
+    started = await messages.start_answer(
+        conversation, question_id=asked.id, model="lite", user_id=USER_ID
+    )
+    return started.id
+
+
 async def _answered(
     database: Database,
     conversation: ConversationInfo,
@@ -185,7 +197,7 @@ async def test_calibration_in_sql_is_update_ratio(
     await db_rows.execute(
         database, "UPDATE chats SET token_ratio = :r WHERE id = :c", r=current, c=CHAT_ID
     )
-    answer_id = await _answered(database, conversation, "Q", "", MessageStatus.FAILED)
+    answer_id = await _streaming(database, conversation, "Q")
     await database.messages.finish_answer(
         answer_id,
         Finish(
@@ -319,7 +331,7 @@ async def test_concurrent_turns_and_core_writes_all_land(database: Database) -> 
     conversation = await _conversation(database)
 
     async def turn(n: int) -> None:
-        answer_id = await _answered(database, conversation, f"Q{n}", f"A{n}")
+        answer_id = await _streaming(database, conversation, f"Q{n}")
         await database.messages.finish_answer(
             answer_id,
             Finish(

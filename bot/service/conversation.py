@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 from bot.config import GroupHistoryScope, SparkSettings
@@ -52,6 +53,7 @@ from bot.service.events import (
     TextDelta,
 )
 from bot.service.i18n import Language, language_of, text
+from bot.service.lanes import interrupted
 from bot.service.replies import describe_failure
 from bot.service.visible_text import is_blank
 from bot.spark import types as spark_events
@@ -70,8 +72,10 @@ from storage.dto import (
     ConversationInfo,
     LedgerEntry,
     MessageStatus,
+    StoredMessage,
     TokenUsage,
 )
+from storage.errors import AnswerNotStreaming
 from storage.repositories.conversations import Arrival
 from storage.repositories.messages import Finish
 
@@ -221,10 +225,11 @@ class ConversationService:
     def _scope(self, place: Place) -> GroupHistoryScope:
         return self._group_scope if place.is_group else "chat"
 
-    def lane_key(self, participant: Participant, place: Place) -> Hashable:
-        """Answers with the same key are written one at a time (one conversation)."""
+    def lane_key(self, participant: Participant, place: Place) -> str:
+        """Answers with the same key are written one at a time (one conversation); the same
+        in every process."""
         scoped_user = participant.user_id if self._scope(place) == "user" else 0
-        return (place.chat_id, place.thread_id or 0, scoped_user)
+        return f"{place.chat_id}:{place.thread_id or 0}:{scoped_user}"
 
     async def chat_settings(self, place: Place) -> ChatSettingsView:
         chat = await self._db.chats.get(place.chat_id)
@@ -376,12 +381,44 @@ class ConversationService:
             chat,
         )
 
-    async def recover_interrupted(self) -> int:
-        """At start: answers left ``streaming`` by a dead process become ``partial``."""
-        count = await self._db.messages.recover_interrupted()
+    async def recover_interrupted(self, idle_for: timedelta = timedelta(0)) -> int:
+        """At start: answers left ``streaming`` by a dead process become ``partial``. With
+        other processes serving the bot, only those idle for ``idle_for``: the others may
+        still be writing theirs (a dead one's conversations are taken over one by one)."""
+        count = await self._db.messages.recover_interrupted(idle_for)
         if count:
             log.warning("marked %d answers interrupted by the last shutdown as partial", count)
         return count
+
+    async def interrupt_taken_over(
+        self, participant: Participant, place: Place
+    ) -> StoredMessage | None:
+        """The answer streaming in this conversation, whose process died while writing it,
+        becomes ``partial``; it as stored (its text is the last checkpoint), or None when it
+        was finished after all (nothing to tell anyone)."""
+        scoped_user = participant.user_id if self._scope(place) == "user" else 0
+        stored = await self._db.messages.interrupt_answer(
+            place.chat_id, place.thread_id or 0, scoped_user
+        )
+        if stored is not None:
+            log.warning(
+                "chat %s: answer %d interrupted (its process is gone); stored as partial "
+                "with %d characters",
+                place.chat_id,
+                stored.id,
+                len(stored.content),
+            )
+        return stored
+
+    async def mark_taken_over_unanswered(self, question_id: int, place: Place) -> None:
+        """A stored question whose process went before its turn: marked unanswered."""
+        settings = await self.chat_settings(place)
+        if await self._db.messages.mark_unanswered(question_id, settings.model.name):
+            log.warning(
+                "chat %s: question %d dropped (its process went before its turn)",
+                place.chat_id,
+                question_id,
+            )
 
     async def abandon(self, queued: QueuedQuestion) -> None:
         """A stored question that will not be answered (the bot is shutting down first): its
@@ -567,7 +604,17 @@ class ConversationService:
             calibration=calibration,
         )
         await checkpoints.settle()  # a checkpoint still writing lands before the final text
-        await self._db.messages.finish_answer(answer_id, finish)
+        try:
+            await self._db.messages.finish_answer(answer_id, finish)
+        except AnswerNotStreaming:
+            # This process lost the conversation (paused past its lease) and another one
+            # marked the answer interrupted: that stays the record, not written twice.
+            log.warning(
+                "chat %s: answer %d was taken over by another process; not stored again (sid=%s)",
+                place.chat_id,
+                answer_id,
+                sid,
+            )
         self._observer.spark_call(
             SparkCall(
                 self._front_end,
@@ -604,7 +651,7 @@ class ConversationService:
         if error is not None:
             return "error"
         if cancelled is not None:
-            return "interrupted" if self._shutting_down else "stopped"
+            return "interrupted" if self._shutting_down or interrupted(cancelled) else "stopped"
         if gone:
             return "client_gone"
         if status is MessageStatus.UNDELIVERED:
@@ -621,7 +668,7 @@ class ConversationService:
         model: SparkModel,
     ) -> tuple[MessageStatus, str | None]:
         if cancelled is not None:
-            if self._shutting_down:
+            if self._shutting_down or interrupted(cancelled):
                 return MessageStatus.PARTIAL, text(language, "footer_interrupted")
             if gone:  # the reader left and nobody came back for it: cut short, not stopped
                 return MessageStatus.PARTIAL, None

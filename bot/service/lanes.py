@@ -17,14 +17,55 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bot.service.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+
+# The message a running answer is cancelled with when it must end as interrupted rather than
+# stopped by its user: this process lost the conversation to another one (its lease lapsed).
+INTERRUPTED = "interrupted"
+
+
+def interrupted(cancelled: asyncio.CancelledError) -> bool:
+    """Whether an answer's cancellation means "interrupted" (see :data:`INTERRUPTED`)."""
+    return INTERRUPTED in cancelled.args
+
+
+class ConversationLanes(Protocol):
+    """Where a front end hands answers, one at a time per conversation key, in order:
+    :class:`LocalLanes` in one process, :class:`~bot.service.shared_lanes.SharedLanes`
+    across the processes of one bot."""
+
+    async def submit(
+        self,
+        key: str,
+        job: Job,
+        *,
+        fields: Mapping[str, str] | None = None,
+        on_drop: Job | None = None,
+    ) -> int:
+        """Queue ``job``; how many answers are ahead of it. ``fields`` describe the question
+        to another process that may have to finish it (unused in one process)."""
+        ...
+
+    async def cancel_current(self, key: str) -> bool:
+        """Stop the answer being written for ``key``, wherever it is written."""
+        ...
+
+    def running_count(self) -> int: ...
+
+    def queued_count(self) -> int: ...
+
+    async def shutdown(self, grace: float) -> None:
+        """Let running answers finish within ``grace``, interrupt the rest, drop the queue."""
+        ...
+
 
 # What shutdown allows beyond its grace for interrupted answers to store their text and send
 # their note (bot.service.conversation.SHUTDOWN_DELIVERY_TIMEOUT of it is for the note).
@@ -66,10 +107,6 @@ class AnswerLanes:
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane-{key}")
         return ahead
-
-    def busy(self, key: Hashable) -> bool:
-        lane = self._lanes.get(key)
-        return lane is not None and lane.running is not None
 
     def cancel_current(self, key: Hashable) -> bool:
         """Cancel the answer being written for ``key`` (``/stop``); queued ones still run."""
@@ -138,6 +175,35 @@ class AnswerLanes:
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+
+
+class LocalLanes:
+    """:class:`ConversationLanes` of one process: :class:`AnswerLanes` behind it."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._lanes = AnswerLanes(clock)
+
+    async def submit(
+        self,
+        key: str,
+        job: Job,
+        *,
+        fields: Mapping[str, str] | None = None,
+        on_drop: Job | None = None,
+    ) -> int:
+        return self._lanes.submit(key, job, on_drop)
+
+    async def cancel_current(self, key: str) -> bool:
+        return self._lanes.cancel_current(key)
+
+    def running_count(self) -> int:
+        return self._lanes.running_count()
+
+    def queued_count(self) -> int:
+        return self._lanes.queued_count()
+
+    async def shutdown(self, grace: float) -> None:
+        await self._lanes.shutdown(grace)
 
 
 async def _wait_within(

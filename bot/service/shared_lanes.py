@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from bot.service.clock import SYSTEM_CLOCK, Clock
-from bot.service.lanes import Job, run_job
+from bot.service.lanes import INTERRUPTED, Job, run_job
 from coordination.conversation_queue import Claim, ConversationQueues, Entry, stream_order
 from coordination.replicas import Replicas
 from coordination.signals import Signals, listening
@@ -89,6 +89,9 @@ class SharedLanes:
         self._poll = poll_seconds
         self._clock = clock
         self._lanes: dict[str, _Lane] = {}
+        # Answers finished here whose entries Redis did not take as done (it was away): they
+        # are settled before anything else of their conversation.
+        self._unsettled: dict[str, tuple[Claim, Entry]] = {}
         self._closing = False
         self._stack = contextlib.AsyncExitStack()
         self._sweeper: asyncio.Task[None] | None = None
@@ -128,6 +131,7 @@ class SharedLanes:
         entry_id = await self._queues.enqueue(
             key, {**(fields or {}), OWNER_FIELD: self.replica_id}
         )
+        await self._settle(key)
         ahead = max(0, await self._queues.waiting(key) - 1)
         lane = self._lanes.get(key)
         if lane is None:
@@ -147,6 +151,14 @@ class SharedLanes:
         if head is None or not head.started or head.fields.get(OWNER_FIELD) == self.replica_id:
             return False
         return await self._signals.publish(STOP_SIGNAL, key) > 0
+
+    def running_count(self) -> int:
+        """Answers this process is writing now."""
+        return sum(1 for lane in self._lanes.values() if lane.running is not None)
+
+    def queued_count(self) -> int:
+        """Questions taken by this process still waiting for their turn."""
+        return sum(len(lane.jobs) for lane in self._lanes.values())
 
     # -- taking turns ------------------------------------------------------------------------
 
@@ -181,6 +193,9 @@ class SharedLanes:
                 return None
             if head.forgotten:
                 await self._settle_forgotten(key, head)
+                continue
+            if key in self._unsettled:
+                await self._settle(key)
                 continue
             if head.id == entry_id:
                 claim = await self._queues.claim(key, self.replica_id, self._lease)
@@ -217,18 +232,40 @@ class SharedLanes:
                 log.warning("conversation %s: lease not renewed: %s", key, exc)
                 continue
             if not renewed:
-                log.warning("conversation %s: lease lost mid-answer; stopping it", key)
+                log.warning("conversation %s: lease lost mid-answer; interrupting it", key)
                 if answering is not None:
-                    answering.cancel()
+                    answering.cancel(INTERRUPTED)
                 return
 
     async def _finish(self, key: str, claim: Claim, entry: Entry) -> None:
-        """Mark ``entry`` done, hand the lease on and tell whoever is next."""
+        """Mark ``entry`` done, hand the lease on and tell whoever is next; if Redis is away,
+        remember it and try again (:meth:`_settle`), since nobody else will."""
         try:
             await claim.done(entry)
             await self._hand_on(key, claim)
         except RedisError as exc:
-            log.warning("conversation %s: turn not handed on (the lease will lapse): %s", key, exc)
+            log.warning("conversation %s: turn not handed on yet: %s", key, exc)
+            self._unsettled[key] = (claim, entry)
+
+    async def _settle(self, key: str) -> None:
+        """Mark done the entry of ``key`` answered here while Redis was away. Its process is
+        alive, so nobody else takes it over: until this, the conversation waits. Raises
+        RedisError if Redis is still away."""
+        unsettled = self._unsettled.get(key)
+        if unsettled is None:
+            return
+        claim, entry = unsettled
+        if not await claim.done(entry):  # the lease lapsed meanwhile: take it again
+            retaken = await self._queues.claim(key, self.replica_id, self._lease)
+            if retaken is None:
+                return  # someone holds it for a moment; the next look settles it
+            current = await retaken.next()
+            if current is not None and current.id == entry.id:
+                await retaken.done(current)
+            claim = retaken
+        del self._unsettled[key]
+        log.info("conversation %s: turn handed on after Redis came back", key)
+        await self._hand_on(key, claim)
 
     async def _hand_on(self, key: str, claim: Claim) -> None:
         if await claim.hand_on():
@@ -300,6 +337,8 @@ class SharedLanes:
         while True:
             await asyncio.sleep(self._lease)
             try:
+                for key in list(self._unsettled):
+                    await self._settle(key)
                 await self.sweep()
             except RedisError as exc:
                 log.warning("sweep for orphaned questions failed: %s", exc)

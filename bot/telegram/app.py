@@ -29,6 +29,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -42,8 +43,9 @@ from bot.health import healthz
 from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.conversation import ConversationService
 from bot.service.events import NO_OBSERVER, SparkCallObserver
-from bot.service.lanes import AnswerLanes
+from bot.service.lanes import ConversationLanes, LocalLanes
 from bot.service.limits import UsageLimits
+from bot.service.shared_lanes import SharedLanes
 from bot.shared_state import SharedState, open_shared_state
 from bot.spark.client import SparkClient
 from bot.startup_failures import database_failures, listen_failures
@@ -61,6 +63,7 @@ from bot.telegram.ptb_types import AnyApplication
 from bot.telegram.send_budgets import SendBudgets
 from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.startup_failures import telegram_failures, webhook_failures
+from bot.telegram.takeover import OrphanedQuestions
 from bot.telegram.update_order import PerChatUpdateProcessor
 from bot.telegram.webhook_input import MAX_UPDATE_BYTES, NotAnUpdate, parse_update
 from storage.database import Database, create_database
@@ -107,6 +110,10 @@ WebRoutesFactory = Callable[[Settings, Database, SparkClient, UsageLimits], WebR
 # here gets no "typing…" either: room for a thousand people asking in the same second.
 MAX_CONCURRENT_UPDATES = 4096
 
+# Beside other processes, an answer left streaming this long without a checkpoint is taken as
+# abandoned at start-up, in case its conversation's shared queue was lost with Redis.
+STALE_ANSWER = timedelta(minutes=10)
+
 # Every type ptb knows, plus the drafts' stop button, which ptb 22.8 does not.
 ALLOWED_UPDATES = [*Update.ALL_TYPES, STOPPED_GENERATION]
 
@@ -121,7 +128,7 @@ class BotRuntime:
         database: Database,
         service: ConversationService,
         application: AnyApplication,
-        lanes: AnswerLanes,
+        lanes: ConversationLanes,
         scheduler: SendScheduler,
         webhook_secret: str,
         gateway: WebRoutes | None = None,
@@ -242,7 +249,12 @@ class BotRuntime:
             except NotAnUpdate as exc:
                 log.warning("webhook refused a body that is not an update: %s", exc)
                 return web.Response(status=400, text="not an update")
-            await application.update_queue.put(update)
+            # Handled up to its question's place in its conversation's queue before Telegram
+            # hears "ok": Telegram sends a chat's next update only then, so a chat's questions
+            # keep their order even when each lands on another process.
+            await application.update_processor.process_update(
+                update, application.process_update(update)
+            )
             return web.Response(text="ok")
 
         return receive
@@ -305,7 +317,9 @@ async def open_bot_runtime(
             observer=gateway or NO_OBSERVER,
         )
         with database_failures(settings.database.url):  # the first write: a read-only file
-            await service.recover_interrupted()
+            # Alone, every answer left streaming is this process's own from before; beside
+            # other processes only long-silent ones are (the others' are theirs to finish).
+            await service.recover_interrupted(STALE_ANSWER if shared is not None else timedelta(0))
         application, requests = _application(settings, token, gateway)
         try:
             with telegram_failures(telegram.api_base_url):
@@ -318,9 +332,22 @@ async def open_bot_runtime(
             raise
         stack.push_async_callback(application.shutdown)
 
-        lanes = AnswerLanes(clock)
         # One scheduler owns every send budget of the process (bot.telegram.send_scheduler).
         scheduler = SendScheduler(send_budgets(telegram), clock)
+        lanes: ConversationLanes = LocalLanes(clock)
+        if shared is not None:
+            shared_lanes = SharedLanes(
+                queues=shared.queues,
+                signals=shared.signals,
+                replicas=shared.replicas,
+                replica_id=shared.replica_id,
+                takeover=OrphanedQuestions(application.bot, service, scheduler),
+                lease_seconds=shared.lease_seconds,
+                clock=clock,
+            )
+            await shared_lanes.start()
+            stack.push_async_callback(shared_lanes.aclose)
+            lanes = shared_lanes
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
         access = AccessPolicy(
             allowed_user_ids=telegram.allowed_user_ids,

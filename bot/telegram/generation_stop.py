@@ -13,7 +13,7 @@ longer being written (the answer just finished) is ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ DRAFT_STOP_OPTIONS = {"can_stop": True, "keep_on_stop": True}
 class GenerationStopped:
     chat_id: int
     draft_id: int
+    thread_id: int | None = None
 
 
 def generation_stopped(update: object) -> GenerationStopped | None:
@@ -46,22 +47,23 @@ def generation_stopped(update: object) -> GenerationStopped | None:
     draft_id = payload.get("draft_id")
     if not isinstance(chat_id, int) or not isinstance(draft_id, int):
         return None
-    return GenerationStopped(chat_id, draft_id)
+    thread_id = payload.get("message_thread_id")
+    return GenerationStopped(chat_id, draft_id, thread_id if isinstance(thread_id, int) else None)
 
 
 class StoppableAnswers:
     """Which conversation lane is writing which draft, while it writes it."""
 
     def __init__(self) -> None:
-        self._lanes: dict[tuple[int, int], Hashable] = {}
+        self._lanes: dict[tuple[int, int], str] = {}
 
-    def add(self, chat_id: int, draft_id: int, lane: Hashable) -> None:
+    def add(self, chat_id: int, draft_id: int, lane: str) -> None:
         self._lanes[(chat_id, draft_id)] = lane
 
     def discard(self, chat_id: int, draft_id: int) -> None:
         self._lanes.pop((chat_id, draft_id), None)
 
-    def lane_of(self, stopped: GenerationStopped) -> Hashable | None:
+    def lane_of(self, stopped: GenerationStopped) -> str | None:
         return self._lanes.get((stopped.chat_id, stopped.draft_id))
 
 

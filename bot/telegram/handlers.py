@@ -2,14 +2,17 @@
 
 Access is checked once for every update before these run (:mod:`bot.telegram.access_gate`).
 
-Handlers return quickly: a question is stored, then handed to an :class:`AnswerLanes` lane that
-writes answers one at a time per conversation, so ``/stop`` is handled while an answer streams.
+Handlers return quickly: a question is stored, then handed to its conversation's lane
+(:class:`~bot.service.lanes.ConversationLanes`: in this process, or shared by every process of
+the bot with ``REDIS_URL``), which writes answers one at a time per conversation, so ``/stop``
+is handled while an answer streams, wherever it streams.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from dataclasses import dataclass
 
 from telegram import Chat, Message, Update, User
@@ -21,9 +24,10 @@ from bot.config import TelegramSettings
 from bot.errors import ConversationError, SystemPromptTooLong
 from bot.service.conversation import ConversationService, Participant, Place, QueuedQuestion
 from bot.service.i18n import COMMANDS, Language, language_of, text
-from bot.service.lanes import AnswerLanes
+from bot.service.lanes import ConversationLanes
 from bot.service.replies import describe_refusal
 from bot.telegram.addressing import BotIdentity, addressed_question, command_argument
+from bot.telegram.asked_in import AskedIn
 from bot.telegram.budgeted_reply import reply_budgeted
 from bot.telegram.command_args import UsageError, parse_model, shorten
 from bot.telegram.early_feedback import EarlyFeedback
@@ -64,7 +68,7 @@ class TelegramHandlers:
         self,
         *,
         service: ConversationService,
-        lanes: AnswerLanes,
+        lanes: ConversationLanes,
         scheduler: SendScheduler,
         settings: TelegramSettings,
         identity: BotIdentity,
@@ -77,7 +81,8 @@ class TelegramHandlers:
         self._settings = settings
         self._identity = identity
         self._drafts = DraftSupport()
-        self._draft_ids = itertools.count(1)
+        # Draft ids from a random start: several processes may write drafts in one chat.
+        self._draft_ids = itertools.count(secrets.randbelow(2**30) + 1)
         self._stoppable = StoppableAnswers()
 
     def register(self, application: AnyApplication) -> None:
@@ -188,7 +193,7 @@ class TelegramHandlers:
             typed_at=self._early.typed_at(incoming.chat.id) if self._early else None,
         )
 
-    def _enqueue(
+    async def _enqueue(
         self, incoming: _Incoming, context: AnyContext, question: QueuedQuestion | None
     ) -> int:
         """Hand an answer to its conversation's lane; returns how many are ahead of it."""
@@ -227,7 +232,13 @@ class TelegramHandlers:
                 await self._service.abandon(question)
             await self._reply(incoming, text(incoming.language, "dropped_at_shutdown"))
 
-        return self._lanes.submit(lane, job, on_drop=dropped)
+        asked = AskedIn(
+            place=incoming.place,
+            participant=incoming.participant,
+            message_id=incoming.message.message_id,
+            question_id=question.question_id if question is not None else None,
+        )
+        return await self._lanes.submit(lane, job, fields=asked.fields(), on_drop=dropped)
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -256,7 +267,7 @@ class TelegramHandlers:
                 incoming, describe_refusal(exc, incoming.language, settings.model_title)
             )
             return
-        ahead = self._enqueue(incoming, context, queued)
+        ahead = await self._enqueue(incoming, context, queued)
         if ahead:
             await self._reply(incoming, text(incoming.language, "queued", position=ahead))
 
@@ -298,7 +309,7 @@ class TelegramHandlers:
         incoming = self._incoming(update)
         if incoming is None:
             return
-        ahead = self._enqueue(incoming, context, None)
+        ahead = await self._enqueue(incoming, context, None)
         if ahead:
             await self._reply(incoming, text(incoming.language, "queued", position=ahead))
 
@@ -307,7 +318,7 @@ class TelegramHandlers:
         if incoming is None:
             return
         lane = self._service.lane_key(incoming.participant, incoming.place)
-        if not self._lanes.cancel_current(lane):
+        if not await self._lanes.cancel_current(lane):
             await self._reply(incoming, text(incoming.language, "nothing_to_stop"))
 
     async def handler_failed(self, update: object, context: AnyContext) -> None:
@@ -334,9 +345,15 @@ class TelegramHandlers:
             await self._reply(incoming, text(incoming.language, key))
 
     async def generation_stopped(self, stopped: GenerationStopped) -> None:
-        """The stop button on a draft: like /stop, for the answer writing that draft."""
+        """The stop button on a draft: like /stop, for the answer writing that draft (drafts
+        are private chats' only: if it is written by another process, the chat's lane)."""
         lane = self._stoppable.lane_of(stopped)
-        if lane is None or not self._lanes.cancel_current(lane):
+        if lane is None:
+            place = Place(
+                chat_id=stopped.chat_id, chat_type=ChatType.PRIVATE, thread_id=stopped.thread_id
+            )
+            lane = self._service.lane_key(Participant(user_id=stopped.chat_id), place)
+        if not await self._lanes.cancel_current(lane):
             log.info("chat %s: stop pressed on a finished draft", stopped.chat_id)
             return
         log.info("chat %s: answer stopped from its draft", stopped.chat_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from storage.backends import Connection
@@ -35,6 +35,7 @@ from storage.dto import (
     StoredMessage,
     TokenUsage,
 )
+from storage.errors import AnswerNotStreaming
 from storage.repositories import Repository
 from storage.repositories.chats import CHAT_COLUMNS, chat_info, upsert_chat
 from storage.repositories.conversations import (
@@ -131,7 +132,7 @@ def _finish_postgres(*, async_commit: bool) -> str:
     return (
         "WITH answer AS (UPDATE messages SET "
         + _FINISH_SET.format(model="CAST(:model AS VARCHAR)", ids="CAST(:ids AS JSON)")
-        + f" WHERE id = :message RETURNING {MESSAGE_COLUMNS}"
+        + f" WHERE id = :message AND status = 'streaming' RETURNING {MESSAGE_COLUMNS}"
         "), link AS ("
         "INSERT INTO telegram_messages (chat_id, telegram_message_id, message_id) "
         "SELECT c.chat_id, t.id, a.id FROM answer a "
@@ -151,7 +152,7 @@ def _finish_postgres(*, async_commit: bool) -> str:
 
 _FINISH_SQLITE = (
     f"UPDATE messages SET {_FINISH_SET.format(model=':model', ids=':ids')} "
-    f"WHERE id = :message RETURNING {MESSAGE_COLUMNS}"
+    f"WHERE id = :message AND status = 'streaming' RETURNING {MESSAGE_COLUMNS}"
 )
 # On SQLite the finish is four statements in the writer thread (SQLite has no data-modifying
 # CTEs); on PostgreSQL one, committed asynchronously alone, or as part of a larger unit.
@@ -206,9 +207,26 @@ LEFT JOIN taken h ON 1 = 1
 ORDER BY h.answer_id DESC
 """
 )
-RECOVER = sql(
-    "UPDATE messages SET status = 'partial', usable = FALSE, updated_at = :now "
-    "WHERE status = 'streaming'"
+_INTERRUPT = "UPDATE messages SET status = 'partial', usable = FALSE, updated_at = :now "
+RECOVER = sql(_INTERRUPT + "WHERE status = 'streaming' AND updated_at <= :before")
+# A conversation key (chat, topic, scope) writes one answer at a time, so at most one of its
+# answers is streaming; /new may have opened a newer conversation since, hence every one.
+INTERRUPT_ANSWER = sql(
+    _INTERRUPT + "WHERE status = 'streaming' AND role = 'assistant' AND conversation_id IN ("
+    "SELECT id FROM conversations WHERE chat_id = :chat AND thread_id = :thread "
+    f"AND scope_user_id = :scope) RETURNING {MESSAGE_COLUMNS}"
+)
+# The failed marker of a question nobody will answer, unless it has an answer already.
+_UNANSWERED = (
+    "INSERT INTO messages (conversation_id, reply_to_id, user_id, role, content, tokens, status, "
+    "usable, telegram_message_ids, model, created_at, updated_at) "
+    "SELECT q.conversation_id, q.id, q.user_id, 'assistant', '', 0, 'failed', {false}, {ids}, "
+    ":model, :now, :now FROM messages q WHERE q.id = :question AND q.role = 'user' "
+    "AND NOT EXISTS (SELECT 1 FROM messages a WHERE a.reply_to_id = q.id)"
+)
+MARK_UNANSWERED = sql(
+    _UNANSWERED.format(false="0", ids="'[]'"),
+    postgres=_UNANSWERED.format(false="FALSE", ids="CAST('[]' AS JSON)"),
 )
 LAST_QUESTION = sql(
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = :conversation "
@@ -369,11 +387,12 @@ async def finish_answer(
     place an answer is finished. ``alone``: the unit runs nothing else (PostgreSQL: one
     statement in autocommit). ``params`` are ``finish.params(message_id, now)``, made by the
     caller before the unit runs. Returns the answer's row (:func:`stored_message` reads it);
-    ``LookupError``, nothing written, if the message is not stored."""
+    :class:`~storage.errors.AnswerNotStreaming`, nothing written, if the message is not
+    stored or not ``streaming`` any more (the fence against writing an answer twice)."""
     statement = FINISH if alone else FINISH_IN_UNIT
     row = await connection.row(statement, params)
     if row is None:
-        raise LookupError(f"message {message_id} is not stored")
+        raise AnswerNotStreaming(message_id)
     if connection.backend == "sqlite":  # PostgreSQL did the rest in the same statement
         conversation_id = row["conversation_id"]
         ids = finish.link_ids()
@@ -581,15 +600,40 @@ class Messages(Repository):
 
         return await self.backend.write(unit)
 
-    async def recover_interrupted(self) -> int:
-        """Turn every answer still ``streaming`` (the process died mid-answer) into a
-        ``partial``, not usable as history; returns how many."""
-        params = {"now": self.clock()}
+    async def recover_interrupted(self, idle_for: timedelta = timedelta(0)) -> int:
+        """Turn every answer still ``streaming`` (the process died mid-answer) whose text has
+        not changed for ``idle_for`` into a ``partial``, not usable as history; how many."""
+        now = self.clock()
+        params = {"now": now, "before": now - idle_for}
 
         async def unit(connection: Connection) -> int:
             return await connection.execute(RECOVER, params)
 
         return await self.backend.write(unit)
+
+    async def interrupt_answer(
+        self, chat_id: int, thread_id: int, scope_user_id: int
+    ) -> StoredMessage | None:
+        """The answer still ``streaming`` in this conversation key (:func:`conversation_key`)
+        becomes ``partial``, not usable as history (its process is gone); the answer as
+        stored, or None when none was streaming (it was finished after all)."""
+        params = {**conversation_key(chat_id, thread_id, scope_user_id), "now": self.clock()}
+
+        async def unit(connection: Connection) -> Row | None:
+            return await connection.row(INTERRUPT_ANSWER, params)
+
+        row = await self.backend.write(unit, one_statement=True)
+        return None if row is None else stored_message(row)
+
+    async def mark_unanswered(self, question_id: int, model: str) -> bool:
+        """Store the ``failed`` marker of a question that will not be answered (its process
+        went before its turn); False when it has an answer already or is not stored."""
+        params = {"question": question_id, "model": model, "now": self.clock()}
+
+        async def unit(connection: Connection) -> int:
+            return await connection.execute(MARK_UNANSWERED, params)
+
+        return await self.backend.write(unit, one_statement=True) > 0
 
     async def store_completion(
         self,
