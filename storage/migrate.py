@@ -18,7 +18,7 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from alembic import command
@@ -29,6 +29,10 @@ from storage.models import Base
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The PostgreSQL advisory lock every process's migration holds for its transaction: several
+# processes starting at once (replicas of one bot) migrate one after the other, and all but the
+# first find the schema up to date, instead of racing to create the same tables.
+MIGRATION_LOCK_KEY = 0x5350_4B42_4D49_47  # "SPKBMIG"
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -64,6 +68,8 @@ async def _run(url: str, action: str, revision: str) -> None:
 def _command(
     connection: Connection, url: str, action: str, revision: str, announced: bool
 ) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     config = alembic_config(url)
     config.attributes["connection"] = connection
     if action == "upgrade":

@@ -167,6 +167,10 @@ class SharedLanes:
             while lane.jobs:
                 queued = lane.jobs[0]
                 claim = await self._wait_turn(key, lane, queued.entry_id)
+                if not lane.jobs or lane.jobs[0] is not queued:  # dropped at shutdown meanwhile
+                    if claim is not None:
+                        await self._hand_on(key, claim)
+                    continue
                 lane.jobs.popleft()
                 if claim is None:
                     log.warning("conversation %s: question taken over elsewhere", key)
@@ -359,9 +363,18 @@ class SharedLanes:
     # -- shutdown ----------------------------------------------------------------------------
 
     async def shutdown(self, grace: float, note_timeout: float = 3.0) -> None:
-        """As :meth:`AnswerLanes.shutdown`; questions still waiting here are dropped (their
-        ``on_drop`` runs) and marked done, so the others' questions behind them go on."""
+        """As :meth:`AnswerLanes.shutdown`, except that within ``grace`` the questions waiting
+        here still take their turns (a rolling restart interrupts nothing that can finish in
+        time); those still waiting then are dropped (their ``on_drop`` runs) and marked done,
+        so the others' questions behind them go on."""
         self._closing = True
+        workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
+        started = self._clock.now()
+        if workers:
+            with contextlib.suppress(TimeoutError):
+                async with self._clock.timeout(grace):
+                    await asyncio.wait(workers)
+        grace = max(0.0, grace - (self._clock.now() - started))
         dropped: list[tuple[str, _Queued]] = [
             (key, queued) for key, lane in self._lanes.items() for queued in lane.jobs
         ]
