@@ -20,7 +20,9 @@ until its queue is empty; :meth:`ConversationQueues.orphaned` lists the active o
 holds, for a sweeper to claim. The new holder's first entry then comes back with
 ``started`` set when the old holder had started it: its answer was cut off.
 
-Done entries are trimmed from the stream, so memory follows the questions waiting.
+Done entries are trimmed from the stream, so memory follows the questions waiting; a
+conversation's keys expire a day after its queue last emptied (:data:`IDLE_KEYS_SECONDS`), so
+Redis does not keep one per conversation ever held.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ end
 return 1
 """
 
-# KEYS: stream, state hash, lease, active set. ARGV: holder|token, conversation.
+# KEYS: stream, state hash, lease, active set. ARGV: holder|token, conversation, idle TTL.
 # Releases the lease only when no entry waits after 'done'; then the conversation is no
 # longer active. 1 released, 0 entries wait (keep working), -1 the lease is not the caller's.
 _RELEASE_IF_EMPTY = """
@@ -55,12 +57,15 @@ local after = redis.call('XRANGE', KEYS[1], '(' .. done, '+', 'COUNT', 1)
 if #after > 0 then return 0 end
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[4], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: stream, state hash, lease, active set. ARGV: holder|token, conversation. Lets the
-# lease go whatever waits (the next entry may be another process's to answer); forgets the
-# conversation when nothing waits. Returns the entries still waiting, -1 if not the caller's.
+# KEYS: stream, state hash, lease, active set. ARGV: holder|token, conversation, idle TTL.
+# Lets the lease go whatever waits (the next entry may be another process's to answer);
+# forgets the conversation when nothing waits. Returns the entries still waiting, -1 if not
+# the caller's.
 _HAND_ON = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[3])
@@ -68,17 +73,24 @@ local done = redis.call('HGET', KEYS[2], 'done') or '0-0'
 local after = redis.call('XRANGE', KEYS[1], '(' .. done, '+', 'COUNT', 1)
 if #after == 0 then
   redis.call('SREM', KEYS[4], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
   return 0
 end
 return redis.call('XLEN', KEYS[1])
 """
 
-# KEYS: stream, active set. ARGV: conversation, then field/value pairs.
+# KEYS: stream, active set, state hash. ARGV: conversation, then field/value pairs.
 _ENQUEUE = """
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[3])
 redis.call('SADD', KEYS[2], ARGV[1])
 return id
 """
+
+# How long a conversation's stream and state outlive its last question answered.
+IDLE_KEYS_SECONDS = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +151,9 @@ class ConversationQueues:
         """Add a question at the end of ``conversation``'s queue; its entry id."""
         keys = self._keys(conversation)
         flat = [item for pair in fields.items() for item in pair]
-        entry = await self._enqueue(keys=[keys.stream, keys.active], args=[conversation, *flat])
+        entry = await self._enqueue(
+            keys=[keys.stream, keys.active, keys.state], args=[conversation, *flat]
+        )
         return _text(entry)
 
     async def claim(self, conversation: str, holder: str, ttl: float) -> Claim | None:
@@ -199,7 +213,7 @@ class ConversationQueues:
         keys = self._keys(grant.name)
         released = await self._release(
             keys=[keys.stream, keys.state, keys.lease, keys.active],
-            args=[grant.value, grant.name],
+            args=[grant.value, grant.name, IDLE_KEYS_SECONDS],
         )
         return {1: True, 0: False}.get(int(released))
 
@@ -210,7 +224,7 @@ class ConversationQueues:
         waiting = int(
             await self._hand_on(
                 keys=[keys.stream, keys.state, keys.lease, keys.active],
-                args=[grant.value, grant.name],
+                args=[grant.value, grant.name, IDLE_KEYS_SECONDS],
             )
         )
         return None if waiting < 0 else waiting

@@ -6,7 +6,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from coordination.conversation_queue import Claim, ConversationQueues
+from coordination.conversation_queue import IDLE_KEYS_SECONDS, Claim, ConversationQueues
 
 
 async def _claim(queues: ConversationQueues, holder: str, ttl: float = 10) -> Claim:
@@ -119,3 +119,25 @@ async def test_handing_on_lets_the_next_entrys_owner_claim_it(
     assert await second.done(mine)
     assert await second.hand_on() == 0
     assert await queues.orphaned() == []
+
+
+async def test_an_idle_conversations_keys_expire_and_a_new_question_keeps_them(
+    redis: Redis, redis_prefix: str
+) -> None:
+    queues = ConversationQueues(redis, redis_prefix)
+    await queues.enqueue("chat-1", {"owner": "replica-a"})
+    holder = await _claim(queues, "replica-a")
+    entry = await holder.next()
+    assert entry is not None
+    assert await holder.done(entry)
+    assert await holder.hand_on() == 0
+    stream, state = f"{redis_prefix}queue:chat-1", f"{redis_prefix}queue-state:chat-1"
+    day = IDLE_KEYS_SECONDS
+    assert day - 5 < await redis.ttl(stream) <= day
+    assert day - 5 < await redis.ttl(state) <= day
+    await queues.enqueue("chat-1", {"owner": "replica-b"})
+    assert (await redis.ttl(stream), await redis.ttl(state)) == (-1, -1)  # kept while it waits
+    first = await queues.first_pending("chat-1")
+    assert first is not None
+    assert first.fields["owner"] == "replica-b"
+    assert not first.started
