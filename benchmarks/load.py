@@ -2,7 +2,10 @@
 
 Run: ``.venv/bin/python benchmarks/load.py`` (``--sizes 1 10 100`` for a shorter list,
 ``--policies ours`` to leave out the peers, ``--help`` for the rest). Prints a table per
-policy and writes every figure as JSON (``--json``).
+policy and writes every figure as JSON (``--json``). ``--replicas 1 2 3`` runs the bot as
+that many processes sharing PostgreSQL (``--postgres``) and Redis (``--redis``), the
+questions posted round-robin to their webhooks as a load balancer would; CPU and RSS are then
+the sum over the processes.
 
 Three processes per size and policy:
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -44,6 +48,7 @@ import multiprocessing
 import os
 import random
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -57,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -167,6 +173,7 @@ class Asker:
 class RunResult:
     n: int
     policy: str
+    replicas: int
     load_average: tuple[float, float]
     calls_429: int
     violations: int
@@ -176,7 +183,9 @@ class RunResult:
     bounds: dict[str, float | None] = field(default_factory=dict)
 
 
-async def run_once(n: int, policy: str, args: argparse.Namespace, workdir: Path) -> RunResult:
+async def run_once(
+    n: int, policy: str, replicas: int, args: argparse.Namespace, workdir: Path
+) -> RunResult:
     load_before = os.getloadavg()[0]
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
@@ -188,65 +197,84 @@ async def run_once(n: int, policy: str, args: argparse.Namespace, workdir: Path)
     simulator.start()
     spark_url = parent.recv()
     credentials = Credentials.demo()
-    port = _free_port()
-    out = workdir / f"bot-{policy}-{n}.json"
+    ports = [_free_port() for _ in range(replicas)]
+    name = f"bot-{policy}-{n}" + (f"-x{replicas}" if replicas > 1 else "")
+    redis_prefix = f"loadbench-{secrets.token_hex(4)}:"
     async with FakeTelegram() as fake:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(ROOT),
             "TELEGRAM_BOT_TOKEN": fake.token,
             "TELEGRAM_API_BASE_URL": fake.root_url,
-            "WEBHOOK_URL": f"https://127.0.0.1:{port}/tg",
+            "WEBHOOK_URL": f"https://127.0.0.1:{ports[0]}/tg",
             "WEBHOOK_SECRET": SECRET,
             "HOST": "127.0.0.1",
-            "PORT": str(port),
             "SPARK_URL": spark_url,
             "SPARK_APP_ID": credentials.app_id,
             "SPARK_API_KEY": credentials.api_key,
             "SPARK_API_SECRET": credentials.api_secret,
             "SPARK_MAX_RETRIES": "0",
-            "DATABASE_URL": await _database_url(args, workdir, f"bot-{policy}-{n}"),
+            "DATABASE_URL": await _database_url(args, workdir, name),
             "LOG_LEVEL": "WARNING",
-            "LOAD_BENCH_OUT": str(out),
             **dict(item.split("=", 1) for item in args.bot_env),
         }
-        if args.profile:
-            env["LOAD_BENCH_PROFILE"] = str(workdir / f"bot-{policy}-{n}.prof")
-        with (workdir / f"bot-{policy}-{n}.log").open("wb") as log:
-            bot = subprocess.Popen(  # noqa: S603, ASYNC220 - our own script; reaped below
-                [sys.executable, str(ROOT / "benchmarks" / "load_bot.py"), policy],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+        if replicas > 1:
+            env.update(REDIS_URL=args.redis, REDIS_PREFIX=redis_prefix)
+        outs = [workdir / f"{name}-{index}.json" for index in range(replicas)]
+        with contextlib.ExitStack() as logs:
+            bots: list[subprocess.Popen[bytes]] = []
+            for index, port in enumerate(ports):
+                log = logs.enter_context((workdir / f"{name}-{index}.log").open("wb"))
+                own = {**env, "PORT": str(port), "LOAD_BENCH_OUT": str(outs[index])}
+                if args.profile:
+                    own["LOAD_BENCH_PROFILE"] = str(workdir / f"{name}-{index}.prof")
+                bots.append(
+                    subprocess.Popen(  # noqa: S603, ASYNC220 - our own script; reaped below
+                        [sys.executable, str(ROOT / "benchmarks" / "load_bot.py"), policy],
+                        cwd=workdir,
+                        env=own,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                    )
+                )
             try:
-                await fake.wait_for_call("setWebhook", timeout=60)
+                await fake.wait_for_call("setWebhook", count=replicas, timeout=60)
+                await asyncio.sleep(0.5)  # setWebhook is the last step before serving
                 askers = _askers(n, fake, args)
                 started = len(fake.calls)
-                cpu_before = _cpu_seconds(bot.pid)
+                cpu_before = sum(_cpu_seconds(bot.pid) for bot in bots)
                 own_cpu_before = time.process_time()
                 burst_start = time.monotonic()
-                await _ask_all(askers, fake, port, args.spread)
+                await _ask_all(askers, fake, ports, args.spread)
                 burst_end = await _wait_answers(askers, fake, args.deadline + 0.1 * n)
-                cpu = _cpu_seconds(bot.pid) - cpu_before
+                cpu = sum(_cpu_seconds(bot.pid) for bot in bots) - cpu_before
                 own_cpu = time.process_time() - own_cpu_before
                 await asyncio.sleep(1.0)  # trailing calls (a last edit) are counted too
-                rss = _peak_rss_mb(bot.pid)
+                rss = sum(_peak_rss_mb(bot.pid) for bot in bots)
             finally:
-                bot.terminate()
-                await asyncio.get_running_loop().run_in_executor(None, bot.wait, 30)
+                for bot in bots:
+                    bot.terminate()
+                for bot in bots:
+                    await asyncio.get_running_loop().run_in_executor(None, bot.wait, 30)
+        if replicas > 1:
+            await _forget_redis(args.redis, redis_prefix)
         parent.send("timings")
         timings: dict[int, dict[str, float]] = parent.recv()
         parent.send("stop")
         simulator.join(10)
         calls = fake.calls[started:]
-        probe = json.loads(out.read_text()) if out.exists() else {"lag": []}
-        lags = [lag for at, lag in probe["lag"] if burst_start <= at <= burst_end]
+        lags = [
+            lag
+            for out in outs
+            if out.exists()
+            for at, lag in json.loads(out.read_text())["lag"]
+            if burst_start <= at <= burst_end
+        ]
         result = RunResult(
             n=n,
             policy=policy,
+            replicas=replicas,
             load_average=(load_before, os.getloadavg()[0]),
             calls_429=sum(1 for call in calls if call.status == 429),
             violations=len(fake.violations),
@@ -264,6 +292,17 @@ async def run_once(n: int, policy: str, args: argparse.Namespace, workdir: Path)
         result.figures["lag_p99"] = _pct(lags, 99)
         result.figures["lag_max"] = max(lags) if lags else None
         return result
+
+
+async def _forget_redis(url: str, prefix: str) -> None:
+    """Delete a run's keys from Redis."""
+    client = Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def _database_url(args: argparse.Namespace, workdir: Path, name: str) -> str:
@@ -296,9 +335,13 @@ def _askers(n: int, fake: FakeTelegram, args: argparse.Namespace) -> list[Asker]
     return askers
 
 
-async def _ask_all(askers: Sequence[Asker], fake: FakeTelegram, port: int, spread: float) -> None:
+async def _ask_all(
+    askers: Sequence[Asker], fake: FakeTelegram, ports: Sequence[int], spread: float
+) -> None:
+    """Every asker's question, posted to the webhooks in turn (a load balancer's round-robin),
+    spread evenly over ``spread`` seconds."""
     driver = TelegramDriver(fake)
-    url = f"http://127.0.0.1:{port}/tg"
+    urls = [f"http://127.0.0.1:{port}/tg" for port in ports]
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
     update_ids = itertools.count(1)
     start = time.monotonic()
@@ -312,6 +355,7 @@ async def _ask_all(askers: Sequence[Asker], fake: FakeTelegram, port: int, sprea
             payload = await driver.send_text(asker.chat, asker.user, question)
             asker.sent_at = time.monotonic()
             update = {"update_id": next(update_ids), "message": payload}
+            url = urls[asker.index % len(urls)]
             async with session.post(url, json=update, headers=headers) as response:
                 response.raise_for_status()
 
@@ -433,8 +477,8 @@ def _ms(value: float | None) -> float | None:
 
 def table(results: Sequence[RunResult]) -> str:
     head = (
-        "| policy | N | 429 | viol. | differ | feedback p50/p95 priv · grp (s) | first text "
-        "p50/p95 priv · grp (s) | q→Spark p50/max (s) | Spark first→text p95 (s) | last→final "
+        "| policy | procs | N | 429 | viol. | differ | feedback p50/p95 priv · grp (s) "
+        "| first text p50/p95 priv · grp (s) | q→Spark p50/max (s) | Spark first→text p95 (s) | last→final "
         "p50/p95 (s) [bound] | final p95 priv · grp (s) | updates/answer p50 | CPU ms/answer |"
         " RSS MB | lag p50/p99/max (ms) | load |"
     )
@@ -443,7 +487,8 @@ def table(results: Sequence[RunResult]) -> str:
         f, b = r.figures, r.bounds
         lag = "/".join(_s(_ms(f.get(k)), 0) for k in ("lag_p50", "lag_p99", "lag_max"))
         lines.append(
-            f"| {r.policy} | {r.n} | {r.calls_429} | {r.violations} | {r.differing} "
+            f"| {r.policy} | {r.replicas} | {r.n} | {r.calls_429} | {r.violations} "
+            f"| {r.differing} "
             f"| {_pair(f, 'first_feedback_private')} · {_pair(f, 'first_feedback_group')} "
             f"| {_pair(f, 'first_text_private')} · {_pair(f, 'first_text_group')} "
             f"| {_s(f.get('question_to_spark_p50'))}/{_s(f.get('question_to_spark_max'))} "
@@ -461,12 +506,12 @@ def table(results: Sequence[RunResult]) -> str:
 def calls_table(results: Sequence[RunResult]) -> str:
     methods = sorted({m for r in results for m in r.calls_per_answer})
     lines = [
-        "| policy | N | " + " | ".join(methods) + " |",
-        "|---|---|" + "---|" * len(methods),
+        "| policy | procs | N | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
     ]
     for r in results:
         cells = " | ".join(_s(r.calls_per_answer.get(m), 1) for m in methods)
-        lines.append(f"| {r.policy} | {r.n} | {cells} |")
+        lines.append(f"| {r.policy} | {r.replicas} | {r.n} | {cells} |")
     return "\n".join(lines)
 
 
@@ -494,6 +539,16 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a PostgreSQL server (postgresql+asyncpg://user@host:port) instead of SQLite",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="bot processes sharing PostgreSQL and Redis (more than 1: policy ours only)",
+    )
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/0", help="Redis for --replicas above 1"
+    )
     parser.add_argument("--bot-env", nargs="*", default=[], help="VAR=value for the bot")
     parser.add_argument("--profile", action="store_true", help="cProfile the bot process")
     parser.add_argument("--workdir", type=Path, default=None, help="logs, databases, profiles")
@@ -507,12 +562,15 @@ async def _main(args: argparse.Namespace) -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="load-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[RunResult] = []
+    if max(args.replicas) > 1 and not args.postgres:
+        raise SystemExit("--replicas above 1 need --postgres: the processes share PostgreSQL")
     for n in args.sizes:
-        for policy in args.policies:
-            result = await run_once(n, policy, args, workdir)
-            results.append(result)
-            print(table([result]).splitlines()[-1], flush=True)
-            args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        for replicas in args.replicas:
+            for policy in args.policies if replicas == 1 else ["ours"]:
+                result = await run_once(n, policy, replicas, args, workdir)
+                results.append(result)
+                print(table([result]).splitlines()[-1], flush=True)
+                args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     print()
     print(table(results))
     print()
