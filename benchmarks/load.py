@@ -478,9 +478,9 @@ def _ms(value: float | None) -> float | None:
 def table(results: Sequence[RunResult]) -> str:
     head = (
         "| policy | procs | N | 429 | viol. | differ | feedback p50/p95 priv · grp (s) "
-        "| first text p50/p95 priv · grp (s) | q→Spark p50/max (s) | Spark first→text p95 (s) | last→final "
-        "p50/p95 (s) [bound] | final p95 priv · grp (s) | updates/answer p50 | CPU ms/answer |"
-        " RSS MB | lag p50/p99/max (ms) | load |"
+        "| first text p50/p95 priv · grp (s) | q→Spark p50/max (s) | Spark first→text p95 (s) "
+        "| last→final p50/p95 (s) [bound] | final p95 priv · grp (s) | updates/answer p50 "
+        "| CPU ms/answer | RSS MB | lag p50/p99/max (ms) | load |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
