@@ -60,6 +60,7 @@ from bot.telegram.handlers import TelegramHandlers
 from bot.telegram.ptb_types import AnyApplication
 from bot.telegram.send_budgets import SendBudgets
 from bot.telegram.send_scheduler import SendScheduler
+from bot.telegram.shared_send_budget import shared_send_budget
 from bot.telegram.startup_failures import telegram_failures, webhook_failures
 from bot.telegram.update_order import PerChatUpdateProcessor
 from bot.telegram.webhook_input import MAX_UPDATE_BYTES, NotAnUpdate, parse_update
@@ -319,8 +320,11 @@ async def open_bot_runtime(
         stack.push_async_callback(application.shutdown)
 
         lanes = AnswerLanes(clock)
-        # One scheduler owns every send budget of the process (bot.telegram.send_scheduler).
-        scheduler = SendScheduler(send_budgets(telegram), clock)
+        # One scheduler owns every send budget of the process (bot.telegram.send_scheduler);
+        # with Redis, the budget is counted for every process serving this bot.
+        shared_budget = shared_send_budget(shared, application.bot.id) if shared else None
+        scheduler = SendScheduler(send_budgets(telegram), clock, shared=shared_budget)
+        stack.push_async_callback(scheduler.aclose)
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
         access = AccessPolicy(
             allowed_user_ids=telegram.allowed_user_ids,
