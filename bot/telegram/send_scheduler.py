@@ -327,7 +327,7 @@ class SendScheduler:
                 self._take_shared(ask, self.shared), name="send-slot-shared"
             )
             self._sharing.add(ask.sharing)
-            ask.sharing.add_done_callback(self._sharing.discard)
+            ask.sharing.add_done_callback(lambda task: self._shared_done(ask, task))
         if now >= self._next_sweep:
             # Amortised here rather than on a timer: a bot that sends nothing grows nothing.
             self._next_sweep = now + self.budgets.sweep_every
@@ -338,11 +338,8 @@ class SendScheduler:
         process spent the room, put it back in its place until then."""
         try:
             wait = await shared.take(ask.own + ask.shared, [window.key for window in ask.own])
-        except asyncio.CancelledError:
-            ask.future.cancel()  # its callback frees the place in flight
-            raise
         except Exception:  # a fault of the shared budget must not lose the call
-            log.exception("chat send budget: the shared budget failed; counted here alone")
+            log.exception("the shared send budget failed; this call counts in this process alone")
             wait = None
         if ask.future.done():
             return  # withdrawn meanwhile: its callback freed the place
@@ -357,6 +354,11 @@ class SendScheduler:
         self._mark_urgent(ask)
         self._place(ask, now)
         self._dispatch()
+
+    def _shared_done(self, ask: _Ask, task: asyncio.Task[None]) -> None:
+        self._sharing.discard(task)
+        if task.cancelled() and not ask.future.done():
+            ask.future.cancel()  # cancelled, perhaps before it began: the waiter is told
 
     async def aclose(self) -> None:
         """Stop using the shared budget: calls still waiting for its answer are withdrawn

@@ -119,7 +119,10 @@ class SharedSendBudget:
         if self._down:
             return
         self._down = True
-        reason = str(exc) or f"no answer within {CALL_TIMEOUT:g} s"
+        if isinstance(exc, CoordinationUnavailable):
+            reason = exc.reason
+        else:
+            reason = f"no answer within {CALL_TIMEOUT:g} s"
         log.error(
             "Redis at %s is unavailable; Telegram send budgets are counted by this process "
             "alone until it answers: %s",
