@@ -121,7 +121,7 @@ async def test_a_deadline_past_lets_calls_through(
 ) -> None:
     first, second, _ = processes
     await first.hold("hold:7", 0.2)
-    deadline_ms = int(await redis.get(redis_prefix + "hold:7"))
+    deadline_ms = int(await redis.get(redis_prefix + "hold:7") or 0)
     taken_at = await _take_until_taken(second, [RateWindow("chat:7", 1, 1.0)], ["hold:7"])
     assert round(taken_at * 1000) >= deadline_ms
     assert await first.held_for("hold:7") == 0.0

@@ -127,7 +127,7 @@ async def test_a_429_met_by_one_process_holds_the_chat_for_every_process(
     async with asyncio.timeout(10):
         while not await redis.exists(deadline):  # noqa: ASYNC110 - written by its own task
             await asyncio.sleep(0.005)
-    held_until_ms = int(await redis.get(deadline))
+    held_until_ms = int(await redis.get(deadline) or 0)
 
     other_chat = await second.send(102)  # only that chat is held
     held = await second.send(101, priority=Priority.FINAL)
