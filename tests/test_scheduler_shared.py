@@ -211,3 +211,31 @@ async def test_redis_cut_while_sending_falls_back_then_shares_again(
     assert [level for level, _ in lines] == ["ERROR", "WARNING"]
     assert "Telegram send budgets are counted by this process alone" in lines[0][1]
     assert "Telegram send budgets are shared again" in lines[1][1]
+
+
+async def test_a_redis_that_does_not_answer_holds_no_call_up_for_long(
+    make_process: ProcessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.telegram.shared_send_budget")
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):  # takes every command, answers none
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        process = await make_process(f"redis://127.0.0.1:{port}/0")
+        # Eight chats at once: each is granted on this process's budget, the first ones once
+        # Redis has had its second to answer, the rest without asking it again.
+        await asyncio.gather(*(process.send(chat_id) for chat_id in range(8)))
+        await process.send(9)
+        assert process.taken == []
+    finally:
+        server.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.telegram.shared_send_budget"]
+    assert lines == [
+        "Redis at Redis is unavailable; Telegram send budgets are counted by this process "
+        "alone until it answers: no answer within 1 s"
+    ]

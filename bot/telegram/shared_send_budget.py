@@ -11,13 +11,19 @@ own budget alone rather than wait: answers keep flowing, and the other processes
 questions meanwhile (:mod:`coordination.limits`). Redis is asked again every
 :data:`RETRY_EVERY` seconds, one call at a time; the loss and the return are logged once each.
 Waits and timeouts here are Redis's time, real seconds.
+
+At most :data:`MAX_CONCURRENT_CALLS` calls to Redis are under way at once: the client's pool
+is shared with the lanes, the limits and the signals, and refuses a connection beyond its
+size ("Too many connections") instead of waiting for one, which would read as Redis lost.
+A handful is plenty: one call takes about 0.1 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TypeVar
 
 from bot.shared_state import SharedState
 from bot.telegram.send_budgets import SharedWait, Window
@@ -25,9 +31,11 @@ from coordination.errors import CoordinationUnavailable
 from coordination.send_windows import RateWindow, SendWindows, Taken
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CALL_TIMEOUT = 1.0
 RETRY_EVERY = 1.0
+MAX_CONCURRENT_CALLS = 8
 
 
 def shared_send_budget(shared: SharedState, bot_id: int) -> SharedSendBudget:
@@ -56,12 +64,11 @@ class SharedSendBudget:
         self._down = False
         self._retry_at = 0.0
         self._probing = False
+        self._calls = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     async def take(
         self, windows: Sequence[Window], deadlines: Sequence[Hashable]
     ) -> SharedWait | None:
-        if not self._may_ask():
-            return None
         keys: dict[str, Hashable] = {}
         shared: list[RateWindow] = []
         for window in windows:
@@ -73,13 +80,9 @@ class SharedSendBudget:
             name = self._deadline_name(key)
             keys[name] = key
             holds.append(name)
-        try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                answer = await self._windows.take(shared, holds)
-        except (CoordinationUnavailable, TimeoutError) as exc:
-            self._lost(exc)
-            return None
-        self._answered()
+        answer = await self._call(lambda: self._windows.take(shared, holds))
+        if answer is None:
+            return None  # Redis is away: this process's own budget has let the call go
         if isinstance(answer, Taken):
             if self._on_taken is not None:
                 self._on_taken(answer.at)
@@ -87,15 +90,22 @@ class SharedSendBudget:
         return SharedWait(keys[answer.key], answer.seconds)
 
     async def hold(self, key: Hashable, seconds: float) -> None:
-        if not self._may_ask():
-            return  # this process holds the chat; the others stop taking questions meanwhile
-        try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                await self._windows.hold(self._deadline_name(key), seconds)
-        except (CoordinationUnavailable, TimeoutError) as exc:
-            self._lost(exc)
-            return
+        # Without Redis only this process holds the chat; the others take no questions then.
+        await self._call(lambda: self._windows.hold(self._deadline_name(key), seconds))
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call``'s answer, or None when Redis is away (or did not answer in time)."""
+        async with self._calls:
+            if not self._may_ask():  # checked once a turn came: Redis may be lost by then
+                return None
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    answer = await call()
+            except (CoordinationUnavailable, TimeoutError) as exc:
+                self._lost(exc)
+                return None
         self._answered()
+        return answer
 
     def _window_name(self, key: Hashable) -> str:
         return f"{self._scope}w:{_name(key)}"
