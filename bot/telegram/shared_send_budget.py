@@ -7,10 +7,12 @@ Telegram counts a bot's calls per chat and in total, whichever process makes the
 bot's id, so two bots on one Redis keep budgets of their own.
 
 If Redis does not answer within :data:`CALL_TIMEOUT`, a call is let through on this process's
-own budget alone rather than wait: answers keep flowing, and the other processes stop taking
-questions meanwhile (:mod:`coordination.limits`). Redis is asked again every
+own budget alone rather than wait: answers under way keep flowing, while no process admits a
+new question without the shared counts (:mod:`bot.service.limits`). Redis is asked again every
 :data:`RETRY_EVERY` seconds, one call at a time; the loss and the return are logged once each.
-Waits and timeouts here are Redis's time, real seconds.
+Timeouts and the waits Redis names are real seconds (Redis's clock); the scheduler holds a key
+for such a wait on its own clock, the same in production (a test clock running faster only
+makes it ask again sooner).
 
 At most :data:`MAX_CONCURRENT_CALLS` calls to Redis are under way at once: the client's pool
 is shared with the lanes, the limits and the signals, and refuses a connection beyond its
