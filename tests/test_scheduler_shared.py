@@ -37,7 +37,8 @@ class Process:
     taken: list[float] = field(default_factory=list)
 
     async def send(self, chat_id: int, **ask: Any) -> float:
-        """One call to ``chat_id`` once granted; Redis's time of it (when Redis counted it)."""
+        """One call to ``chat_id`` once granted; when Redis counted it (for a process that
+        sends one call at a time)."""
         counted = len(self.taken)
         async with asyncio.timeout(20):
             await self.scheduler.slot(chat_id, is_group=False, **ask)
@@ -120,9 +121,11 @@ async def test_processes_sending_to_many_chats_keep_one_global_second(
 async def test_a_429_met_by_one_process_holds_the_chat_for_every_process(
     make_process: ProcessFactory, redis: Redis, redis_prefix: str
 ) -> None:
-    first, second = await make_process(), await make_process()
+    # A chat's interval far shorter than the 429's deadline: only the deadline holds it.
+    first = await make_process(private_interval=0.05)
+    second = await make_process(private_interval=0.05)
     await first.send(101)
-    first.scheduler.retry_after(101, "message", 0.3)
+    first.scheduler.retry_after(101, "message", 0.5)
     deadline = redis_prefix + SCOPE + "hold:101:message"
     async with asyncio.timeout(10):
         while not await redis.exists(deadline):  # noqa: ASYNC110 - written by its own task
