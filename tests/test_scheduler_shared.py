@@ -118,6 +118,23 @@ async def test_processes_sending_to_many_chats_keep_one_global_second(
     assert _most_in_any_window(times, 1.0) == 6
 
 
+async def test_processes_sending_to_one_group_share_its_minute(
+    make_process: ProcessFactory,
+) -> None:
+    budgets = {"group_interval": 0.01, "group_per_minute": 3}
+    here, there = await make_process(**budgets), await make_process(**budgets)
+    for process in (there, here, there):
+        await process.scheduler.slot(-501, is_group=True)
+        process.scheduler.release()
+    fourth = here.scheduler.ask(-501, is_group=True)
+    # Here's own count says one of three; Redis says three of three: the call waits.
+    await _until(lambda: here.scheduler.waiting() == 1)
+    assert not fourth.done()
+    assert len(here.taken) + len(there.taken) == 3
+    fourth.cancel()
+    assert await there.send(777) > 0  # other chats go on
+
+
 async def test_a_429_met_by_one_process_holds_the_chat_for_every_process(
     make_process: ProcessFactory, redis: Redis, redis_prefix: str
 ) -> None:
