@@ -1,8 +1,9 @@
 """Send schedulers of several processes on one Redis (real Redis, a client each, real time):
 together they keep one chat's interval, a group's minute and the global second, as Redis's
-times of their calls show; a 429 met by one holds the others; a call another process's traffic holds back waits in
-its place among its own process's calls; a withdrawn call frees its place; Redis cut while
-sending falls back to each process's own budget and comes back."""
+times of their calls show; a 429 met by one holds the others; a call another process's
+traffic holds back waits in its place among its own process's calls; a withdrawn call frees
+its place; Redis cut while sending, or silent, falls back to each process's own budget and
+comes back."""
 
 from __future__ import annotations
 
