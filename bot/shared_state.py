@@ -1,7 +1,7 @@
 """The state several processes of one bot share through Redis (``REDIS_URL``), opened once at
 start-up by whichever front end runs: the lanes' queues and leases, the processes' heartbeats,
-signals, and the limits' counts. Without ``REDIS_URL`` there is none and everything is counted
-in the process, as for a single process.
+signals, the limits' counts and the Telegram send budget's windows. Without ``REDIS_URL``
+there is none and everything is counted in the process, as for a single process.
 
 Start-up fails with a :class:`~bot.errors.StartupError` naming ``REDIS_URL`` when Redis does
 not answer, rather than serving with counts that would silently diverge.
@@ -23,6 +23,7 @@ from coordination.conversation_queue import ConversationQueues
 from coordination.errors import describe_location
 from coordination.limits import SharedLimits
 from coordination.replicas import Replicas, new_replica_id
+from coordination.send_windows import SendWindows
 from coordination.signals import Signals
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class SharedState:
     signals: Signals
     replicas: Replicas
     limits: SharedLimits
+    send_windows: SendWindows
 
     async def health(self) -> str | None:
         """None while Redis answers, else the reason (for ``/healthz``)."""
@@ -83,6 +85,7 @@ async def open_shared_state(settings: RedisSettings) -> AsyncIterator[SharedStat
             signals=Signals(redis, prefix),
             replicas=Replicas(redis, prefix),
             limits=SharedLimits(redis, prefix, location),
+            send_windows=SendWindows(redis, prefix, location),
         )
         log.info("sharing state through Redis at %s as process %s", location, state.replica_id)
         yield state

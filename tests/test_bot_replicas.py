@@ -107,6 +107,59 @@ async def start_replicas(
             await group.close()
 
 
+async def test_three_processes_answer_each_chat_in_order_once_within_telegrams_limits(
+    start_replicas: ReplicaFactory,
+) -> None:
+    replicas = await start_replicas()
+    fake = replicas.fake
+    driver = TelegramDriver(fake)
+    users = [driver.user() for _ in range(3)]
+    chats = [driver.private_chat(user) for user in users]
+    group_chat = driver.group("Team", supergroup=True)
+    for round_ in range(1, 4):  # a chat's three questions land on three different processes
+        for number, (chat, user) in enumerate(zip(chats, users, strict=True)):
+            text = f"[[answer:Chat {number} answer {round_}.]] question {round_}"
+            await replicas.deliver(_update(fake, await driver.send_text(chat, user, text)))
+        mention = f"@spark_test_bot [[answer:Group answer {round_}.]] question {round_}"
+        sent = await driver.send_text(group_chat, users[round_ - 1], mention)
+        delivered = await replicas.deliver(_update(fake, sent))
+        # Telegram delivers an update again when the answer to its post was lost: the
+        # copy lands on another process, which skips it.
+        await replicas.deliver(_update(fake, sent), to=(delivered + 1) % 3)
+
+    for number, chat in enumerate(chats):
+        expected = [f"Chat {number} answer {n}." for n in (1, 2, 3)]
+        assert await fake.wait_for(
+            lambda chat=chat, expected=expected: (
+                shown if (shown := _answers_shown(fake, chat.id)) == expected else None
+            ),
+            timeout=30,
+        )
+    group_answers = [f"Group answer {n}." for n in (1, 2, 3)]
+    assert await fake.wait_for(
+        lambda: shown if (shown := _answers_shown(fake, group_chat.id)) == group_answers else None,
+        timeout=30,
+    )
+    simulator = replicas.extra["simulator"]
+    asked = sorted(str(record.question) for record in simulator.requests)
+    assert len(asked) == 12  # one Spark request per question
+    assert len(set(asked)) == 12
+    database_url = replicas.extra["database_url"]
+    for number, chat in enumerate(chats):
+        stored = await _settled(database_url, chat.id, 3)
+        assert [(m.status, m.content) for m in stored] == [
+            ("complete", f"Chat {number} answer {n}.") for n in (1, 2, 3)
+        ]
+    assert [call for call in fake.calls if call.status == 429] == []
+    assert fake.violations == []
+    answered_by = {
+        index
+        for index, process in enumerate(replicas.processes)
+        if "answer complete" in process.stderr
+    }
+    assert answered_by == {0, 1, 2}
+
+
 async def test_stop_and_quota_reach_across_processes(start_replicas: ReplicaFactory) -> None:
     replicas = await start_replicas(DAILY_TOKEN_QUOTA="1000")
     fake = replicas.fake

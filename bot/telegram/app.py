@@ -62,6 +62,7 @@ from bot.telegram.handlers import TelegramHandlers
 from bot.telegram.ptb_types import AnyApplication
 from bot.telegram.send_budgets import SendBudgets
 from bot.telegram.send_scheduler import SendScheduler
+from bot.telegram.shared_send_budget import shared_send_budget
 from bot.telegram.startup_failures import telegram_failures, webhook_failures
 from bot.telegram.takeover import OrphanedQuestions
 from bot.telegram.update_order import PerChatUpdateProcessor
@@ -332,8 +333,11 @@ async def open_bot_runtime(
             raise
         stack.push_async_callback(application.shutdown)
 
-        # One scheduler owns every send budget of the process (bot.telegram.send_scheduler).
-        scheduler = SendScheduler(send_budgets(telegram), clock)
+        # One scheduler owns every send budget of the process (bot.telegram.send_scheduler);
+        # with Redis, the budget is counted for every process serving this bot.
+        shared_budget = shared_send_budget(shared, application.bot.id) if shared else None
+        scheduler = SendScheduler(send_budgets(telegram), clock, shared=shared_budget)
+        stack.push_async_callback(scheduler.aclose)
         lanes: ConversationLanes = LocalLanes(clock)
         if shared is not None:
             shared_lanes = SharedLanes(

@@ -12,8 +12,10 @@ A 429 on a kind of call (:class:`LearnedLimits`) halves that kind's per-chat rat
 period, which then ends back at the configured figure. So a bot learns the limit Telegram does
 not publish (drafts, say) instead of running into it again every second.
 
-Counts live in a :class:`BudgetStore`: the in-process :class:`MemoryBudgetStore` by default;
-the interface is small so that a store shared by several processes can take its place.
+Counts live in a :class:`BudgetStore`: the in-process :class:`MemoryBudgetStore`, which the
+scheduler orders its calls by. Several processes serving one bot also pass every granted call
+through a :class:`SharedBudget` (:mod:`bot.telegram.shared_send_budget`, on Redis), which
+counts the same windows and deadlines for all of them.
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ class BudgetStore(Protocol):
         """Count one call at ``now`` in every window."""
         ...
 
+    def untake(self, windows: Sequence[Window], at: float) -> None:
+        """The call counted at ``at`` in every window was not made after all."""
+        ...
+
     def hold(self, key: Hashable, until: float) -> float:
         """Nothing counted under ``key`` before ``until``; returns the deadline now held."""
         ...
@@ -155,6 +161,12 @@ class MemoryBudgetStore:
             counts.stamps.append(now)
             counts.last = now
 
+    def untake(self, windows: Sequence[Window], at: float) -> None:
+        for key, _limit, _seconds in windows:
+            counts = self._counts.get(key)
+            if counts is not None and at in counts.stamps:  # not trimmed meanwhile
+                counts.stamps.remove(at)
+
     def hold(self, key: Hashable, until: float) -> float:
         counts = self._get(key)
         counts.held = max(counts.held, until)
@@ -177,6 +189,29 @@ class MemoryBudgetStore:
     def tracked(self) -> int:
         """How many keys have counts in memory (for tests and metrics)."""
         return len(self._counts)
+
+
+class SharedWait(NamedTuple):
+    """A shared budget's answer to a call it did not take: the window or deadline under
+    ``key`` holds for ``seconds`` more (the longest of those that hold)."""
+
+    key: Hashable
+    seconds: float
+
+
+class SharedBudget(Protocol):
+    """The windows and 429 deadlines every process of the bot counts together."""
+
+    async def take(
+        self, windows: Sequence[Window], deadlines: Sequence[Hashable]
+    ) -> SharedWait | None:
+        """Count one call in every window if each has room and no deadline of ``deadlines``
+        holds (None: taken, or nothing is shared right now), else what holds it."""
+        ...
+
+    async def hold(self, key: Hashable, seconds: float) -> None:
+        """A 429: nothing counted under ``key`` by any process for ``seconds``."""
+        ...
 
 
 class LearnedLimits:

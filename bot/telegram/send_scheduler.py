@@ -25,8 +25,20 @@ part of the global second (up to half) to more urgent calls still held by their 
 budget, so a burst of refreshes cannot push a final text back. Calls that do not count (drafts
 and chat actions by default) only wait for their own chat's budget.
 
-The scheduler runs no task: it grants what it can whenever something asks, and arms one timer
-(:meth:`Clock.call_later`) for the next moment something may go.
+The scheduler runs no task of its own: it grants what it can whenever something asks, and arms
+one timer (:meth:`Clock.call_later`) for the next moment something may go.
+
+Several processes serving one bot share a budget (``shared``, a
+:class:`~bot.telegram.send_budgets.SharedBudget` on Redis). Each still orders its own calls as
+above; a call it grants is then counted in the shared windows before its waiter wakes (one
+short task per call, owned here and ended by :meth:`aclose`), and a 429 holds the chat there
+too, for every process. When the shared budget says another process spent the room (or holds
+the chat under a 429), the call is not counted here after all: this process holds that key
+for as long and the call goes back to its place in the queue, so a final text is not stuck
+behind refreshes waiting for the shared second, and :meth:`held_until` sees other processes'
+deadlines once one has been met. What a 429 teaches (the lowered rate of a kind) stays with
+the process that met it: a chat's answer streams from one process, the one that met the 429,
+and asking Redis for the rate on every call would make the ordering wait on the network.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from bot.telegram.send_budgets import (
     MemoryBudgetStore,
     SendBudgets,
     SendKind,
+    SharedBudget,
     Window,
     chat_key,
     retry_after_seconds,
@@ -72,6 +85,9 @@ class _Ask:
     shared: tuple[Window, ...]
     future: asyncio.Future[None] = field(repr=False)
     urgent: bool = False  # counted globally and more urgent than a refresh: not yet granted
+    # Granted here, in flight, waiting for the shared budget's answer (a task of its own).
+    sharing: asyncio.Task[None] | None = field(default=None, repr=False)
+    granted_at: float = 0.0
 
     def key(self) -> tuple[int, float, int]:
         return (self.priority, self.order, self.seq)
@@ -89,10 +105,14 @@ class SendScheduler:
         budgets: SendBudgets | None = None,
         clock: Clock = SYSTEM_CLOCK,
         store: BudgetStore | None = None,
+        shared: SharedBudget | None = None,
     ) -> None:
         self.budgets = budgets or SendBudgets()
         self.clock = clock
         self.store: BudgetStore = store if store is not None else MemoryBudgetStore()
+        self.shared = shared
+        self._sharing: set[asyncio.Task[None]] = set()  # calls being counted in ``shared``
+        self._holding: set[asyncio.Task[None]] = set()  # 429 deadlines being written there
         self._learned = LearnedLimits(self.budgets.learn_seconds)
         self._seq = itertools.count()
         self._held: list[_Timed] = []  # waiting for their own chat's budget, by when it allows
@@ -156,18 +176,28 @@ class SendScheduler:
         )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ask = _Ask(priority, now if order is None else order, next(self._seq), own, shared, future)
-        if shared and priority < Priority.REFRESH:
-            ask.urgent = True
-            self._urgent_held += 1
+        self._mark_urgent(ask)
+        if ask.urgent or self.shared is not None:
             future.add_done_callback(lambda _: self._given_up(ask))
         self._place(ask, now)
         self._dispatch()
         return future
 
+    def _mark_urgent(self, ask: _Ask) -> None:
+        if ask.shared and ask.priority < Priority.REFRESH:
+            ask.urgent = True
+            self._urgent_held += 1
+
     def _given_up(self, ask: _Ask) -> None:
         if ask.urgent:  # cancelled before it was granted
             ask.urgent = False
             self._urgent_held -= 1
+        if ask.sharing is not None and ask.future.cancelled():
+            # Cancelled while the shared budget was asked: the place in flight is free.
+            ask.sharing.cancel()
+            ask.sharing = None
+            self._in_flight -= 1
+            self._dispatch()
 
     def retry_after(
         self, chat_id: int, kind: SendKind, retry_after: int | float | timedelta
@@ -177,7 +207,14 @@ class SendScheduler:
         Returns the deadline (on :attr:`clock`)."""
         seconds = retry_after_seconds(retry_after)
         now = self.clock.now()
-        deadline = self.store.hold(chat_key(chat_id, kind), now + seconds)
+        key = chat_key(chat_id, kind)
+        deadline = self.store.hold(key, now + seconds)
+        if self.shared is not None:
+            holding = asyncio.get_running_loop().create_task(
+                self.shared.hold(key, seconds), name=f"send-hold-{chat_id}"
+            )
+            self._holding.add(holding)
+            holding.add_done_callback(self._holding.discard)
         factor = self._learned.lower(kind, now)
         log.info(
             "chat %s: Telegram answered 429 on a %s (retry after %.1f s); %s budget at %g of "
@@ -192,7 +229,8 @@ class SendScheduler:
         return deadline
 
     def held_until(self, chat_id: int, kind: SendKind = "message") -> float:
-        """The chat's 429 deadline for ``kind`` (on :attr:`clock`), or -inf."""
+        """The chat's 429 deadline for ``kind`` (on :attr:`clock`), or -inf. Another process's
+        deadline counts once one of this process's calls has met it in the shared budget."""
         return self.store.held_until(chat_key(chat_id, kind))
 
     def waiting(self) -> int:
@@ -281,11 +319,54 @@ class SendScheduler:
         if ask.urgent:
             ask.urgent = False
             self._urgent_held -= 1
-        ask.future.set_result(None)
+        if self.shared is None:
+            ask.future.set_result(None)
+        else:
+            ask.granted_at = now
+            ask.sharing = asyncio.get_running_loop().create_task(
+                self._take_shared(ask, self.shared), name="send-slot-shared"
+            )
+            self._sharing.add(ask.sharing)
+            ask.sharing.add_done_callback(lambda task: self._shared_done(ask, task))
         if now >= self._next_sweep:
             # Amortised here rather than on a timer: a bot that sends nothing grows nothing.
             self._next_sweep = now + self.budgets.sweep_every
             self.store.forget_idle(now - self.budgets.idle_after)
+
+    async def _take_shared(self, ask: _Ask, shared: SharedBudget) -> None:
+        """Count a call granted here in the shared budget, then wake its waiter; or, if another
+        process spent the room, put it back in its place until then."""
+        try:
+            wait = await shared.take(ask.own + ask.shared, [window.key for window in ask.own])
+        except Exception:  # a fault of the shared budget must not lose the call
+            log.exception("the shared send budget failed; this call counts in this process alone")
+            wait = None
+        if ask.future.done():
+            return  # withdrawn meanwhile: its callback freed the place
+        ask.sharing = None
+        if wait is None:
+            ask.future.set_result(None)
+            return
+        now = self.clock.now()
+        self.store.untake(ask.own + ask.shared, ask.granted_at)
+        self.store.hold(wait.key, now + wait.seconds)
+        self._in_flight -= 1
+        self._mark_urgent(ask)
+        self._place(ask, now)
+        self._dispatch()
+
+    def _shared_done(self, ask: _Ask, task: asyncio.Task[None]) -> None:
+        self._sharing.discard(task)
+        if task.cancelled() and not ask.future.done():
+            ask.future.cancel()  # cancelled, perhaps before it began: the waiter is told
+
+    async def aclose(self) -> None:
+        """Stop using the shared budget: calls still waiting for its answer are withdrawn
+        (their waiters see a cancellation); 429 deadlines being written there are let finish
+        (each call to it is bounded)."""
+        for task in list(self._sharing):
+            task.cancel()
+        await asyncio.gather(*self._sharing, *self._holding, return_exceptions=True)
 
     def _arm(self, wake: float, now: float) -> None:
         if wake == float("inf") or wake >= self._timer_at:
