@@ -66,6 +66,11 @@ def _answers_shown(fake: FakeTelegram, chat_id: int) -> list[str]:
     return [t for t in fake.visible_texts(chat_id) if not t.startswith("⏳")]
 
 
+async def _shown(fake: FakeTelegram, chat_id: int, expected: list[str]) -> None:
+    """Wait until the chat shows ``expected`` (the "queued" notes aside)."""
+    await fake.wait_for(lambda: _answers_shown(fake, chat_id) == expected or None, timeout=30)
+
+
 class ReplicaFactory(Protocol):
     async def __call__(self, **settings: str) -> BotReplicas: ...
 
@@ -128,18 +133,8 @@ async def test_three_processes_answer_each_chat_in_order_once_within_telegrams_l
         await replicas.deliver(_update(fake, sent), to=(delivered + 1) % 3)
 
     for number, chat in enumerate(chats):
-        expected = [f"Chat {number} answer {n}." for n in (1, 2, 3)]
-        assert await fake.wait_for(
-            lambda chat=chat, expected=expected: (
-                shown if (shown := _answers_shown(fake, chat.id)) == expected else None
-            ),
-            timeout=30,
-        )
-    group_answers = [f"Group answer {n}." for n in (1, 2, 3)]
-    assert await fake.wait_for(
-        lambda: shown if (shown := _answers_shown(fake, group_chat.id)) == group_answers else None,
-        timeout=30,
-    )
+        await _shown(fake, chat.id, [f"Chat {number} answer {n}." for n in (1, 2, 3)])
+    await _shown(fake, group_chat.id, [f"Group answer {n}." for n in (1, 2, 3)])
     simulator = replicas.extra["simulator"]
     asked = sorted(str(record.question) for record in simulator.requests)
     assert len(asked) == 12  # one Spark request per question
