@@ -16,6 +16,7 @@ import errno
 import os
 import re
 import socket
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -79,8 +80,8 @@ def database_failures(raw_url: str) -> Iterator[None]:
             "version of the bot does not know (a newer version migrated it: run that one, "
             "or restore a backup)"
         ) from exc
-    except DBAPIError as exc:
-        reason = _one_line(exc.orig, hide=password)
+    except (DBAPIError, sqlite3.Error) as exc:
+        reason = _one_line(exc.orig if isinstance(exc, DBAPIError) else exc, hide=password)
         if sqlite:
             raise StartupError(
                 f"DATABASE_URL: cannot open the SQLite database {url.database}: {reason} (the "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 from alembic.config import Config
@@ -55,10 +56,20 @@ def _file_missing(url: str) -> bool:
     return False
 
 
+def _open_once(url: str) -> None:
+    """Open (or create) the SQLite file once with the standard library, so that a file or
+    directory that cannot be written fails here, plainly, rather than inside aiosqlite's
+    worker thread, whose last report can outlive the event loop of a failed start."""
+    path = sqlite_file(url)
+    if path is not None:
+        sqlite3.connect(path).close()
+
+
 async def _run(url: str, action: str, revision: str) -> None:
     announced = _file_missing(url)
-    engine = create_engine(url, create=True)
+    engine = create_engine(url, create=True)  # makes a missing SQLite file's directory
     try:
+        _open_once(url)
         async with engine.begin() as connection:
             await connection.run_sync(_command, url, action, revision, announced)
     finally:
