@@ -28,6 +28,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.gateway import (
+    Cpu,
     _gateway,
     _percentile,
     direct_phase,
@@ -97,7 +98,7 @@ def _session() -> aiohttp.ClientSession:
 
 async def web_phase(
     conn: Connection, base: str, key: str, streams: int, chars: int, stagger: float
-) -> tuple[list[Stamp], int, float, int]:
+) -> tuple[list[Stamp], int, Cpu, int]:
     latencies: list[Stamp] = []
     async with _session() as session:
         numbers = await _conversations(session, base, key, streams)
@@ -167,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hang-frames", type=int, default=5, help="frames before holding")
     parser.add_argument("--backlog", type=int, default=4096, help="simulator accept backlog")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS phase")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the server's event loop into FILE"
+    )
     args = parser.parse_args(argv)
     stagger = args.stagger if args.stagger is not None else args.interval / args.streams
 
@@ -178,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = multiprocessing.get_context("spawn")
     with spark_process(context, args.interval, args.backlog) as spark_url:
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
-        with _gateway(context, spark_url) as (end, base, key):
+        with _gateway(context, spark_url, args.profile) as (end, base, key):
             stamped, delivered, cpu, started = asyncio.run(
                 web_phase(end, base, key, args.streams, args.chars, stagger)
             )
@@ -209,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p95 {_percentile(late, 95):.2f} ms (added p95 "
             f"{_percentile(late, 95) - _percentile(direct, 95):.2f} ms)"
         )
-    print(f"server CPU: {cpu:.2f} s for {delivered} deltas = {cpu / delivered * 1e6:.1f} µs/delta")
+    print(f"server CPU: {cpu.line(delivered)}")
     if not args.no_memory:
         print(
             f"server RSS with {args.streams} streams open: +{extra / 2**20:.1f} MiB = "
