@@ -10,6 +10,7 @@ into the feed whatever readers do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Iterable
@@ -18,11 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from bot.service.answer_feed import AnswerFeed, FeedEntry
-from bot.service.clock import Clock
+from bot.service.clock import Clock, Timer
 from bot.service.events import TextDelta
 from bot.web.conversation_events import EventId, entry_event
 
 KEEPALIVE = b": keep-alive\n\n"
+# Timers may run up to the loop's clock resolution early: this close to due counts as due.
+_EARLY = 1e-3
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -75,39 +78,98 @@ async def stream_feed(
     keepalive: float,
     clock: Clock,
 ) -> bool:
-    """Write the feed's entries after ``after`` until its end; False when the reader hung
-    up first."""
-    question = feed.question_id
-    seq = after
+    """Write the feed's entries after ``after`` until its end (the last write ends the
+    response too); False when the reader hung up first."""
     with feed.reading():
-        while True:
-            batch = feed.after(seq)
-            if batch:
-                data = [
-                    encoded
-                    for entry in batch
-                    if (encoded := encode_entry(question, entry)) is not None
-                ]
-                seq = batch[-1].seq
-                if data and not await _write(response, b"".join(data)):
-                    return False
-                continue
-            if feed.ended:
-                return True
-            try:
-                async with clock.timeout(keepalive):
-                    await feed.changed()
-            except TimeoutError:
-                if not await _write(response, KEEPALIVE):
-                    return False
+        return await _FeedWriter(response, feed, keepalive, clock).run(after)
 
 
-async def _write(response: web.StreamResponse, data: bytes) -> bool:
-    try:
-        await response.write(data)
-    except (ConnectionError, RuntimeError):  # "cannot write to closing transport"
-        return False
-    return True
+class _FeedWriter:
+    """The one writer of one SSE response: each wake-up writes every entry that came since
+    the last write in one go, each entry's bytes encoded once for all readers of the feed
+    (:attr:`AnswerFeed.renderings`). The keep-alive costs one timer per keep-alive period,
+    not one per entry: the timer, when it fires, either finds the stream silent for the
+    period and wakes the writer for a comment, or re-arms itself for the rest of it."""
+
+    __slots__ = ("_clock", "_feed", "_idle", "_keepalive", "_last_write", "_response", "_timer")
+
+    def __init__(
+        self, response: web.StreamResponse, feed: AnswerFeed, keepalive: float, clock: Clock
+    ) -> None:
+        self._response = response
+        self._feed = feed
+        self._keepalive = keepalive
+        self._clock = clock
+        self._last_write = clock.now()
+        self._timer: Timer | None = None
+        self._idle: asyncio.Future[None] | None = None  # the wait the timer may end
+
+    async def run(self, after: int) -> bool:
+        feed = self._feed
+        encoded = feed.renderings.setdefault("sse", [])
+        seq = after
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                size = feed.size
+                if size > seq:
+                    if len(encoded) < size:
+                        question = feed.question_id
+                        encoded.extend(
+                            encode_entry(question, entry) or b""
+                            for entry in feed.after(len(encoded))
+                        )
+                    data = encoded[seq] if size == seq + 1 else b"".join(encoded[seq:size])
+                    seq = size
+                    if feed.ended and seq == feed.size:
+                        return await self._write(data, last=True)
+                    if data and not await self._write(data):
+                        return False
+                    continue
+                if feed.ended:
+                    return True
+                waiter: asyncio.Future[None] = loop.create_future()
+                feed.wake_on_change(waiter)
+                self._idle = waiter
+                if self._timer is None:
+                    self._arm()
+                await waiter
+                if self._idle is None:  # the timer ended the wait: a keep-alive is due
+                    feed.forget(waiter)
+                    if not await self._write(KEEPALIVE):
+                        return False
+                self._idle = None
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _arm(self) -> None:
+        due = self._last_write + self._keepalive - self._clock.now()
+        self._timer = self._clock.call_later(due, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        idle = self._idle
+        if idle is None or idle.done():
+            return  # writing, or about to: the next wait arms the timer again
+        if self._clock.now() - self._last_write + _EARLY >= self._keepalive:
+            self._idle = None
+            idle.set_result(None)
+        else:
+            self._arm()
+
+    async def _write(self, data: bytes, *, last: bool = False) -> bool:
+        self._last_write = self._clock.now()
+        response = self._response
+        try:
+            if last:
+                await response.write_eof(data)
+            else:
+                await response.write(data)
+        except (ConnectionError, RuntimeError):  # "cannot write to closing transport"
+            return False
+        return True
 
 
 async def end_stream(response: web.StreamResponse) -> None:
