@@ -181,7 +181,7 @@ def _serve_gateway(
             cpu_asked = 0
             while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
                 gc.collect()
-                if command == "cpu" and profiler is not None:
+                if command == "cpu" and profiler is not None and profile is not None:
                     cpu_asked += 1
                     if cpu_asked == 1:
                         profiler.enable()
