@@ -373,3 +373,38 @@ async def test_keep_alive_comments_repeat_while_spark_stays_silent(
             if seen.count(": keep-alive\n\n") >= 3:
                 break
     assert seen == ": keep-alive\n\n" * 3
+
+
+async def test_a_reader_that_stops_reading_gets_the_whole_answer_when_it_reads_again(
+    tmp_path: Path, resources: contextlib.AsyncExitStack
+) -> None:
+    # Far more than the sockets hold between them: the server's own buffer fills while the
+    # reader does not read, and the answer goes on being written into the feed meanwhile.
+    gateway = await start_gateway(
+        tmp_path,
+        resources,
+        simulator_options=SimulatorOptions(chars_per_frame=64 * 1024),
+    )
+    web = await client(gateway, resources, "alice")
+    conversation = await web.create()
+    async with web.http.stream(
+        "POST",
+        f"/v1/conversations/{conversation['id']}/messages",
+        json={"text": "[[long:6000000]]"},
+        headers={"Accept": "text/event-stream"},
+    ) as response:
+        chunks = response.aiter_bytes()
+        body = [await anext(chunks)]
+        await gateway.wait_ledger(1)  # the whole answer is written while nobody reads
+        body += [chunk async for chunk in chunks]
+    events = [part for part in b"".join(body).decode().split("\n\n") if part]
+    texts = [
+        json.loads(part.split("\n")[2].removeprefix("data: "))["text"]
+        for part in events
+        if part.split("\n")[1] == "event: delta"
+    ]
+    assert events[-1].split("\n")[1] == "event: done"
+    stored = (await web.get(conversation["id"]))["messages"][-1]
+    assert stored["status"] == "complete"
+    assert len(stored["content"]) == 6_000_000
+    assert "".join(texts) == stored["content"]

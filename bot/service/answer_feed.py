@@ -7,9 +7,10 @@ and readers (an SSE response, a WebSocket, a reconnecting client) :meth:`~Answer
 it from the entry after the last one they saw. The last entry is always
 :class:`AnswerStored`: the answer's row as stored, so a reader told "done" can rely on it.
 
-Readers wait for the next entry on a future of their own (:meth:`~AnswerFeed.wake_on_change`),
-which the next entry resolves: no event object per entry, and a reader may resolve its
-future itself (a keep-alive due) without the feed knowing. Readers of one front end share
+Readers either wait for the next entry (:meth:`~AnswerFeed.changed`, a future the next
+entry resolves: no event object per entry) or :meth:`~AnswerFeed.listen`: a listener is
+called at each entry, as it is written, and may write it out at once (it must not wait for
+anything; see :mod:`bot.web.sse`). Readers of one front end share
 what they derive from the entries (:attr:`~AnswerFeed.renderings`, e.g. each entry's SSE
 bytes), so an entry is encoded once however many follow it.
 
@@ -21,7 +22,7 @@ in between; the owner then cancels the answer, which is stored as partial.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ class AnswerFeed:
         self._entries: list[FeedEntry] = []
         self._offset = 0
         self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Callable[[], None]] = []
         # Each entry as a front end renders it, by front end, in entry order (see above).
         self.renderings: dict[str, list[bytes]] = {}
         self._readers = 0
@@ -129,6 +131,8 @@ class AnswerFeed:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        for listener in self._listeners:
+            listener()
 
     # -- the readers' side -------------------------------------------------------------------
 
@@ -153,14 +157,16 @@ class AnswerFeed:
         """The entries after ``seq`` written so far."""
         return self._entries[max(0, seq) :]
 
-    def wake_on_change(self, waiter: asyncio.Future[None]) -> None:
-        """Resolve ``waiter`` when the next entry is written (unless it is done by then)."""
-        self._waiters.append(waiter)
+    @property
+    def last(self) -> FeedEntry | None:
+        return self._entries[-1] if self._entries else None
 
-    def forget(self, waiter: asyncio.Future[None]) -> None:
-        """Take back a waiter that was resolved otherwise (so silent feeds keep none)."""
-        if waiter in self._waiters:
-            self._waiters.remove(waiter)
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` right after each entry is written, until :meth:`unlisten`."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        self._listeners.remove(listener)
 
     async def changed(self) -> None:
         """Wait for the next entry."""

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from bot.service.answer_feed import AnswerFeed, FeedEntry
 from bot.service.clock import Clock, Timer
@@ -26,6 +26,9 @@ from bot.web.conversation_events import EventId, entry_event
 KEEPALIVE = b": keep-alive\n\n"
 # Timers may run up to the loop's clock resolution early: this close to due counts as due.
 _EARLY = 1e-3
+# A delta is pushed into the socket's buffer only while it holds less than this (a reader
+# keeping up); beyond it the writer's task waits for the buffer to drain, as for any write.
+PUSH_LIMIT = 16 * 1024
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -60,6 +63,8 @@ def encode_entry(question_id: int, entry: FeedEntry) -> bytes | None:
 
 async def open_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+    if request.version >= HttpVersion11:
+        response.enable_chunked_encoding()  # what HTTP/1.1 gets anyway; said so for pushes
     await response.prepare(request)
     return response
 
@@ -71,6 +76,7 @@ async def write_events(
 
 
 async def stream_feed(
+    request: web.Request,
     response: web.StreamResponse,
     feed: AnswerFeed,
     *,
@@ -80,69 +86,129 @@ async def stream_feed(
 ) -> bool:
     """Write the feed's entries after ``after`` until its end (the last write ends the
     response too); False when the reader hung up first."""
+    # Pushed deltas are framed as HTTP chunks here: only on a response known to be chunked.
+    transport = request.transport if response.chunked else None
     with feed.reading():
-        return await _FeedWriter(response, feed, keepalive, clock).run(after)
+        return await _FeedWriter(response, transport, feed, keepalive, clock).run(after)
 
 
 class _FeedWriter:
-    """The one writer of one SSE response: each wake-up writes every entry that came since
-    the last write in one go, each entry's bytes encoded once for all readers of the feed
-    (:attr:`AnswerFeed.renderings`). The keep-alive costs one timer per keep-alive period,
-    not one per entry: the timer, when it fires, either finds the stream silent for the
-    period and wakes the writer for a comment, or re-arms itself for the rest of it."""
+    """The one writer of one SSE response, each entry's bytes encoded once for all readers
+    of the feed (:attr:`AnswerFeed.renderings`).
 
-    __slots__ = ("_clock", "_feed", "_idle", "_keepalive", "_last_write", "_response", "_timer")
+    A text delta written into the feed while this reader has everything before it goes
+    straight into the socket's buffer from the feed's listener, in the same step that
+    wrote it into the feed (no wake-up of this task, no extra turn of the loop). Anything
+    else, or a reader behind (its socket's buffer over :data:`PUSH_LIMIT`: a slow reader
+    only delays itself), wakes the task, which writes every entry that came since its last
+    write in one go. The keep-alive costs one timer per keep-alive period, not one per
+    entry: the timer, when it fires, either finds the stream silent for the period and
+    wakes the task for a comment, or re-arms itself for the rest of it."""
+
+    __slots__ = (
+        "_clock",
+        "_encoded",
+        "_feed",
+        "_idle",
+        "_keepalive",
+        "_keepalive_due",
+        "_last_write",
+        "_response",
+        "_seq",
+        "_timer",
+        "_transport",
+    )
 
     def __init__(
-        self, response: web.StreamResponse, feed: AnswerFeed, keepalive: float, clock: Clock
+        self,
+        response: web.StreamResponse,
+        transport: asyncio.Transport | None,
+        feed: AnswerFeed,
+        keepalive: float,
+        clock: Clock,
     ) -> None:
         self._response = response
+        self._transport = transport
         self._feed = feed
+        self._encoded = feed.renderings.setdefault("sse", [])
+        self._seq = 0
         self._keepalive = keepalive
         self._clock = clock
         self._last_write = clock.now()
         self._timer: Timer | None = None
-        self._idle: asyncio.Future[None] | None = None  # the wait the timer may end
+        self._idle: asyncio.Future[None] | None = None  # the task's wait, while it waits
+        self._keepalive_due = False
 
     async def run(self, after: int) -> bool:
         feed = self._feed
-        encoded = feed.renderings.setdefault("sse", [])
-        seq = after
+        self._seq = after
         loop = asyncio.get_running_loop()
+        feed.listen(self._entry_written)
         try:
             while True:
                 size = feed.size
-                if size > seq:
-                    if len(encoded) < size:
-                        question = feed.question_id
-                        encoded.extend(
-                            encode_entry(question, entry) or b""
-                            for entry in feed.after(len(encoded))
-                        )
-                    data = encoded[seq] if size == seq + 1 else b"".join(encoded[seq:size])
-                    seq = size
-                    if feed.ended and seq == feed.size:
+                if size > self._seq:
+                    data = self._take(size)
+                    if feed.ended and size == feed.size:
                         return await self._write(data, last=True)
                     if data and not await self._write(data):
                         return False
                     continue
                 if feed.ended:
                     return True
-                waiter: asyncio.Future[None] = loop.create_future()
-                feed.wake_on_change(waiter)
-                self._idle = waiter
+                self._idle = loop.create_future()
                 if self._timer is None:
                     self._arm()
-                await waiter
-                if self._idle is None:  # the timer ended the wait: a keep-alive is due
-                    feed.forget(waiter)
+                try:
+                    await self._idle
+                finally:
+                    self._idle = None
+                if self._keepalive_due:
+                    self._keepalive_due = False
                     if not await self._write(KEEPALIVE):
                         return False
-                self._idle = None
         finally:
+            feed.unlisten(self._entry_written)
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+    def _take(self, size: int) -> bytes:
+        """The bytes of the entries after the last written up to ``size``, marked written."""
+        encoded = self._encoded
+        if len(encoded) < size:
+            question = self._feed.question_id
+            encoded.extend(
+                encode_entry(question, entry) or b"" for entry in self._feed.after(len(encoded))
+            )
+        seq, self._seq = self._seq, size
+        return encoded[seq] if size == seq + 1 else b"".join(encoded[seq:size])
+
+    def _entry_written(self) -> None:
+        """The feed's listener: push the entry, or wake the task if it waits."""
+        idle = self._idle
+        if idle is None or idle.done():
+            return  # the task is awake (writing) and takes the entry along
+        if not self._push():
+            idle.set_result(None)
+
+    def _push(self) -> bool:
+        transport = self._transport
+        feed = self._feed
+        entry = feed.last
+        if (
+            transport is None
+            or entry is None
+            or entry.seq != self._seq + 1
+            or type(entry.item) is not TextDelta
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > PUSH_LIMIT
+        ):
+            return False
+        data = self._take(entry.seq)
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # one HTTP chunk
+        self._last_write = self._clock.now()
+        return True
 
     def _arm(self) -> None:
         due = self._last_write + self._keepalive - self._clock.now()
@@ -154,7 +220,7 @@ class _FeedWriter:
         if idle is None or idle.done():
             return  # writing, or about to: the next wait arms the timer again
         if self._clock.now() - self._last_write + _EARLY >= self._keepalive:
-            self._idle = None
+            self._keepalive_due = True
             idle.set_result(None)
         else:
             self._arm()
