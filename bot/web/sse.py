@@ -3,9 +3,12 @@
 An event is ``id:``, ``event:`` and one ``data:`` line of compact JSON (JSON escapes line
 breaks, so one line always holds it), ended by a blank line; a ``: keep-alive`` comment goes
 out while the answer is silent, so proxies and browsers keep the connection. Each write holds
-whole events only. :func:`stream_feed` follows an answer's feed and writes what has come
-since the last write in one go, so a slow reader only delays itself: the answer is written
-into the feed whatever readers do.
+whole events only. :func:`stream_feed` follows an answer's feed: a text delta written into it
+while the reader has everything before goes into the socket's buffer at once, in the step
+that wrote it into the feed; otherwise what has come since the last write is written in one
+go. A slow reader only delays itself: the answer is written into the feed whatever readers
+do, and a reader whose socket's buffer is filling is written by its own task, which waits for
+the buffer to drain.
 """
 
 from __future__ import annotations
@@ -205,8 +208,13 @@ class _FeedWriter:
             or transport.get_write_buffer_size() > PUSH_LIMIT
         ):
             return False
+        written = self._seq
         data = self._take(entry.seq)
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # one HTTP chunk
+        try:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # one HTTP chunk
+        except (ConnectionError, RuntimeError):  # left to the task, which finds the reader gone
+            self._seq = written
+            return False
         self._last_write = self._clock.now()
         return True
 
