@@ -117,8 +117,11 @@ async def test_a_questions_arrival_is_read_in_one_and_the_first_question_names_i
     assert await database.web_conversations.arrival(bob, info.number) is None
     assert await database.web_conversations.arrival(alice, info.number + 1) is None
 
-    chat, conversation = await database.web_conversations.name(info.chat_id, "first")
-    again_chat, again = await database.web_conversations.name(info.chat_id, "second")
+    named = await database.web_conversations.name(info.chat_id, "first")
+    named_again = await database.web_conversations.name(info.chat_id, "second")
+    assert named is not None
+    assert named_again is not None
+    (chat, conversation), (again_chat, again) = named, named_again
     assert (chat.title, again_chat.title) == ("first", "first")  # named once
     assert again == conversation
     after = await database.web_conversations.arrival(alice, info.number)
@@ -140,3 +143,5 @@ async def test_a_questions_arrival_is_read_in_one_and_the_first_question_names_i
         )
     )
     assert arrived == (after.chat, conversation)
+    assert await database.web_conversations.delete(alice, info.number)
+    assert await database.web_conversations.name(info.chat_id, "gone") is None

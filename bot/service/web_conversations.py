@@ -160,6 +160,8 @@ class WebConversations:
         arrived = (found.chat, found.conversation) if found.conversation is not None else None
         if info.title is None or arrived is None:  # the first question names it
             arrived = await self._store.name(info.chat_id, title_of(question))
+            if arrived is None:
+                raise ConversationNotFound(number)
         place = self._place(info, title=arrived[0].title)
         queued = await self._service.record_question(participant, place, question, arrived=arrived)
         feed = AnswerFeed(queued.question_id, clock=self._clock)

@@ -228,15 +228,16 @@ class WebConversations(Repository):
 
         return await self.backend.read(unit)
 
-    async def name(self, chat_id: int, title: str) -> tuple[ChatInfo, ConversationInfo]:
+    async def name(self, chat_id: int, title: str) -> tuple[ChatInfo, ConversationInfo] | None:
         """Give the conversation's chat ``title`` unless it has one, and open its
-        conversation unless one is open: the first question's arrival, in one unit."""
+        conversation unless one is open: the first question's arrival, in one unit. None
+        when the chat is gone (the conversation was deleted meanwhile)."""
         now = self.clock()
 
-        async def unit(connection: Connection) -> tuple[ChatInfo, ConversationInfo]:
+        async def unit(connection: Connection) -> tuple[ChatInfo, ConversationInfo] | None:
             row = await connection.row(NAME, {"chat": chat_id, "title": title, "now": now})
             if row is None:
-                raise LookupError(f"no web conversation chat {chat_id}")
+                return None
             conversation = await current_conversation(connection, now, conversation_key(chat_id))
             return chat_info(row), conversation
 
