@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import gc
 import json
 import math
@@ -37,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,7 @@ from bot.spark.retry import RetryPolicy
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from bot.spark.simulator_streams import Plan, RecordedRequest
 from bot.spark.types import ChatMessage, TextDelta
-from bot.web.app import open_web_runtime
+from bot.web.app import freeze_startup_heap, open_web_runtime
 from bot.web.keys import new_key
 from storage.database import create_database
 from storage.repositories.api_keys import key_hash
@@ -87,6 +89,7 @@ def _serve_spark(conn: Connection, interval: float, backlog: int) -> None:
         )
         runner = web.AppRunner(simulator.app, access_log=None)
         await runner.setup()
+        freeze_startup_heap()  # its collections' pauses would count against every path
         try:
             await web.TCPSite(runner, "127.0.0.1", 0, backlog=backlog).start()
             conn.send(f"ws://127.0.0.1:{runner.addresses[0][1]}")
@@ -105,14 +108,50 @@ def _rss_bytes() -> int:
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds of the server process: all of it, its event loop's thread, and the
+    process's user and system time (the socket calls are system time)."""
+
+    total: float
+    loop: float
+    user: float
+    system: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(
+            self.total - other.total,
+            self.loop - other.loop,
+            self.user - other.user,
+            self.system - other.system,
+        )
+
+    def line(self, deltas: int) -> str:
+        return (
+            f"{self.total:.2f} s for {deltas} deltas = {self.total / deltas * 1e6:.1f} µs/delta "
+            f"(event loop thread {self.loop:.2f} s, other threads "
+            f"{self.total - self.loop:.2f} s; user {self.user:.2f} s, system {self.system:.2f} s)"
+        )
+
+
+def _cpu() -> Cpu:
+    """Called on the event loop's thread."""
+    times = os.times()
+    return Cpu(time.process_time(), time.thread_time(), times.user, times.system)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def _serve_gateway(conn: Connection, spark_url: str, directory: str) -> None:
-    """Child process: the gateway; answers "cpu" (process time) and "rss" until "stop"."""
+def _serve_gateway(
+    conn: Connection, spark_url: str, directory: str, profile: str | None = None
+) -> None:
+    """Child process: the gateway; answers "cpu" (:class:`Cpu`) and "rss" until "stop".
+    With ``profile``, the event loop's thread runs under cProfile from the first "cpu" to the
+    second, and the statistics are written to that file (``python -m pstats`` reads it)."""
 
     async def main() -> None:
         credentials = Credentials.demo()
@@ -133,15 +172,25 @@ def _serve_gateway(conn: Connection, spark_url: str, directory: str) -> None:
             database={"url": url},
         )
         async with open_web_runtime(settings) as runtime:
+            freeze_startup_heap()  # as python -m bot web does
             key = new_key()
             database = create_database(url)
             await database.api_keys.create("bench", key_hash(key))
             await database.dispose()
             conn.send((f"http://127.0.0.1:{runtime.port}", key))
             loop = asyncio.get_running_loop()
+            profiler = cProfile.Profile() if profile is not None else None
+            cpu_asked = 0
             while (command := await loop.run_in_executor(None, conn.recv)) != "stop":
                 gc.collect()
-                conn.send(time.process_time() if command == "cpu" else _rss_bytes())
+                if command == "cpu" and profiler is not None and profile is not None:
+                    cpu_asked += 1
+                    if cpu_asked == 1:
+                        profiler.enable()
+                    elif cpu_asked == 2:
+                        profiler.disable()
+                        profiler.dump_stats(profile)
+                conn.send(_cpu() if command == "cpu" else _rss_bytes())
 
     asyncio.run(main())
 
@@ -275,13 +324,16 @@ async def memory_phase(conn: Connection, base: str, key: str, streams: int, fram
 
 @contextlib.contextmanager
 def _gateway(
-    context: multiprocessing.context.SpawnContext, spark_url: str
+    context: multiprocessing.context.SpawnContext, spark_url: str, profile: str | None = None
 ) -> Iterator[tuple[Connection, str, str]]:
     """A gateway process over ``spark_url`` with a database of its own; stopped (and its
-    streams' ledger rows written) before its directory goes."""
+    streams' ledger rows written) before its directory goes. ``profile``: see
+    :func:`_serve_gateway`."""
     end, child = context.Pipe()
     with tempfile.TemporaryDirectory() as directory:
-        process = context.Process(target=_serve_gateway, args=(child, spark_url, directory))
+        process = context.Process(
+            target=_serve_gateway, args=(child, spark_url, directory, profile)
+        )
         process.start()
         try:
             base, key = end.recv()
@@ -299,12 +351,14 @@ def _percentile(values: Sequence[float], percent: float) -> float:
 
 
 def machine_ready(streams: int) -> None:
-    """Room for ``streams`` sockets on each side, and a line on the machine and its load."""
+    """Room for ``streams`` sockets on each side, a line on the machine and its load, and
+    the clients' start-up heap out of their garbage collections (as the server's)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * streams)), hard))
     print(f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, ", end="")
     print(f"{multiprocessing.cpu_count()} CPUs, {platform.machine()}, ", end="")
     print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    freeze_startup_heap()  # the clients' own collection pauses are not the server's latency
 
 
 @contextlib.contextmanager
@@ -377,9 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"added by the gateway: p50 {_percentile(through, 50) - _percentile(direct, 50):.2f} ms,"
         f" p95 {_percentile(through, 95) - _percentile(direct, 95):.2f} ms"
     )
-    print(
-        f"gateway CPU: {cpu:.2f} s for {delivered} deltas = {cpu / delivered * 1e6:.1f} µs/delta"
-    )
+    print(f"gateway CPU: {cpu.line(delivered)}")
     print(
         f"gateway RSS with {args.streams} streams open: +{extra / 2**20:.1f} MiB = "
         f"{extra / args.streams / 1024:.1f} KiB/stream"

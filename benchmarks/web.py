@@ -9,6 +9,11 @@ reader of a ``delta`` event knows how long it took to arrive. Each stream is its
 conversation (one answer at a time per conversation), created before the clock starts; the
 answers go through the whole conversation service: history read, question and answer stored,
 checkpoints, ledger row.
+
+The questions start spread over ``--spread`` seconds (2 by default: people do not all press
+Enter in the same instant), and the answers are long enough (``--chars``, 400 by default:
+ten seconds of frames) that every stream is open at once for most of the run; the benchmark
+prints how many were open at once and for how long, and the latency per second of the run.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.gateway import (
+    Cpu,
     _gateway,
     _percentile,
     direct_phase,
@@ -37,6 +43,7 @@ from benchmarks.gateway import (
 )
 
 Stamp = tuple[int, float]  # when Spark sent the frame (monotonic ns), its latency in ms
+Span = tuple[int, int]  # when a stream was asked and when its last byte came (monotonic ns)
 
 
 def _stamps(text: str, arrived_ns: int, out: list[Stamp]) -> int:
@@ -67,10 +74,12 @@ async def _stream(
     latencies: list[Stamp] | None,
     ready: asyncio.Event | None = None,
     ready_after: int = 0,
+    spans: list[Span] | None = None,
 ) -> int:
     """One conversation answer read as raw SSE; returns the deltas received."""
     headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
     deltas = 0
+    opened = time.monotonic_ns()
     async with session.post(
         f"{base}/v1/conversations/{number}/messages", json={"text": question}, headers=headers
     ) as response:
@@ -86,7 +95,23 @@ async def _stream(
                 deltas += _stamps(text, arrived, latencies) if latencies is not None else 1
                 if ready is not None and deltas >= ready_after:
                     ready.set()
+    if spans is not None:
+        spans.append((opened, time.monotonic_ns()))
     return deltas
+
+
+def all_open(spans: Sequence[Span]) -> tuple[int, float]:
+    """The most streams open at once, and for how many seconds that many were open."""
+    moments = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most, held, open_now, since = 0, 0, 0, 0
+    for moment, step in moments:
+        if open_now == most and most:
+            held += moment - since
+        open_now += step
+        if open_now > most:
+            most, held = open_now, 0
+        since = moment
+    return most, held / 1e9
 
 
 def _session() -> aiohttp.ClientSession:
@@ -97,8 +122,9 @@ def _session() -> aiohttp.ClientSession:
 
 async def web_phase(
     conn: Connection, base: str, key: str, streams: int, chars: int, stagger: float
-) -> tuple[list[Stamp], int, float, int]:
+) -> tuple[list[Stamp], int, Cpu, int, list[Span]]:
     latencies: list[Stamp] = []
+    spans: list[Span] = []
     async with _session() as session:
         numbers = await _conversations(session, base, key, streams)
         loop = asyncio.get_running_loop()
@@ -108,14 +134,13 @@ async def web_phase(
         tasks = []
         for index, number in enumerate(numbers):
             question = f"w{index} [[long:{chars}]]"
-            tasks.append(
-                asyncio.create_task(_stream(session, base, key, number, question, latencies))
-            )
+            stream = _stream(session, base, key, number, question, latencies, spans=spans)
+            tasks.append(asyncio.create_task(stream))
             await asyncio.sleep(stagger)
         delivered = sum(await asyncio.gather(*tasks))
         conn.send("cpu")
         cpu = await loop.run_in_executor(None, conn.recv) - before
-    return latencies, delivered, cpu, started
+    return latencies, delivered, cpu, started, spans
 
 
 async def memory_phase(conn: Connection, base: str, key: str, streams: int, frames: int) -> int:
@@ -156,30 +181,33 @@ async def memory_phase(conn: Connection, base: str, key: str, streams: int, fram
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--streams", type=int, default=500)
-    parser.add_argument("--chars", type=int, default=200, help="answer length ([[long:N]])")
+    parser.add_argument("--chars", type=int, default=400, help="answer length ([[long:N]])")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between frames")
     parser.add_argument(
-        "--stagger",
-        type=float,
-        default=None,
-        help="seconds between starts (default: the interval over the streams)",
+        "--spread", type=float, default=2.0, help="seconds over which the questions start"
+    )
+    parser.add_argument(
+        "--stagger", type=float, default=None, help="seconds between starts (overrides --spread)"
     )
     parser.add_argument("--hang-frames", type=int, default=5, help="frames before holding")
     parser.add_argument("--backlog", type=int, default=4096, help="simulator accept backlog")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS phase")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="cProfile the server's event loop into FILE"
+    )
     args = parser.parse_args(argv)
-    stagger = args.stagger if args.stagger is not None else args.interval / args.streams
+    stagger = args.stagger if args.stagger is not None else args.spread / args.streams
 
     machine_ready(args.streams)
     print(
         f"{args.streams} conversation streams, {args.chars} characters in 8-character frames "
-        f"every {args.interval:g} s"
+        f"every {args.interval:g} s, started {stagger * 1000:g} ms apart"
     )
     context = multiprocessing.get_context("spawn")
     with spark_process(context, args.interval, args.backlog) as spark_url:
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
-        with _gateway(context, spark_url) as (end, base, key):
-            stamped, delivered, cpu, started = asyncio.run(
+        with _gateway(context, spark_url, args.profile) as (end, base, key):
+            stamped, delivered, cpu, started, spans = asyncio.run(
                 web_phase(end, base, key, args.streams, args.chars, stagger)
             )
         extra = 0
@@ -187,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _gateway(context, spark_url) as (end, base, key):
                 extra = asyncio.run(memory_phase(end, base, key, args.streams, args.hang_frames))
     through = [latency for _, latency in stamped]
+    most, held = all_open(spans)
+    run = (max(end for _, end in spans) - min(start for start, _ in spans)) / 1e9
+    print(f"streams open at once: {most} of {len(spans)}, for {held:.1f} s of the {run:.1f} s run")
     print_latencies((("direct", direct), ("conversation", through)), 13)
     print(
         f"added: p50 {_percentile(through, 50) - _percentile(direct, 50):.2f} ms,"
@@ -209,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p95 {_percentile(late, 95):.2f} ms (added p95 "
             f"{_percentile(late, 95) - _percentile(direct, 95):.2f} ms)"
         )
-    print(f"server CPU: {cpu:.2f} s for {delivered} deltas = {cpu / delivered * 1e6:.1f} µs/delta")
+    print(f"server CPU: {cpu.line(delivered)}")
     if not args.no_memory:
         print(
             f"server RSS with {args.streams} streams open: +{extra / 2**20:.1f} MiB = "

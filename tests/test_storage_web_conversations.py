@@ -102,3 +102,46 @@ async def test_a_conversation_is_a_web_chat_with_its_history_and_a_delete_takes_
     assert left == []
     ledger = await db_rows.ledger(database)  # the ledger keeps what was spent
     assert [(row.chat_id, row.total_tokens) for row in ledger] == [(created.chat_id, 4)]
+
+
+async def test_a_questions_arrival_is_read_in_one_and_the_first_question_names_it(
+    database: Database,
+) -> None:
+    alice, alice_user = await _key(database, "alice")
+    bob, _ = await _key(database, "bob")
+    info = await database.web_conversations.create(alice)
+    before = await database.web_conversations.arrival(alice, info.number)
+    assert before is not None
+    assert (before.info, before.chat.id, before.conversation) == (info, info.chat_id, None)
+    assert before.info.owner.user_id == alice_user
+    assert await database.web_conversations.arrival(bob, info.number) is None
+    assert await database.web_conversations.arrival(alice, info.number + 1) is None
+
+    named = await database.web_conversations.name(info.chat_id, "first")
+    named_again = await database.web_conversations.name(info.chat_id, "second")
+    assert named is not None
+    assert named_again is not None
+    (chat, conversation), (again_chat, again) = named, named_again
+    assert (chat.title, again_chat.title) == ("first", "first")  # named once
+    assert again == conversation
+    after = await database.web_conversations.arrival(alice, info.number)
+    assert after is not None
+    assert after.conversation == conversation
+    assert after.info.title == "first"
+    assert conversation.spark_uid == after.chat.spark_uid
+    # The service's own arrival finds the same chat and conversation.
+    owner = after.info.owner
+    arrived = await database.conversations.arrive(
+        Arrival(
+            user_id=owner.user_id,
+            username=owner.username,
+            first_name=owner.first_name,
+            language_code=owner.language_code,
+            chat_id=info.chat_id,
+            chat_type=WEB_CHAT_TYPE,
+            title="first",
+        )
+    )
+    assert arrived == (after.chat, conversation)
+    assert await database.web_conversations.delete(alice, info.number)
+    assert await database.web_conversations.name(info.chat_id, "gone") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -323,3 +324,87 @@ async def test_reset_starts_over_and_keeps_nothing_in_the_new_conversation(
         "[[answer:after]]",
         "after",
     ]
+
+
+async def test_a_silent_spark_gets_keep_alive_comments_then_the_answer(
+    make: Factory, resources: contextlib.AsyncExitStack
+) -> None:
+    gateway = await make(http_api={"keepalive_seconds": 0.1}, spark={"first_frame_timeout": 5})
+    web = await client(gateway, resources, "alice")
+    conversation = await web.create()
+    async with web.http.stream(
+        "POST",
+        f"/v1/conversations/{conversation['id']}/messages",
+        json={"text": "Wait [[slow-first:0.6]]"},
+        headers={"Accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200
+        body = b"".join([chunk async for chunk in response.aiter_bytes()]).decode()
+    parts = [part for part in body.split("\n\n") if part]
+    assert parts[0] == ": keep-alive"
+    events = [part for part in parts if not part.startswith(":")]
+    assert all(part.startswith("id: ") for part in events)
+    assert events[-1].split("\n")[1] == "event: done"
+    texts = [
+        json.loads(part.split("\n")[2].removeprefix("data: "))["text"]
+        for part in events
+        if part.split("\n")[1] == "event: delta"
+    ]
+    stored = (await web.get(conversation["id"]))["messages"][-1]
+    assert stored["status"] == "complete"
+    assert "".join(texts) == stored["content"] == gateway.spark.requests[0].answer_text
+
+
+async def test_keep_alive_comments_repeat_while_spark_stays_silent(
+    make: Factory, resources: contextlib.AsyncExitStack
+) -> None:
+    gateway = await make(http_api={"keepalive_seconds": 0.05}, spark={"first_frame_timeout": 30})
+    web = await client(gateway, resources, "alice")
+    conversation = await web.create()
+    seen = ""
+    async with web.http.stream(
+        "POST",
+        f"/v1/conversations/{conversation['id']}/messages",
+        json={"text": "[[hang]]"},
+        headers={"Accept": "text/event-stream"},
+    ) as response:
+        async for chunk in response.aiter_text():
+            seen += chunk
+            if seen.count(": keep-alive\n\n") >= 3:
+                break
+    assert seen == ": keep-alive\n\n" * 3
+
+
+async def test_a_reader_that_stops_reading_gets_the_whole_answer_when_it_reads_again(
+    tmp_path: Path, resources: contextlib.AsyncExitStack
+) -> None:
+    # Far more than the sockets hold between them: the server's own buffer fills while the
+    # reader does not read, and the answer goes on being written into the feed meanwhile.
+    gateway = await start_gateway(
+        tmp_path,
+        resources,
+        simulator_options=SimulatorOptions(chars_per_frame=64 * 1024),
+    )
+    web = await client(gateway, resources, "alice")
+    conversation = await web.create()
+    async with web.http.stream(
+        "POST",
+        f"/v1/conversations/{conversation['id']}/messages",
+        json={"text": "[[long:6000000]]"},
+        headers={"Accept": "text/event-stream"},
+    ) as response:
+        chunks = response.aiter_bytes()
+        body = [await anext(chunks)]
+        await gateway.wait_ledger(1)  # the whole answer is written while nobody reads
+        body += [chunk async for chunk in chunks]
+    events = [part for part in b"".join(body).decode().split("\n\n") if part]
+    texts = [
+        json.loads(part.split("\n")[2].removeprefix("data: "))["text"]
+        for part in events
+        if part.split("\n")[1] == "event: delta"
+    ]
+    assert events[-1].split("\n")[1] == "event: done"
+    stored = (await web.get(conversation["id"]))["messages"][-1]
+    assert stored["status"] == "complete"
+    assert len(stored["content"]) == 6_000_000
+    assert "".join(texts) == stored["content"]

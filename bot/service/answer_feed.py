@@ -7,6 +7,13 @@ and readers (an SSE response, a WebSocket, a reconnecting client) :meth:`~Answer
 it from the entry after the last one they saw. The last entry is always
 :class:`AnswerStored`: the answer's row as stored, so a reader told "done" can rely on it.
 
+Readers either wait for the next entry (:meth:`~AnswerFeed.changed`, a future the next
+entry resolves: no event object per entry) or :meth:`~AnswerFeed.listen`: a listener is
+called at each entry, as it is written, and may write it out at once (it must not wait for
+anything; see :mod:`bot.web.sse`). Readers of one front end share
+what they derive from the entries (:attr:`~AnswerFeed.renderings`, e.g. each entry's SSE
+bytes), so an entry is encoded once however many follow it.
+
 A feed knows how many readers it has. When the last one leaves before the end,
 :meth:`~AnswerFeed.wait_abandoned` returns after the grace period unless someone came back
 in between; the owner then cancels the answer, which is stored as partial.
@@ -15,7 +22,7 @@ in between; the owner then cancels the answer, which is stored as partial.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -57,7 +64,10 @@ class AnswerFeed:
         self._clock = clock
         self._entries: list[FeedEntry] = []
         self._offset = 0
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._listeners: list[Callable[[], None]] = []
+        # Each entry as a front end renders it, by front end, in entry order (see above).
+        self.renderings: dict[str, list[bytes]] = {}
         self._readers = 0
         self._had_reader = False
         self._readers_changed = asyncio.Event()
@@ -117,8 +127,12 @@ class AnswerFeed:
         if isinstance(item, TextDelta):
             self._offset += len(item.text)
         self._entries.append(FeedEntry(len(self._entries) + 1, self._offset, item))
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        for listener in self._listeners:
+            listener()
 
     # -- the readers' side -------------------------------------------------------------------
 
@@ -134,13 +148,31 @@ class AnswerFeed:
             self._readers -= 1
             self._readers_changed.set()
 
+    @property
+    def size(self) -> int:
+        """The number of entries written so far (the last one's ``seq``)."""
+        return len(self._entries)
+
     def after(self, seq: int) -> list[FeedEntry]:
         """The entries after ``seq`` written so far."""
         return self._entries[max(0, seq) :]
 
+    @property
+    def last(self) -> FeedEntry | None:
+        return self._entries[-1] if self._entries else None
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` right after each entry is written, until :meth:`unlisten`."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[], None]) -> None:
+        self._listeners.remove(listener)
+
     async def changed(self) -> None:
         """Wait for the next entry."""
-        await self._changed.wait()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     async def follow(self, after: int = 0) -> AsyncIterator[FeedEntry]:
         """Every entry after ``after``, as it comes, up to and including the stored end."""

@@ -152,6 +152,7 @@ class AnswerOutcome:
     error: SparkError | None
     delivery: Delivery
     sources: tuple[SearchSource, ...] = ()
+    message_id: int | None = None  # the answer's row, when one was written
 
 
 class AdmissionTicket(Protocol):
@@ -280,13 +281,18 @@ class ConversationService:
         question: str,
         *,
         telegram_message_id: int | None = None,
+        arrived: tuple[ChatInfo, ConversationInfo] | None = None,
     ) -> QueuedQuestion:
         """Store the question (committed before Spark is called) or refuse it.
 
         A refused question is stored too, with a ``failed`` answer marker, so the record is
         complete; then the :class:`ConversationError` is raised for the front end to explain.
+        ``arrived``: the chat and its open conversation, stored as they are, when the front
+        end has just read them itself (then they are not read again).
         """
-        chat, conversation = await self._arrive(participant, place)
+        if arrived is None:
+            arrived = await self._arrive(participant, place)
+        chat, conversation = arrived
         model = self._model_of(chat)
         refusal: ConversationError | CoordinationUnavailable | None = None
         ticket: AdmissionTicket | None = None
@@ -639,7 +645,7 @@ class ConversationService:
         )
         if cancelled is not None:
             raise cancelled
-        return AnswerOutcome(status, answer, sid, usage, error, delivery, sources)
+        return AnswerOutcome(status, answer, sid, usage, error, delivery, sources, answer_id)
 
     def _call_outcome(
         self,

@@ -23,10 +23,15 @@ from dataclasses import dataclass
 from bot.service.answer_feed import AnswerFeed, AnswerStored
 from bot.service.clock import SYSTEM_CLOCK, Clock
 from bot.service.completions import ApiCaller
-from bot.service.conversation import ConversationService, Participant, Place, QueuedQuestion
+from bot.service.conversation import (
+    AnswerOutcome,
+    ConversationService,
+    Participant,
+    Place,
+    QueuedQuestion,
+)
 from bot.service.lanes import AnswerLanes
 from bot.spark.models import find_model
-from bot.spark.types import Usage
 from storage.database import Database
 from storage.dto import MessageStatus, StoredMessage
 from storage.repositories.web_conversations import WEB_CHAT_TYPE, WebConversationInfo
@@ -147,10 +152,18 @@ class WebConversations:
         A refused question (quota, rate, too long) is stored with a failed marker and the
         :class:`~bot.errors.ConversationError` raised, as in Telegram.
         """
-        info = await self._info(caller, number)
+        found = await self._store.arrival(caller.key_id, number)
+        if found is None:
+            raise ConversationNotFound(number)
+        info = found.info
         participant = self._participant(info)
-        place = self._place(info, title=info.title or title_of(question))
-        queued = await self._service.record_question(participant, place, question)
+        arrived = (found.chat, found.conversation) if found.conversation is not None else None
+        if info.title is None or arrived is None:  # the first question names it
+            arrived = await self._store.name(info.chat_id, title_of(question))
+            if arrived is None:
+                raise ConversationNotFound(number)
+        place = self._place(info, title=arrived[0].title)
+        queued = await self._service.record_question(participant, place, question, arrived=arrived)
         feed = AnswerFeed(queued.question_id, clock=self._clock)
         feeds = self._feeds.setdefault(info.chat_id, deque())
         feeds.append(feed)
@@ -181,7 +194,7 @@ class WebConversations:
     async def _answer(self, chat_id: int, queued: QueuedQuestion, feed: AnswerFeed) -> None:
         answering = asyncio.create_task(self._service.answer(queued, feed), name="web-answer")
         watching = asyncio.create_task(feed.wait_abandoned(self._grace), name="web-readers")
-        usage: Usage | None = None
+        outcome: AnswerOutcome | None = None
         try:
             await asyncio.wait({answering, watching}, return_when=asyncio.FIRST_COMPLETED)
             if watching.done() and not answering.done():
@@ -189,7 +202,7 @@ class WebConversations:
                 feed.abandon()
                 answering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                usage = (await answering).usage
+                outcome = await answering
         finally:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -198,22 +211,25 @@ class WebConversations:
                 answering.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await answering
-            await self._store_end(chat_id, feed, usage)
+            await self._store_end(chat_id, feed, outcome)
 
-    async def _store_end(self, chat_id: int, feed: AnswerFeed, usage: Usage | None) -> None:
-        try:
-            stored = await self._store.answer_to(chat_id, feed.question_id)
+    async def _store_end(
+        self, chat_id: int, feed: AnswerFeed, outcome: AnswerOutcome | None
+    ) -> None:
+        if outcome is not None and outcome.message_id is not None:
+            # The row as the service stored it: no need to read it back.
+            stored = AnswerStored(outcome.message_id, outcome.status, outcome.usage, feed.note())
+            feed.stored(stored)
+            return
+        try:  # cut short, stopped or never asked: read what was stored
+            found = await self._store.answer_to(chat_id, feed.question_id)
         except Exception:
             log.exception("chat %s: the stored answer could not be read back", chat_id)
-            stored = None
-        status = stored.status if stored is not None else MessageStatus.FAILED
+            found = None
+        status = found.status if found is not None else MessageStatus.FAILED
+        usage = outcome.usage if outcome is not None else None
         feed.stored(
-            AnswerStored(
-                stored.id if stored is not None else None,
-                status,
-                usage,
-                feed.note(),
-            )
+            AnswerStored(found.id if found is not None else None, status, usage, feed.note())
         )
 
     def current(self, chat_id: int) -> AnswerFeed | None:

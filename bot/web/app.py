@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -409,6 +410,15 @@ async def open_web_runtime(
         gateway.begin_shutdown()
 
 
+def freeze_startup_heap() -> None:
+    """Leave what start-up built (modules, settings, the application) out of every later
+    garbage collection. A full collection walks every object tracked, and with hundreds of
+    open streams it came every few seconds and paused every stream for 50–100 ms at once
+    (benchmarks/RESULTS.md); what start-up built lives as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings, *, simulate: bool = False, out: TextIO = sys.stdout) -> int:
     """``python -m bot web [--simulate]``: serve until SIGTERM / SIGINT."""
     if simulate:
@@ -420,6 +430,7 @@ async def serve(settings: Settings, *, simulate: bool = False, out: TextIO = sys
 
 async def _serve(settings: Settings, out: TextIO, *, demo_key: str | None = None) -> int:
     async with open_web_runtime(settings, demo_key=demo_key) as runtime:
+        freeze_startup_heap()
         host = settings.telegram.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
         print(f"Chat page: http://{shown}:{runtime.port}/", file=out)

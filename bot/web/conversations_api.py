@@ -216,7 +216,9 @@ class ConversationApi:
                 pass
             return await self._answer_json(caller, number, feed)
         response = await open_stream(request)
-        await stream_feed(response, feed, after=0, keepalive=self._keepalive, clock=self._clock)
+        await stream_feed(
+            request, response, feed, after=0, keepalive=self._keepalive, clock=self._clock
+        )
         await end_stream(response)
         return response
 
@@ -229,7 +231,9 @@ class ConversationApi:
         if feed is None:
             return web.Response(status=204)  # EventSource stops reconnecting on 204
         response = await open_stream(request)
-        await stream_feed(response, feed, after=0, keepalive=self._keepalive, clock=self._clock)
+        await stream_feed(
+            request, response, feed, after=0, keepalive=self._keepalive, clock=self._clock
+        )
         await end_stream(response)
         return response
 
@@ -244,7 +248,12 @@ class ConversationApi:
             )
         else:
             await stream_feed(
-                response, found, after=since.seq, keepalive=self._keepalive, clock=self._clock
+                request,
+                response,
+                found,
+                after=since.seq,
+                keepalive=self._keepalive,
+                clock=self._clock,
             )
         await end_stream(response)
         return response

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from storage.backends import Connection
-from storage.dto import StoredMessage
+from storage.dto import ChatInfo, ConversationInfo, StoredMessage
 from storage.repositories import Repository
-from storage.repositories.chats import upsert_chat
+from storage.repositories.chats import CHAT_COLUMNS, chat_info, upsert_chat
+from storage.repositories.conversations import conversation_key, current_conversation
 from storage.repositories.messages import MESSAGE_COLUMNS, stored_message
 from storage.sql import Row, sql, utc
 
@@ -52,6 +53,24 @@ INSERT = sql("INSERT INTO web_conversations (key_id, created_at) VALUES (:key, :
 GET = sql(f"SELECT {_COLUMNS} WHERE w.id = :id AND w.key_id = :key")
 PAGE = sql(
     f"SELECT {_COLUMNS} WHERE w.key_id = :key AND w.id < :before ORDER BY w.id DESC LIMIT :limit"
+)
+_CHAT = ", ".join(f"c.{column} AS {column}" for column in CHAT_COLUMNS.split(", "))
+# What a question needs, in one statement: the key's conversation, its chat, the key's user
+# and the chat's open conversation (none before the first question).
+ARRIVAL = sql(
+    f"SELECT w.id AS number, w.created_at AS number_created_at, {_CHAT}, u.id AS user_id, "
+    "u.username AS username, u.first_name AS first_name, u.language_code AS language_code, "
+    "v.id AS conversation_id, v.created_at AS conversation_created_at "
+    f"FROM web_conversations w JOIN chats c ON c.id = w.id + {WEB_CHAT_BASE} "
+    "JOIN api_keys k ON k.id = w.key_id JOIN users u ON u.id = k.user_id "
+    "LEFT JOIN conversations v ON v.chat_id = c.id AND v.thread_id = 0 "
+    "AND v.scope_user_id = 0 AND v.closed_at IS NULL "
+    "WHERE w.id = :id AND w.key_id = :key"
+)
+# The first question names the conversation (a concurrent one may have named it first).
+NAME = sql(
+    "UPDATE chats SET title = COALESCE(title, :title), updated_at = :now "
+    f"WHERE id = :chat AND type = '{WEB_CHAT_TYPE}' RETURNING {CHAT_COLUMNS}"
 )
 DELETE = sql("DELETE FROM web_conversations WHERE id = :id AND key_id = :key")
 _OF_CHAT = "conversation_id IN (SELECT id FROM conversations WHERE chat_id = :chat)"
@@ -92,6 +111,16 @@ class WebConversationInfo:
     owner: Owner
 
 
+@dataclass(frozen=True, slots=True)
+class WebArrival:
+    """A question's conversation as read for it: ``chat`` and ``conversation`` (the open one;
+    None before the first question) are what the conversation service stores it with."""
+
+    info: WebConversationInfo
+    chat: ChatInfo
+    conversation: ConversationInfo | None
+
+
 def _owner(row: Row) -> Owner:
     return Owner(row["user_id"], row["username"], row["first_name"], row["language_code"])
 
@@ -106,6 +135,31 @@ def _info(row: Row) -> WebConversationInfo:
         created_at=utc(row["created_at"]),
         owner=_owner(row),
     )
+
+
+def _arrival(row: Row) -> WebArrival:
+    chat = chat_info(row)
+    info = WebConversationInfo(
+        number=row["number"],
+        chat_id=chat.id,
+        title=chat.title,
+        model=chat.model,
+        system_prompt=chat.system_prompt,
+        created_at=utc(row["number_created_at"]),
+        owner=_owner(row),
+    )
+    conversation = None
+    if row["conversation_id"] is not None:
+        conversation = ConversationInfo(
+            id=row["conversation_id"],
+            chat_id=chat.id,
+            thread_id=0,
+            scope_user_id=0,
+            spark_uid=chat.spark_uid,
+            created_at=utc(row["conversation_created_at"]),
+            closed_at=None,
+        )
+    return WebArrival(info, chat, conversation)
 
 
 class WebConversations(Repository):
@@ -160,6 +214,34 @@ class WebConversations(Repository):
             return None if row is None else _info(row)
 
         return await self.backend.read(unit)
+
+    async def arrival(self, key_id: int, number: int) -> WebArrival | None:
+        """The key's conversation ``number`` as a question needs it (:class:`WebArrival`), in
+        one read; None like :meth:`get`."""
+        if not 0 < number < NEWEST:
+            return None
+        params = {"id": number, "key": key_id}
+
+        async def unit(connection: Connection) -> WebArrival | None:
+            row = await connection.row(ARRIVAL, params)
+            return None if row is None else _arrival(row)
+
+        return await self.backend.read(unit)
+
+    async def name(self, chat_id: int, title: str) -> tuple[ChatInfo, ConversationInfo] | None:
+        """Give the conversation's chat ``title`` unless it has one, and open its
+        conversation unless one is open: the first question's arrival, in one unit. None
+        when the chat is gone (the conversation was deleted meanwhile)."""
+        now = self.clock()
+
+        async def unit(connection: Connection) -> tuple[ChatInfo, ConversationInfo] | None:
+            row = await connection.row(NAME, {"chat": chat_id, "title": title, "now": now})
+            if row is None:
+                return None
+            conversation = await current_conversation(connection, now, conversation_key(chat_id))
+            return chat_info(row), conversation
+
+        return await self.backend.write(unit)
 
     async def delete(self, key_id: int, number: int) -> bool:
         """Remove the key's conversation with its chat and messages (the ledger keeps its
