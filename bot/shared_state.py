@@ -19,6 +19,8 @@ from redis.exceptions import RedisError
 
 from bot.config import RedisSettings
 from bot.errors import StartupError
+from bot.service.clock import SYSTEM_CLOCK, Clock
+from bot.service.shared_lanes import SharedLanes, Takeover
 from coordination.conversation_queue import ConversationQueues
 from coordination.errors import describe_location
 from coordination.limits import SharedLimits
@@ -37,13 +39,29 @@ class SharedState:
 
     redis: Redis
     location: str
+    prefix: str
     replica_id: str
     lease_seconds: float
-    queues: ConversationQueues
-    signals: Signals
     replicas: Replicas
     limits: SharedLimits
     send_windows: SendWindows
+
+    def lanes(
+        self, front_end: str, takeover: Takeover, clock: Clock = SYSTEM_CLOCK
+    ) -> SharedLanes:
+        """The conversation lanes of one front end ("telegram", "web") for every process:
+        each front end's queues and signals under a prefix of their own, so one takes over
+        only its own questions; the processes' heartbeats are the same for all."""
+        prefix = f"{self.prefix}{front_end}:"
+        return SharedLanes(
+            queues=ConversationQueues(self.redis, prefix),
+            signals=Signals(self.redis, prefix),
+            replicas=self.replicas,
+            replica_id=self.replica_id,
+            takeover=takeover,
+            lease_seconds=self.lease_seconds,
+            clock=clock,
+        )
 
     async def health(self) -> str | None:
         """None while Redis answers, else the reason (for ``/healthz``)."""
@@ -79,10 +97,9 @@ async def open_shared_state(settings: RedisSettings) -> AsyncIterator[SharedStat
         state = SharedState(
             redis=redis,
             location=location,
+            prefix=prefix,
             replica_id=new_replica_id(),
             lease_seconds=settings.lease_seconds,
-            queues=ConversationQueues(redis, prefix),
-            signals=Signals(redis, prefix),
             replicas=Replicas(redis, prefix),
             limits=SharedLimits(redis, prefix, location),
             send_windows=SendWindows(redis, prefix, location),

@@ -1,6 +1,7 @@
 """Two gateways (``python -m bot web``'s runtime) on one PostgreSQL database and one Redis stand
 for two processes behind a load balancer: a key's quota and rate are counted once for both,
-and /healthz names Redis. Needs TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL."""
+a conversation's answers take turns and stop across them, and /healthz names Redis. Needs
+TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
 from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.web_client import Event, WebClient, answer_text
 
 
 @pytest.fixture
@@ -139,3 +141,40 @@ async def test_redis_lost_refuses_requests_clearly_and_they_resume_when_it_is_ba
         )
         assert answer.choices[0].message.content
         assert len(gateway.spark.requests) == 1
+
+
+async def test_a_conversations_answers_take_turns_and_stop_across_processes(
+    two_gateways: tuple[RunningGateway, RunningGateway],
+) -> None:
+    first, second = two_gateways
+    key = await first.create_key("chat")
+    async with (
+        WebClient(first.base_url, key) as on_first,
+        WebClient(second.base_url, key) as on_second,
+    ):
+        number = (await on_first.create())["id"]
+
+        async def ask(client: WebClient, text: str) -> list[Event]:
+            return await client.ask_all(number, text)
+
+        long = asyncio.create_task(ask(on_first, "[[long:4000]] tell me everything"))
+        await _until_asked(first.spark, 1)
+        # Asked on the other process while the first answer streams: it waits its turn.
+        after = asyncio.create_task(ask(on_second, "[[answer:Second.]] and then?"))
+        await asyncio.sleep(0.3)
+        assert len(first.spark.requests) == 1
+        stopped = await on_second.http.post(f"/v1/conversations/{number}/stop")
+        assert stopped.json() == {"stopped": True}
+        first_events, second_events = await asyncio.gather(long, after)
+    assert first_events[-1].name == "done"
+    assert first_events[-1].data["status"] == "cancelled"
+    assert 0 < len(answer_text(first_events)) < 4000
+    assert answer_text(second_events) == "Second."
+    questions = [record.question for record in first.spark.requests]
+    assert questions == ["[[long:4000]] tell me everything", "[[answer:Second.]] and then?"]
+
+
+async def _until_asked(simulator: SparkSimulator, count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(simulator.requests) < count:  # noqa: ASYNC110 - the simulator's own record
+            await asyncio.sleep(0.02)

@@ -54,6 +54,10 @@ class ConversationLanes(Protocol):
         to another process that may have to finish it (unused in one process)."""
         ...
 
+    async def start(self) -> None:
+        """Begin taking part (with other processes: announce this one, hear the others)."""
+        ...
+
     async def cancel_current(self, key: str) -> bool:
         """Stop the answer being written for ``key``, wherever it is written."""
         ...
@@ -182,6 +186,9 @@ class LocalLanes:
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._lanes = AnswerLanes(clock)
+
+    async def start(self) -> None:
+        """Nothing to announce in one process."""
 
     async def submit(
         self,

@@ -4,12 +4,15 @@ readers and resumable.
 Built on :class:`~bot.service.conversation.ConversationService`, so a web question gets what
 a Telegram one gets: the model's token budget with stored history, the user's quota and
 rate limit, the ledger row, the token calibration, and nothing lost on failure. Answers run
-one at a time per conversation in :class:`~bot.service.lanes.AnswerLanes`, independently of
-the request that asked: each writes into an :class:`~bot.service.answer_feed.AnswerFeed`,
+one at a time per conversation in its lane (:class:`~bot.service.lanes.ConversationLanes`:
+this process's, or shared by every process serving the API), independently of the request
+that asked: each writes into an :class:`~bot.service.answer_feed.AnswerFeed`,
 which readers follow and re-join (``Last-Event-ID``) while it is written. When its last
 reader has been gone for ``resume_grace`` seconds, the answer is cut short and stored as
 ``partial``; a stop asked for by the reader stores it as ``cancelled``. Once stored, the
-answer is read from storage instead.
+answer is read from storage instead. If the process writing an answer dies, another one
+marks it partial (or the question, not started, unanswered): a reader that comes back finds
+it so (:func:`taken_over`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.service.answer_feed import AnswerFeed, AnswerStored
@@ -30,8 +34,10 @@ from bot.service.conversation import (
     Place,
     QueuedQuestion,
 )
-from bot.service.lanes import AnswerLanes
+from bot.service.lanes import ConversationLanes, LocalLanes
+from bot.service.shared_lanes import Takeover
 from bot.spark.models import find_model
+from coordination.conversation_queue import Entry
 from storage.database import Database
 from storage.dto import MessageStatus, StoredMessage
 from storage.repositories.web_conversations import WEB_CHAT_TYPE, WebConversationInfo
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 # How long an answer keeps being written with nobody reading it, so a reader can resume.
 RESUME_GRACE_SECONDS = 30.0
 TITLE_LENGTH = 60
+
+# Builds the lanes answers run in, given what finishes a dead process's question.
+LanesFactory = Callable[[Takeover], ConversationLanes]
 
 
 class ConversationNotFound(LookupError):
@@ -85,14 +94,20 @@ class WebConversations:
         conversations: ConversationService,
         clock: Clock = SYSTEM_CLOCK,
         resume_grace: float = RESUME_GRACE_SECONDS,
+        lanes: LanesFactory | None = None,
     ) -> None:
         self._store = database.web_conversations
         self._service = conversations
         self._clock = clock
         self._grace = resume_grace
-        self._lanes = AnswerLanes(clock)
+        takeover = taken_over(conversations)
+        self._lanes = lanes(takeover) if lanes is not None else LocalLanes(clock)
         # Feeds of answers asked and not yet stored, per chat, in the order asked.
         self._feeds: dict[int, deque[AnswerFeed]] = {}
+
+    async def start(self) -> None:
+        """Join the other processes' lanes (with shared ones), before the first question."""
+        await self._lanes.start()
 
     # -- the conversations -------------------------------------------------------------------
 
@@ -183,8 +198,9 @@ class WebConversations:
                 feed.stored(AnswerStored(None, MessageStatus.FAILED))
                 feeds.remove(feed)
 
+        fields = {"chat": str(info.chat_id), "question": str(queued.question_id)}
         try:
-            self._lanes.submit(info.chat_id, job, dropped)
+            await self._lanes.submit(_lane(info.chat_id), job, fields=fields, on_drop=dropped)
         except RuntimeError:  # shutting down: the question is stored, its answer never comes
             feeds.remove(feed)
             await self._service.abandon(queued)
@@ -254,12 +270,12 @@ class WebConversations:
     async def stop(self, caller: ApiCaller, number: int) -> bool:
         """Stop the answer being written (stored as cancelled); queued ones still run."""
         info = await self._info(caller, number)
-        return self._lanes.cancel_current(info.chat_id)
+        return await self._lanes.cancel_current(_lane(info.chat_id))
 
     async def _stop_all(self, chat_id: int) -> None:
         """Stop the running answer and wait for every queued one's end (delete, reset)."""
         while feeds := list(self._feeds.get(chat_id, ())):
-            self._lanes.cancel_current(chat_id)
+            await self._lanes.cancel_current(_lane(chat_id))
             await _ended(feeds[0])
 
     def begin_shutdown(self) -> None:
@@ -305,6 +321,31 @@ class WebConversations:
             messages,
             feed.question_id if feed is not None else None,
         )
+
+
+def _lane(chat_id: int) -> str:
+    """A web conversation's lane: its chat (a web conversation has no topics or members)."""
+    return str(chat_id)
+
+
+def taken_over(service: ConversationService) -> Takeover:
+    """What finishes a question whose process died (with lanes shared by several): its
+    answer, if started, is marked partial as checkpointed; else the question unanswered. Its
+    reader went with that process; one that comes back reads it so from storage."""
+
+    async def take_over(key: str, entry: Entry) -> None:
+        try:
+            chat_id, question_id = int(entry.fields["chat"]), int(entry.fields["question"])
+        except (KeyError, ValueError):
+            log.warning("conversation %s: a queued question's fields are unreadable", key)
+            return
+        place = Place(chat_id=chat_id, chat_type=WEB_CHAT_TYPE)
+        if entry.started:
+            await service.interrupt_taken_over(Participant(user_id=0), place)
+        else:
+            await service.mark_taken_over_unanswered(question_id, place)
+
+    return take_over
 
 
 async def _ended(feed: AnswerFeed) -> None:

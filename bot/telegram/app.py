@@ -45,7 +45,6 @@ from bot.service.conversation import ConversationService
 from bot.service.events import NO_OBSERVER, SparkCallObserver
 from bot.service.lanes import ConversationLanes, LocalLanes
 from bot.service.limits import UsageLimits
-from bot.service.shared_lanes import SharedLanes
 from bot.shared_state import SharedState, open_shared_state
 from bot.spark.client import SparkClient
 from bot.startup_failures import database_failures, listen_failures
@@ -95,6 +94,9 @@ class WebRoutes(SparkCallObserver, Protocol):
 
     def mount(self, app: web.Application) -> None: ...
 
+    async def start(self) -> None:
+        """Begin taking part beside other processes (before the first request)."""
+
     def begin_shutdown(self) -> None: ...
 
     def telegram_call(self, method: str, status: int) -> None:
@@ -105,7 +107,9 @@ class WebRoutes(SparkCallObserver, Protocol):
 
 
 # Builds them over the bot's own parts; given by the command line, which knows both sides.
-WebRoutesFactory = Callable[[Settings, Database, SparkClient, UsageLimits], WebRoutes]
+WebRoutesFactory = Callable[
+    [Settings, Database, SparkClient, UsageLimits, SharedState | None], WebRoutes
+]
 
 # Updates handled at once. Handlers only wait on storage, but a question waiting for a place
 # here gets no "typing…" either: room for a thousand people asking in the same second.
@@ -305,10 +309,12 @@ async def open_bot_runtime(
             shared=shared.limits if shared is not None else None,
         )
         gateway = (
-            web_routes(settings, database, spark, limits)
+            web_routes(settings, database, spark, limits, shared)
             if web_routes is not None and settings.http_api.enabled
             else None
         )
+        if gateway is not None:
+            await gateway.start()
         service = ConversationService(
             database=database,
             spark=spark,
@@ -340,18 +346,11 @@ async def open_bot_runtime(
         stack.push_async_callback(scheduler.aclose)
         lanes: ConversationLanes = LocalLanes(clock)
         if shared is not None:
-            shared_lanes = SharedLanes(
-                queues=shared.queues,
-                signals=shared.signals,
-                replicas=shared.replicas,
-                replica_id=shared.replica_id,
-                takeover=OrphanedQuestions(application.bot, service, scheduler),
-                lease_seconds=shared.lease_seconds,
-                clock=clock,
-            )
-            await shared_lanes.start()
+            orphaned = OrphanedQuestions(application.bot, service, scheduler)
+            shared_lanes = shared.lanes("telegram", orphaned, clock)
             stack.push_async_callback(shared_lanes.aclose)
             lanes = shared_lanes
+        await lanes.start()
         identity = BotIdentity(user_id=application.bot.id, username=application.bot.username)
         access = AccessPolicy(
             allowed_user_ids=telegram.allowed_user_ids,

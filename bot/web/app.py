@@ -40,7 +40,7 @@ from bot.service.conversation import ConversationService
 from bot.service.events import SparkCall
 from bot.service.limits import UsageLimits
 from bot.service.web_conversations import WebConversations
-from bot.shared_state import open_shared_state
+from bot.shared_state import SharedState, open_shared_state
 from bot.spark.client import SparkClient
 from bot.spark.models import get_model
 from bot.startup_failures import database_failures, listen_failures
@@ -119,6 +119,11 @@ class Gateway:
             ).mount(app, self._counted)
         if self._page is not None:
             self._page.mount(app)
+
+    async def start(self) -> None:
+        """Join the other processes serving the API, if any (the conversations' lanes)."""
+        if self._conversations is not None:
+            await self._conversations.start()
 
     def begin_shutdown(self) -> None:
         self._completions.begin_shutdown()
@@ -325,11 +330,13 @@ def build_gateway(
     database: Database,
     spark: SparkClient,
     limits: UsageLimits,
+    shared: SharedState | None = None,
     *,
     demo_key: str | None = None,
 ) -> Gateway:
     """The gateway, the conversation API and the chat page over parts built elsewhere (the
-    bot's, when it serves the API too)."""
+    bot's, when it serves the API too); with ``shared``, the conversations' answers take turns
+    with every process serving the API."""
     metrics = Metrics()
     conversations = WebConversations(
         database=database,
@@ -342,6 +349,7 @@ def build_gateway(
             front_end="web",
         ),
         resume_grace=settings.http_api.resume_grace_seconds,
+        lanes=(lambda takeover: shared.lanes("web", takeover)) if shared is not None else None,
     )
     completions = CompletionService(
         database=database,
@@ -384,7 +392,8 @@ async def open_web_runtime(
             admin_user_ids=telegram.admin_user_ids,
             shared=shared.limits if shared is not None else None,
         )
-        gateway = build_gateway(settings, database, spark, limits, demo_key=demo_key)
+        gateway = build_gateway(settings, database, spark, limits, shared, demo_key=demo_key)
+        await gateway.start()
         app = web.Application()  # bodies are read under HTTP_API_MAX_BODY_BYTES instead
         gateway.mount(app)
         app.router.add_get("/healthz", healthz(database, shared))
