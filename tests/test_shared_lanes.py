@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 import pytest
 from redis.asyncio import Redis
 
+from bot.service.lanes import interrupted
 from bot.service.shared_lanes import SharedLanes
 from coordination.conversation_queue import ConversationQueues, Entry
 from coordination.replicas import Replicas, new_replica_id
@@ -202,3 +203,30 @@ async def test_a_clean_shutdown_passes_its_waiting_questions_on(
     async with asyncio.timeout(LEASE / 2):  # not after the leaving process's heartbeat lapses
         await answered.wait()
     assert dropped == ["told the user"]
+
+
+async def test_an_answer_whose_lease_is_lost_is_interrupted_not_stopped(
+    replica: Callable[..., SharedLanes], redis: Redis, redis_prefix: str
+) -> None:
+    paused = replica()
+    await paused.start()
+    began = asyncio.Event()
+    reasons: list[bool] = []
+
+    async def answer() -> None:
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError as exc:
+            reasons.append(interrupted(exc))
+            raise
+
+    await paused.submit("chat-1", answer)
+    async with asyncio.timeout(5):
+        await began.wait()
+    # As when this process was paused past its lease and another one took the conversation.
+    await redis.delete(f"{redis_prefix}lease:chat-1")
+    async with asyncio.timeout(LEASE * 2):
+        while not reasons:  # noqa: ASYNC110 - the keeper renews every third of a lease
+            await asyncio.sleep(0.02)
+    assert reasons == [True]

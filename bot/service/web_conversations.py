@@ -211,6 +211,7 @@ class WebConversations:
         answering = asyncio.create_task(self._service.answer(queued, feed), name="web-answer")
         watching = asyncio.create_task(feed.wait_abandoned(self._grace), name="web-readers")
         outcome: AnswerOutcome | None = None
+        reason: str | None = None  # why this job was cancelled, passed on to the answer
         try:
             await asyncio.wait({answering, watching}, return_when=asyncio.FIRST_COMPLETED)
             if watching.done() and not answering.done():
@@ -219,12 +220,15 @@ class WebConversations:
                 answering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 outcome = await answering
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args else None
+            raise
         finally:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
-            if not answering.done():  # this job itself was cancelled (shutdown)
-                answering.cancel()
+            if not answering.done():  # this job was cancelled: stop, shutdown, lease lost
+                answering.cancel(reason)
                 with contextlib.suppress(asyncio.CancelledError):
                     await answering
             await self._store_end(chat_id, feed, outcome)
