@@ -95,7 +95,10 @@ class Usage(Repository):
             assert row is not None  # RETURNING of an insert always has its row
             return int(row["id"])
 
-        return await self.backend.write(unit)
+        # One statement (its trigger's rollup upserts included): autocommit on PostgreSQL, so
+        # the rollups' hot rows (today's totals, every request's) are locked for the
+        # statement alone, not for two more round trips of BEGIN and COMMIT.
+        return await self.backend.write(unit, one_statement=True)
 
     async def tokens_used(self, user_id: int, since: datetime) -> int:
         """Total tokens billed to ``user_id`` since ``since``."""
