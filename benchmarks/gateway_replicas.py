@@ -172,7 +172,7 @@ def gateways(
             log = logs / f"gateway-{count}-{index}-{port}.log"
             command = [sys.executable, "-m", "bot", "web"]
             if profile is not None and index == 0:
-                command = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "bot", "web"]
+                command = [sys.executable, str(ROOT / "benchmarks" / "profiled_web.py"), profile]
             with log.open("wb") as out:
                 process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                     command,
