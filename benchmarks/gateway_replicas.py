@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
@@ -228,49 +229,91 @@ class Tally:
         self.first_error = self.first_error or what
 
 
-def _payloads(keys: Sequence[str], ports: Sequence[int], stream: bool, chars: int) -> list[bytes]:
-    """One pre-encoded request per (key, replica): index ``key * len(ports) + replica``."""
+def _body(stream: bool, chars: int) -> bytes:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": f"Hello [[long:{chars}]]"}],
         "stream": stream,
     }
-    encoded = json.dumps(body, separators=(",", ":")).encode()
-    return [
-        encode_post(
-            f"127.0.0.1:{port}",
-            "/v1/chat/completions",
-            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            encoded,
-        )
-        for key in keys
-        for port in ports
-    ]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+
+class RawSender:
+    """A worker's keep-alive connection to each replica, and its requests pre-encoded."""
+
+    def __init__(self, ports: Sequence[int], key: str, body: bytes) -> None:
+        self._ports = ports
+        self._payloads = [
+            encode_post(f"127.0.0.1:{port}", "/v1/chat/completions", _headers(key), body)
+            for port in ports
+        ]
+        self._connections: list[RawConnection] = []
+
+    async def open(self) -> None:
+        self._connections = [await RawConnection.open("127.0.0.1", p) for p in self._ports]
+
+    async def send(self, replica: int) -> tuple[int, bytes]:
+        connection = self._connections[replica]
+        if connection.closed:
+            connection = await RawConnection.open("127.0.0.1", self._ports[replica])
+            self._connections[replica] = connection
+        return await connection.request(self._payloads[replica])
+
+    async def close(self) -> None:
+        for connection in self._connections:
+            connection.close()
+
+
+class AiohttpSender:
+    """The same requests through one aiohttp client session (to measure what it costs)."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, ports: Sequence[int], key: str, body: bytes
+    ) -> None:
+        self._session = session
+        self._urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in ports]
+        self._headers = _headers(key)
+        self._body = body
+
+    async def open(self) -> None:
+        return None
+
+    async def send(self, replica: int) -> tuple[int, bytes]:
+        async with self._session.post(
+            self._urls[replica], data=self._body, headers=self._headers
+        ) as response:
+            return response.status, await response.read()
+
+    async def close(self) -> None:
+        return None
+
+
+Sender = RawSender | AiohttpSender
 
 
 async def _worker(
-    index: int,
-    ports: Sequence[int],
-    payloads: Sequence[bytes],
+    sender: Sender,
+    replicas: int,
     turns: Iterator[int],
     window: tuple[float, float],
     stream: bool,
     tally: Tally,
 ) -> None:
     """Requests one after another until the window ends, each to the balancer's next
-    replica, over this worker's keep-alive connection to it."""
-    connections = [await RawConnection.open("127.0.0.1", port) for port in ports]
-    key_offset = (index % (len(payloads) // len(ports))) * len(ports)
+    replica."""
+    await sender.open()
     start, end = window
     clock = time.monotonic
     try:
         while (sent := clock()) < end:
-            replica = next(turns) % len(ports)
             try:
-                status, body = await connections[replica].request(payloads[key_offset + replica])
-            except (ConnectionError, ValueError) as exc:
+                status, body = await sender.send(next(turns) % replicas)
+            except (ConnectionError, ValueError, aiohttp.ClientError) as exc:
                 tally.error(f"{type(exc).__name__}: {exc}")
-                connections[replica] = await RawConnection.open("127.0.0.1", ports[replica])
                 continue
             done = clock()
             if status != 200 or (stream and b"data: [DONE]" not in body):
@@ -279,8 +322,7 @@ async def _worker(
                 tally.completed += 1
                 tally.latencies.append(done - sent)
     finally:
-        for connection in connections:
-            connection.close()
+        await sender.close()
 
 
 async def run_phase(
@@ -291,22 +333,31 @@ async def run_phase(
     database: str,
     args: argparse.Namespace,
 ) -> tuple[Tally, CpuSnapshot, CpuSnapshot]:
-    payloads = _payloads(keys, ports, args.stream, args.chars)
+    body = _body(args.stream, args.chars)
     begin = time.monotonic()
     window = (begin + args.warmup, begin + args.warmup + args.duration)
     tally = Tally()
     turns = itertools.count()
-    workers = [
-        asyncio.create_task(_worker(i, ports, payloads, turns, window, args.stream, tally))
-        for i in range(args.concurrency)
-    ]
-    await asyncio.sleep(max(0.0, window[0] - time.monotonic() - 0.5))
-    pids = {**pids, "postgres": await postgres_pids(admin, database)}  # pooled by now
-    await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
-    first = snapshot(pids)
-    await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
-    last = snapshot(pids)
-    await asyncio.gather(*workers)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+    ) as session:
+        senders: list[Sender] = [
+            AiohttpSender(session, ports, keys[i % len(keys)], body)
+            if args.client == "aiohttp"
+            else RawSender(ports, keys[i % len(keys)], body)
+            for i in range(args.concurrency)
+        ]
+        workers = [
+            asyncio.create_task(_worker(sender, len(ports), turns, window, args.stream, tally))
+            for sender in senders
+        ]
+        await asyncio.sleep(max(0.0, window[0] - time.monotonic() - 0.5))
+        pids = {**pids, "postgres": await postgres_pids(admin, database)}  # pooled by now
+        await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
+        first = snapshot(pids)
+        await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+        last = snapshot(pids)
+        await asyncio.gather(*workers)
     return tally, first, last
 
 
@@ -428,11 +479,30 @@ def print_table(results: Sequence[PhaseResult]) -> None:
             f"{_percentile(latencies, 50) * 1e3:>7.1f} {_percentile(latencies, 95) * 1e3:>7.1f} "
             f"{result.errors:>6} {cpu} {result.busy / result.window:>5.2f}"
         )
+    ceiling(results)
     for count in sorted({result.replicas for result in results}):
         rates = [result.rate for result in results if result.replicas == count]
         mean = sum(rates) / len(rates)
         ratio = f", {mean / base:.2f}× 1 replica" if base else ""
         print(f"{count} replica(s): mean {mean:.0f} req/s over {len(rates)} run(s){ratio}")
+
+
+def ceiling(results: Sequence[PhaseResult]) -> None:
+    """What the CPU measured per request allows on this machine's cores, were no other job
+    running: one gateway can use one core at most, and every process shares the cores."""
+    done = sum(result.completed for result in results)
+    if not done:
+        return
+    gateway = sum(result.cpu.get("gateways", 0.0) for result in results) / done
+    rest = sum(sum(result.cpu.values()) for result in results) / done - gateway
+    cores = multiprocessing.cpu_count()
+    one = min(1 / gateway, cores / (gateway + rest))
+    two = min(2 / gateway, cores / (gateway + rest))
+    print(
+        f"ceiling on {cores} idle cores at {gateway * 1e3:.2f} ms gateway + {rest * 1e3:.2f} ms "
+        f"other processes' CPU per request: 1 replica {one:.0f} req/s, 2 replicas {two:.0f} "
+        f"req/s = {two / one:.2f}×"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -446,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chars", type=int, default=40, help="answer length ([[long:N]])")
     parser.add_argument("--keys", type=int, default=8, help="API keys the workers share")
     parser.add_argument(
+        "--client", choices=("raw", "aiohttp"), default="raw", help="the load's HTTP client"
+    )
+    parser.add_argument(
         "--profile", default=None, help="cProfile the first gateway of each phase into PATH.N"
     )
     args = parser.parse_args(argv)
@@ -454,7 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "streamed" if args.stream else "non-streaming"
     print(
         f"{args.concurrency} connections, {mode} answers of {args.chars} characters, "
-        f"{args.keys} keys, {args.warmup:g} s warm-up, {args.duration:g} s measured"
+        f"{args.keys} keys, {args.warmup:g} s warm-up, {args.duration:g} s measured, "
+        f"{args.client} client"
     )
     context = multiprocessing.get_context("spawn")
     with spark_process(context, 0.0, 4096, stamped=False, chars_per_frame=64) as (url, pid):
