@@ -204,7 +204,7 @@ class UsageLimits:
         # round trip to Redis for a figure nothing uses).
         now = self._clock()
         limit = self._settings.user_rate_limit
-        use = await self._db.usage.daily_use(user_id, day_start(now.date()))
+        use = await self._db.usage.daily_use(user_id, now.date())
         quota = effective_quota(use.quota, self.default_quota)
         ticket: AdmissionTicket = _Free()
         if quota is not None:
@@ -233,8 +233,7 @@ class UsageLimits:
     async def quota_state(self, user_id: int) -> QuotaState:
         """The user's quota, today's use and reservations, as /usage and /stats show them."""
         now = self._clock()
-        midnight = day_start(now.date())
-        use = await self._db.usage.daily_use(user_id, midnight)
+        use = await self._db.usage.daily_use(user_id, now.date())
         used = use.used
         if self._shared is not None:
             reserved = await self._shared.reserved(user_id)
