@@ -458,10 +458,13 @@ def print_table(results: Sequence[PhaseResult]) -> None:
     base = sum(ones) / len(ones) if ones else None
     per = " ".join(f"{kind[:9]:>9}" for kind in (*KINDS, "other"))
     print()
-    print("CPU per request in ms, by process kind; other = the machine's busy time less these")
+    print(
+        "CPU per request in ms, by process kind; other = the machine's busy time less these; "
+        "gw cores, busy: cores the gateways, the whole machine kept busy"
+    )
     print(
         f"{'replicas':>8} {'load':>5} {'req/s':>7} {'×1':>5} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'errors':>6} {per} {'cores':>5}"
+        f"{'errors':>6} {per} {'gw cores':>8} {'busy':>5}"
     )
     last_one: float | None = None
     for result in results:
@@ -477,7 +480,8 @@ def print_table(results: Sequence[PhaseResult]) -> None:
         print(
             f"{result.replicas:>8} {result.load:>5.2f} {result.rate:>7.0f} {ratio:>5} "
             f"{_percentile(latencies, 50) * 1e3:>7.1f} {_percentile(latencies, 95) * 1e3:>7.1f} "
-            f"{result.errors:>6} {cpu} {result.busy / result.window:>5.2f}"
+            f"{result.errors:>6} {cpu} {result.cpu.get('gateways', 0.0) / result.window:>8.2f} "
+            f"{result.busy / result.window:>5.2f}"
         )
     ceiling(results)
     for count in sorted({result.replicas for result in results}):
