@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -100,6 +101,28 @@ async def postgres_pids(admin: asyncpg.Connection, database: str) -> list[int]:
         database,
     )
     return [int(row["pid"]) for row in rows]
+
+
+async def sample_waits(admin: asyncpg.Connection, database: str, until: float) -> dict[str, float]:
+    """How many of the database's backends are running a statement, on average, by what
+    they wait for (``CPU``: nothing, they run), sampled every 50 ms until ``until``: a
+    statement waiting on a lock or on the WAL flush is where replicas queue for one
+    database."""
+    seen: collections.Counter[str] = collections.Counter()
+    samples = 0
+    while time.monotonic() < until:
+        rows = await admin.fetch(
+            "SELECT wait_event_type, wait_event FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid() AND state = 'active'",
+            database,
+        )
+        samples += 1
+        seen.update(
+            f"{row['wait_event_type']}:{row['wait_event']}" if row["wait_event"] else "CPU"
+            for row in rows
+        )
+        await asyncio.sleep(min(0.05, max(0.0, until - time.monotonic())))
+    return {what: count / max(1, samples) for what, count in seen.most_common()}
 
 
 @dataclass(slots=True)
@@ -210,6 +233,7 @@ class PhaseResult:
     latencies: list[float]
     cpu: dict[str, float]
     busy: float
+    waits: dict[str, float]
     first_error: str | None = None
 
     @property
@@ -332,7 +356,7 @@ async def run_phase(
     admin: asyncpg.Connection,
     database: str,
     args: argparse.Namespace,
-) -> tuple[Tally, CpuSnapshot, CpuSnapshot]:
+) -> tuple[Tally, CpuSnapshot, CpuSnapshot, dict[str, float]]:
     body = _body(args.stream, args.chars)
     begin = time.monotonic()
     window = (begin + args.warmup, begin + args.warmup + args.duration)
@@ -355,10 +379,10 @@ async def run_phase(
         pids = {**pids, "postgres": await postgres_pids(admin, database)}  # pooled by now
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         first = snapshot(pids)
-        await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+        waits = await sample_waits(admin, database, window[1])
         last = snapshot(pids)
         await asyncio.gather(*workers)
-    return tally, first, last
+    return tally, first, last, waits
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -420,7 +444,9 @@ async def run(args: argparse.Namespace, spark_url: str, spark_pid: int) -> list[
                             "redis": redis_pids,
                         }
                         ports = [gateway.port for gateway in started]
-                        tally, first, last = await run_phase(ports, keys, pids, admin, name, args)
+                        tally, first, last, waits = await run_phase(
+                            ports, keys, pids, admin, name, args
+                        )
                     result = PhaseResult(
                         replicas=count,
                         load=load,
@@ -430,6 +456,7 @@ async def run(args: argparse.Namespace, spark_url: str, spark_pid: int) -> list[
                         latencies=tally.latencies,
                         cpu={k: last.per_kind[k] - first.per_kind[k] for k in last.per_kind},
                         busy=last.busy - first.busy,
+                        waits=waits,
                         first_error=tally.first_error,
                     )
                     results.append(result)
@@ -451,6 +478,8 @@ def print_phase(result: PhaseResult) -> None:
         + (f", first error: {result.first_error}" if result.errors else ""),
         flush=True,
     )
+    waits = ", ".join(f"{what} {count:.2f}" for what, count in result.waits.items())
+    print(f"    PostgreSQL statements running: {sum(result.waits.values()):.2f} ({waits})")
 
 
 def print_table(results: Sequence[PhaseResult]) -> None:
