@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import itertools
 import json
@@ -35,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -44,8 +43,9 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.closed_loop import AiohttpSender, RawSender, Sender, Tally, worker
+from benchmarks.cpu_meter import CpuSnapshot, pids_named, postgres_pids, sample_waits, snapshot
 from benchmarks.gateway import _free_port, _percentile, machine_ready, spark_process
-from benchmarks.raw_http import RawConnection, encode_post
 from bot.spark.simulator import Credentials
 from bot.web.keys import new_key
 from storage.database import create_database
@@ -56,85 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 REDIS = "redis://127.0.0.1:6379/0"
 MODEL = "max"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_SECONDS = 60.0
 KINDS = ("gateways", "simulator", "client", "postgres", "redis")
-
-
-# -- CPU time from /proc ---------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-def machine_busy() -> float:
-    """CPU seconds every core spent busy since boot (``/proc/stat``)."""
-    with open("/proc/stat") as stat:
-        values = [int(value) for value in stat.readline().split()[1:9]]
-    idle = values[3] + values[4]  # idle, iowait
-    return (sum(values) - idle) / CLOCK_TICKS
-
-
-def pids_named(name: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as comm:
-                if comm.read().strip() == name:
-                    found.append(int(entry))
-    return found
-
-
-async def postgres_pids(admin: asyncpg.Connection, database: str) -> list[int]:
-    """The server's processes working for this run: the backends of its database and the
-    server's own (WAL writer, checkpointer...), not other databases' backends."""
-    rows = await admin.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-        "AND (datname = $1 OR (datname IS NULL AND backend_type <> 'client backend'))",
-        database,
-    )
-    return [int(row["pid"]) for row in rows]
-
-
-async def sample_waits(admin: asyncpg.Connection, database: str, until: float) -> dict[str, float]:
-    """How many of the database's backends are running a statement, on average, by what
-    they wait for (``CPU``: nothing, they run), sampled every 50 ms until ``until``: a
-    statement waiting on a lock or on the WAL flush is where replicas queue for one
-    database."""
-    seen: collections.Counter[str] = collections.Counter()
-    samples = 0
-    while time.monotonic() < until:
-        rows = await admin.fetch(
-            "SELECT wait_event_type, wait_event FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid() AND state = 'active'",
-            database,
-        )
-        samples += 1
-        seen.update(
-            f"{row['wait_event_type']}:{row['wait_event']}" if row["wait_event"] else "CPU"
-            for row in rows
-        )
-        await asyncio.sleep(min(0.05, max(0.0, until - time.monotonic())))
-    return {what: count / max(1, samples) for what, count in seen.most_common()}
-
-
-@dataclass(slots=True)
-class CpuSnapshot:
-    per_kind: dict[str, float]
-    busy: float
-    at: float
-
-
-def snapshot(pids: dict[str, list[int]]) -> CpuSnapshot:
-    per_kind = {kind: sum(process_cpu(pid) for pid in found) for kind, found in pids.items()}
-    return CpuSnapshot(per_kind, machine_busy(), time.monotonic())
 
 
 # -- the gateways ----------------------------------------------------------------------------
@@ -241,18 +164,6 @@ class PhaseResult:
         return self.completed / self.window
 
 
-@dataclass(slots=True)
-class Tally:
-    completed: int = 0
-    errors: int = 0
-    latencies: list[float] = field(default_factory=list)
-    first_error: str | None = None
-
-    def error(self, what: str) -> None:
-        self.errors += 1
-        self.first_error = self.first_error or what
-
-
 def _body(stream: bool, chars: int) -> bytes:
     body = {
         "model": MODEL,
@@ -260,93 +171,6 @@ def _body(stream: bool, chars: int) -> bytes:
         "stream": stream,
     }
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def _headers(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-
-class RawSender:
-    """A worker's keep-alive connection to each replica, and its requests pre-encoded."""
-
-    def __init__(self, ports: Sequence[int], key: str, body: bytes) -> None:
-        self._ports = ports
-        self._payloads = [
-            encode_post(f"127.0.0.1:{port}", "/v1/chat/completions", _headers(key), body)
-            for port in ports
-        ]
-        self._connections: list[RawConnection] = []
-
-    async def open(self) -> None:
-        self._connections = [await RawConnection.open("127.0.0.1", p) for p in self._ports]
-
-    async def send(self, replica: int) -> tuple[int, bytes]:
-        connection = self._connections[replica]
-        if connection.closed:
-            connection = await RawConnection.open("127.0.0.1", self._ports[replica])
-            self._connections[replica] = connection
-        return await connection.request(self._payloads[replica])
-
-    async def close(self) -> None:
-        for connection in self._connections:
-            connection.close()
-
-
-class AiohttpSender:
-    """The same requests through one aiohttp client session (to measure what it costs)."""
-
-    def __init__(
-        self, session: aiohttp.ClientSession, ports: Sequence[int], key: str, body: bytes
-    ) -> None:
-        self._session = session
-        self._urls = [f"http://127.0.0.1:{port}/v1/chat/completions" for port in ports]
-        self._headers = _headers(key)
-        self._body = body
-
-    async def open(self) -> None:
-        return None
-
-    async def send(self, replica: int) -> tuple[int, bytes]:
-        async with self._session.post(
-            self._urls[replica], data=self._body, headers=self._headers
-        ) as response:
-            return response.status, await response.read()
-
-    async def close(self) -> None:
-        return None
-
-
-Sender = RawSender | AiohttpSender
-
-
-async def _worker(
-    sender: Sender,
-    replicas: int,
-    turns: Iterator[int],
-    window: tuple[float, float],
-    stream: bool,
-    tally: Tally,
-) -> None:
-    """Requests one after another until the window ends, each to the balancer's next
-    replica."""
-    await sender.open()
-    start, end = window
-    clock = time.monotonic
-    try:
-        while (sent := clock()) < end:
-            try:
-                status, body = await sender.send(next(turns) % replicas)
-            except (ConnectionError, ValueError, aiohttp.ClientError) as exc:
-                tally.error(f"{type(exc).__name__}: {exc}")
-                continue
-            done = clock()
-            if status != 200 or (stream and b"data: [DONE]" not in body):
-                tally.error(body[-300:].decode(errors="replace"))
-            elif sent >= start and done <= end:
-                tally.completed += 1
-                tally.latencies.append(done - sent)
-    finally:
-        await sender.close()
 
 
 async def run_phase(
@@ -372,7 +196,7 @@ async def run_phase(
             for i in range(args.concurrency)
         ]
         workers = [
-            asyncio.create_task(_worker(sender, len(ports), turns, window, args.stream, tally))
+            asyncio.create_task(worker(sender, len(ports), turns, window, args.stream, tally))
             for sender in senders
         ]
         await asyncio.sleep(max(0.0, window[0] - time.monotonic() - 0.5))
