@@ -199,11 +199,11 @@ class UsageLimits:
     async def _admit_shared(
         self, shared: SharedLimits, user_id: int, reserve_tokens: int
     ) -> AdmissionTicket:
+        limit = self._settings.user_rate_limit
+        now = self._clock()
         # The ledger's figure only: the reservation's script counts the live reservations
         # itself, in the same step as it adds this one (reading them first would cost a
         # round trip to Redis for a figure nothing uses).
-        now = self._clock()
-        limit = self._settings.user_rate_limit
         use = await self._db.usage.daily_use(user_id, now.date())
         quota = effective_quota(use.quota, self.default_quota)
         ticket: AdmissionTicket = _Free()
