@@ -81,11 +81,16 @@ class StampingSimulator(SparkSimulator):
         return plan
 
 
-def _serve_spark(conn: Connection, interval: float, backlog: int) -> None:
+def _serve_spark(
+    conn: Connection, interval: float, backlog: int, stamped: bool, chars_per_frame: int
+) -> None:
     async def main() -> None:
-        simulator = StampingSimulator(
+        kind = StampingSimulator if stamped else SparkSimulator
+        simulator = kind(
             Credentials.demo(),
-            SimulatorOptions(frame_interval=interval, chars_per_frame=8, max_recorded=1000),
+            SimulatorOptions(
+                frame_interval=interval, chars_per_frame=chars_per_frame, max_recorded=1000
+            ),
         )
         runner = web.AppRunner(simulator.app, access_log=None)
         await runner.setup()
@@ -363,16 +368,24 @@ def machine_ready(streams: int) -> None:
 
 @contextlib.contextmanager
 def spark_process(
-    context: multiprocessing.context.SpawnContext, interval: float, backlog: int
-) -> Iterator[str]:
-    """The stamping simulator in a process of its own, for the block; yields its URL."""
+    context: multiprocessing.context.SpawnContext,
+    interval: float,
+    backlog: int,
+    *,
+    stamped: bool = True,
+    chars_per_frame: int = 8,
+) -> Iterator[tuple[str, int]]:
+    """The simulator (stamping its frames unless ``stamped`` is off) in a process of its
+    own, for the block; yields its URL and the process id."""
     spark_end, spark_child = context.Pipe()
     spark = context.Process(
-        target=_serve_spark, args=(spark_child, interval, backlog), daemon=True
+        target=_serve_spark,
+        args=(spark_child, interval, backlog, stamped, chars_per_frame),
+        daemon=True,
     )
     spark.start()
     try:
-        yield spark_end.recv()
+        yield spark_end.recv(), int(spark.pid or 0)
     finally:
         spark_end.send("stop")
         spark.join(timeout=15)
@@ -413,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     context = multiprocessing.get_context("spawn")
-    with spark_process(context, args.interval, args.backlog) as spark_url:
+    with spark_process(context, args.interval, args.backlog) as (spark_url, _):
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
         with _gateway(context, spark_url) as (end, base, key):
             end.send("cpu")

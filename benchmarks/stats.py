@@ -9,7 +9,7 @@ when TEST_DATABASE_URL or --postgres-url names one) it
 2. builds the whole-bot report (``Database.stats.overview``, one read-only unit of work)
    and renders it, ``--samples`` times, and prints p50 / p95 / max;
 3. does the same for the busiest user and the busiest chat (``/stats user``, ``/stats chat``:
-   their own ledger rows), and for a quota check (the ledger since midnight for one user);
+   their own ledger rows), and for a quota check (one user's rollup row for today);
 4. drops everything it created.
 
 Usage: ``python benchmarks/stats.py`` (see ``--help``).
@@ -167,7 +167,7 @@ async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
             render_report(found.report, "en", now=now)
 
         async def quota_check() -> None:
-            await database.usage.daily_use(user_id, day_start(today))
+            await database.usage.daily_use(user_id, today)
 
         user_rows = await rows_of(database, "user_id", user_id, since)
         chat_rows = await rows_of(database, "chat_id", chat_id, since)

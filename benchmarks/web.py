@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"every {args.interval:g} s, started {stagger * 1000:g} ms apart"
     )
     context = multiprocessing.get_context("spawn")
-    with spark_process(context, args.interval, args.backlog) as spark_url:
+    with spark_process(context, args.interval, args.backlog) as (spark_url, _):
         direct = asyncio.run(direct_phase(spark_url, args.streams, args.chars, stagger))
         with _gateway(context, spark_url, args.profile) as (end, base, key):
             stamped, delivered, cpu, started, spans = asyncio.run(

@@ -504,9 +504,9 @@ async def test_usage_ledger_totals_quota_top_users_and_latency(database: Databas
             )
         today = now.replace(hour=0, minute=0)
         used_a = await timed.usage.tokens_used(USER_A, today)
-        use_b = await timed.usage.daily_use(USER_B, today)
+        use_b = await timed.usage.daily_use(USER_B, now.date())
         assert await timed.users.set_daily_quota(USER_A, 1000)
-        use_a = await timed.usage.daily_use(USER_A, today)
+        use_a = await timed.usage.daily_use(USER_A, now.date())
         ledger = await db_rows.ledger(database)
         assert used_a == 350
         assert (use_a.quota, use_a.used) == (1000, 350)
@@ -524,6 +524,37 @@ async def test_usage_ledger_totals_quota_top_users_and_latency(database: Databas
         assert [row.created_at for row in ledger] == [
             now - timedelta(days=days, minutes=1) for days, *_rest in rows
         ]
+
+
+async def test_the_quota_read_counts_the_utc_day_of_each_ledger_row(database: Database) -> None:
+    midnight = datetime(2026, 12, 4, 0, 0, tzinfo=UTC)
+    moments = [
+        (midnight - timedelta(microseconds=1), 1000),  # the day before, to the last instant
+        (midnight, 20),
+        (midnight + timedelta(hours=23, minutes=59, seconds=59), 300),
+        (midnight + timedelta(days=1), 4000),  # the next day
+    ]
+    clock_at = [midnight]
+    async with _clocked(database, lambda: clock_at[0]) as timed:
+        for moment, tokens in moments:
+            clock_at[0] = moment
+            await timed.usage.record(
+                model="lite",
+                usage=TokenUsage(total_tokens=tokens),
+                user_id=USER_A,
+                chat_id=None,
+            )
+        await timed.usage.record(  # another user's row counts for them only
+            model="lite", usage=TokenUsage(total_tokens=50_000), user_id=USER_B, chat_id=None
+        )
+        today = await timed.usage.daily_use(USER_A, midnight.date())
+        before = await timed.usage.daily_use(USER_A, (midnight - timedelta(days=1)).date())
+        after = await timed.usage.daily_use(USER_A, (midnight + timedelta(days=1)).date())
+        idle = await timed.usage.daily_use(USER_A, (midnight + timedelta(days=5)).date())
+        since_midnight = await timed.usage.tokens_used(USER_A, midnight)
+    assert (today.used, before.used, after.used, idle.used) == (320, 1000, 4000, 0)
+    assert since_midnight == 4320  # the ledger's own range read agrees: today and after
+    assert today.quota is None
 
 
 async def test_timestamps_are_aware_utc_and_come_from_the_clock(database: Database) -> None:

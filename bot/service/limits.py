@@ -199,20 +199,30 @@ class UsageLimits:
     async def _admit_shared(
         self, shared: SharedLimits, user_id: int, reserve_tokens: int
     ) -> AdmissionTicket:
-        state = await self.quota_state(user_id)
+        limit = self._settings.user_rate_limit
+        now = self._clock()
+        # The ledger's figure only: the reservation's script counts the live reservations
+        # itself, in the same step as it adds this one (reading them first would cost a
+        # round trip to Redis for a figure nothing uses).
+        use = await self._db.usage.daily_use(user_id, now.date())
+        quota = effective_quota(use.quota, self.default_quota)
         ticket: AdmissionTicket = _Free()
-        if state.quota is not None:
+        if quota is not None:
             reservation = await shared.reserve(
                 user_id,
                 reserve_tokens,
-                used=state.used_today,
-                quota=state.quota,
+                used=use.used,
+                quota=quota,
                 ttl=SHARED_RESERVATION_SECONDS,
             )
             if reservation is None:
-                raise QuotaExhausted(state.used_today, state.quota, state.resets_at)
+                raise QuotaExhausted(use.used, quota, next_reset(now))
             ticket = _SharedTicket(shared, reservation, self._releasing)
-        limit = self._settings.user_rate_limit
+        elif not limit:
+            # Nothing of this question is counted in Redis, yet no question is admitted while
+            # Redis is away (the other processes' counts and lanes live there): this read
+            # raises then, as the reservation or the window would.
+            await shared.reserved(user_id)
         if limit:
             wait = await shared.take_rate(f"user:{user_id}", limit, RATE_WINDOW_SECONDS)
             if wait is not None:
@@ -223,8 +233,7 @@ class UsageLimits:
     async def quota_state(self, user_id: int) -> QuotaState:
         """The user's quota, today's use and reservations, as /usage and /stats show them."""
         now = self._clock()
-        midnight = day_start(now.date())
-        use = await self._db.usage.daily_use(user_id, midnight)
+        use = await self._db.usage.daily_use(user_id, now.date())
         used = use.used
         if self._shared is not None:
             reserved = await self._shared.reserved(user_id)

@@ -1,8 +1,10 @@
 """The usage ledger: one row per Spark request, and what quotas read from it.
 
-Each query is a time range (``created_at >= since``) of one user, served by the ledger's
-``(user_id, created_at, ...)`` index however large it grows. Admin statistics read the
-ledger's rollups instead (:mod:`storage.stats`).
+A ledger query is a time range (``created_at >= since``) of one user, served by the ledger's
+``(user_id, created_at, ...)`` index; it reads every row in the range, so the quota check,
+made before every question, reads the user's rollup row for the day instead (kept by the
+ledger's trigger, migration 0002): one row however many requests the user made today.
+Admin statistics read the rollups too (:mod:`storage.stats`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 # Every text here is assembled from this module's constants only; values are always bound.
 # ruff: noqa: S608
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from storage.backends import Connection
 from storage.dto import TokenUsage
@@ -41,8 +43,8 @@ TOKENS_USED = sql(
 )
 DAILY_USE = sql(
     "SELECT u.daily_token_quota AS quota, "
-    "(SELECT COALESCE(SUM(r.total_tokens), 0) FROM usage_records r "
-    " WHERE r.user_id = :user AND r.created_at >= :since) AS used "
+    "(SELECT d.total_tokens FROM usage_daily_users d "
+    " WHERE d.user_id = :user AND d.day = :day) AS used "
     "FROM (SELECT 1 AS one) o LEFT JOIN users u ON u.id = :user"
 )
 
@@ -50,7 +52,7 @@ DAILY_USE = sql(
 @dataclass(frozen=True, slots=True)
 class DailyUse:
     """A user's own quota override (None: the default applies, or no such user) and the
-    tokens billed to them since the day's start."""
+    tokens billed to them on the day (UTC)."""
 
     quota: int | None
     used: int
@@ -95,7 +97,10 @@ class Usage(Repository):
             assert row is not None  # RETURNING of an insert always has its row
             return int(row["id"])
 
-        return await self.backend.write(unit)
+        # One statement (its trigger's rollup upserts included): autocommit on PostgreSQL, so
+        # the rollups' hot rows (today's totals, every request's) are locked for the
+        # statement alone, not for two more round trips of BEGIN and COMMIT.
+        return await self.backend.write(unit, one_statement=True)
 
     async def tokens_used(self, user_id: int, since: datetime) -> int:
         """Total tokens billed to ``user_id`` since ``since``."""
@@ -107,9 +112,10 @@ class Usage(Repository):
 
         return await self.backend.read(unit)
 
-    async def daily_use(self, user_id: int, since: datetime) -> DailyUse:
-        """The quota check's figures, read in one statement (see :class:`DailyUse`)."""
-        params = {"user": user_id, "since": since}
+    async def daily_use(self, user_id: int, day: date) -> DailyUse:
+        """The quota check's figures for the UTC ``day``, read in one statement (see
+        :class:`DailyUse`)."""
+        params = {"user": user_id, "day": day}
 
         async def unit(connection: Connection) -> DailyUse:
             row = await connection.row(DAILY_USE, params)
