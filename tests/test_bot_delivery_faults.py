@@ -15,12 +15,18 @@ import pytest
 
 from bot.spark.simulator import SimulatorOptions
 from storage.dto import LEDGER_UNDELIVERED
-from tests.support.bot_harness import BotFactory, ProcessFactory, RunningBot, spark_pace
+from tests.support.bot_harness import (
+    BotFactory,
+    ProcessFactory,
+    RunningBot,
+    spark_pace,
+    stored_answers,
+)
 from tests.support.fake_telegram import BotApiError
 from tests.support.spark_fixtures import SimulatorFactory
 from tests.support.telegram_driver import TelegramDriver, TgChat, TgUser
 from tests.support.telegram_fixtures import FakeFactory
-from tests.test_bot_lifecycle import START_TIMEOUT, _answers, _process_env
+from tests.test_bot_lifecycle import START_TIMEOUT, _process_env
 
 BAD_GATEWAY = BotApiError(502, "Bad Gateway")
 SLOW_FRAMES = spark_pace(frame_interval=0.05, chars_per_frame=12)
@@ -208,7 +214,7 @@ async def test_shutdown_under_a_long_429_stays_within_its_grace_and_stores_the_a
     # chat's 25 s deadline. The bound leaves room for a machine busy with other tests.
     assert await process.wait(timeout=12) == 0
 
-    (answer,) = await _answers(database_url, group.id)
+    (answer,) = await stored_answers(database_url, group.id)
     assert answer.status == "partial"  # marked before exit, not at the next start
     assert len(answer.content) > 0
     assert simulator.requests[0].planned_answer.startswith(answer.content)

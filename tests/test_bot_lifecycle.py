@@ -16,9 +16,13 @@ import aiohttp
 import pytest
 
 from bot.spark.simulator import Credentials, SimulatorOptions, SparkSimulator
-from storage.database import create_database
 from storage.dto import StoredMessage
-from tests.support.bot_harness import BotFactory, ProcessFactory, free_port, stored_messages
+from tests.support.bot_harness import (
+    BotFactory,
+    ProcessFactory,
+    free_port,
+    stored_answers,
+)
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.spark_fixtures import SimulatorFactory
 from tests.support.telegram_driver import TelegramDriver
@@ -46,15 +50,6 @@ def _process_env(
         "SHUTDOWN_GRACE_SECONDS": "1",
         "LOG_LEVEL": "DEBUG",
     }
-
-
-async def _answers(database_url: str, chat_id: int) -> list[StoredMessage]:
-    database = create_database(database_url)
-    try:
-        messages = await stored_messages(database, chat_id)
-    finally:
-        await database.dispose()
-    return [m for m in messages if m.role == "assistant"]
 
 
 def _secrets(fake: FakeTelegram) -> list[str]:
@@ -100,7 +95,7 @@ async def test_sigterm_mid_stream_interrupts_the_answer_visibly_and_exits_cleanl
         "⏹ The bot is restarting and did not get to this question. "
         "Please send it again in a minute."
     ]
-    answer, unanswered = await _answers(database_url, chat.id)
+    answer, unanswered = await stored_answers(database_url, chat.id)
     assert answer.status == "partial"
     assert 60 < len(answer.content) < 5000
     assert simulator.requests[0].planned_answer.startswith(answer.content)
@@ -139,7 +134,7 @@ async def test_answer_cut_by_a_crash_is_marked_partial_at_the_next_start(
     async with asyncio.timeout(10):
         while not (streamed and streamed[0].content):
             await asyncio.sleep(0.2)
-            streamed = await _answers(database_url, chat.id)
+            streamed = await stored_answers(database_url, chat.id)
     assert streamed[0].status == "streaming"
     first.signal(signal.SIGKILL)
     assert await first.wait(timeout=5) == -signal.SIGKILL
@@ -147,7 +142,7 @@ async def test_answer_cut_by_a_crash_is_marked_partial_at_the_next_start(
     second = bot_process(env, "second")
     await second.start()
     await fake.wait_for_call("deleteWebhook", count=2, timeout=START_TIMEOUT)
-    (recovered,) = await _answers(database_url, chat.id)
+    (recovered,) = await stored_answers(database_url, chat.id)
     assert recovered.status == "partial"
     assert recovered.content.startswith(streamed[0].content)
     assert recovered.content

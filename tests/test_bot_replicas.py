@@ -16,9 +16,8 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.spark.simulator import SimulatorOptions
-from storage.database import create_database
 from storage.dto import StoredMessage
-from tests.support.bot_harness import ProcessFactory, stored_messages
+from tests.support.bot_harness import ProcessFactory, stored_answers
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.fake_telegram_errors import JsonDict
 from tests.support.replicas import BotReplicas
@@ -41,21 +40,12 @@ def _update(fake: FakeTelegram, message: JsonDict) -> JsonDict:
     raise KeyError(message.get("message_id"))
 
 
-async def _answers(database_url: str, chat_id: int) -> list[StoredMessage]:
-    database = create_database(database_url)
-    try:
-        messages = await stored_messages(database, chat_id)
-    finally:
-        await database.dispose()
-    return [m for m in messages if m.role == "assistant"]
-
-
 async def _settled(database_url: str, chat_id: int, count: int) -> list[StoredMessage]:
     """The chat's answers once ``count`` of them are stored with a final status (the message
     on screen comes a moment before its row)."""
     async with asyncio.timeout(10):
         while True:
-            answers = await _answers(database_url, chat_id)
+            answers = await stored_answers(database_url, chat_id)
             if len([m for m in answers if m.status != "streaming"]) >= count:
                 return answers
             await asyncio.sleep(0.1)
@@ -204,7 +194,7 @@ async def test_a_process_killed_mid_answer_is_taken_over_and_a_rolling_restart_l
     async with asyncio.timeout(15):  # a checkpoint of the partial text, every 3 s
         while not (streamed and streamed[0].content):
             await asyncio.sleep(0.2)
-            streamed = await _answers(database_url, chat.id)
+            streamed = await stored_answers(database_url, chat.id)
     after = await driver.send_text(chat, user, "[[answer:Next, from another process.]] next")
     await replicas.deliver(_update(fake, after), to=1)  # waits its turn behind the first
     await fake.wait_for(lambda: any(t.startswith("⏳") for t in fake.visible_texts(chat.id)))

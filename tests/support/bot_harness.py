@@ -59,6 +59,17 @@ async def stored_messages(database: Database, chat_id: int) -> list[StoredMessag
     return await db_rows.chat_messages(database, chat_id)
 
 
+async def stored_answers(database_url: str, chat_id: int) -> list[StoredMessage]:
+    """The answers stored for ``chat_id``, oldest first, read through a database of their own
+    (for a bot running in another process)."""
+    database = create_database(database_url)
+    try:
+        messages = await stored_messages(database, chat_id)
+    finally:
+        await database.dispose()
+    return [m for m in messages if m.role == "assistant"]
+
+
 def spark_messages(record: RecordedRequest) -> list[dict[str, str]]:
     """The messages (role, content) of one request Spark received, history first."""
     assert record.request is not None, f"no request frame on {record.path}"
