@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.spark.simulator import Credentials, SimulatorOptions
+from bot.spark.simulator import SimulatorOptions
 from tests.support.bot_harness import (
     BotFactory,
     ProcessFactory,
@@ -30,7 +30,7 @@ from tests.support.bot_harness import (
 )
 from tests.support.db_fixtures import drop_postgres_schema, postgres_base_url, postgres_schema_url
 from tests.support.fake_telegram_errors import JsonDict
-from tests.support.spark_fixtures import SimulatorFactory
+from tests.support.spark_fixtures import SimulatorFactory, spark_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.telegram_driver import TelegramDriver, TgChat, TgUser
 from tests.support.telegram_fixtures import FakeFactory
@@ -293,15 +293,10 @@ def _immutable(path: Path) -> Iterator[None]:
 
 
 def _process_env(fake_url: str, token: str, spark_url: str, database_url: str) -> dict[str, str]:
-    credentials = Credentials.demo()
     return {
         "TELEGRAM_BOT_TOKEN": token,
         "TELEGRAM_API_BASE_URL": fake_url,
-        "SPARK_APP_ID": credentials.app_id,
-        "SPARK_API_KEY": credentials.api_key,
-        "SPARK_API_SECRET": credentials.api_secret,
-        "SPARK_URL": spark_url,
-        "SPARK_MAX_RETRIES": "0",
+        **spark_env(spark_url),
         "DATABASE_URL": database_url,
         "SHUTDOWN_GRACE_SECONDS": "1",
     }

@@ -24,7 +24,7 @@ from tests.support.bot_harness import (
     stored_answers,
 )
 from tests.support.fake_telegram import FakeTelegram
-from tests.support.spark_fixtures import SimulatorFactory
+from tests.support.spark_fixtures import SimulatorFactory, spark_env
 from tests.support.telegram_driver import TelegramDriver
 from tests.support.telegram_fixtures import FakeFactory
 
@@ -37,15 +37,10 @@ START_TIMEOUT = 20.0  # a cold child imports ptb, SQLAlchemy and runs migrations
 def _process_env(
     fake: FakeTelegram, simulator: SparkSimulator, database_url: str
 ) -> dict[str, str]:
-    credentials = Credentials.demo()
     return {
         "TELEGRAM_BOT_TOKEN": fake.token,
         "TELEGRAM_API_BASE_URL": fake.root_url,
-        "SPARK_APP_ID": credentials.app_id,
-        "SPARK_API_KEY": credentials.api_key,
-        "SPARK_API_SECRET": credentials.api_secret,
-        "SPARK_URL": simulator.base_url,
-        "SPARK_MAX_RETRIES": "0",
+        **spark_env(simulator.base_url),
         "DATABASE_URL": database_url,
         "SHUTDOWN_GRACE_SECONDS": "1",
         "LOG_LEVEL": "DEBUG",

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.spark.simulator import Credentials
 from storage.migrate import upgrade
 from tests.support.bot_harness import BotProcess, ProcessFactory, free_port
 from tests.support.db_fixtures import postgres_base_url
 from tests.support.fake_telegram import BotApiError, FakeTelegram
+from tests.support.spark_fixtures import spark_env
 from tests.support.telegram_fixtures import FakeFactory
 
 START_TIMEOUT = 30.0  # a cold child imports ptb and SQLAlchemy, then gives up
@@ -33,12 +33,9 @@ PASSWORD = "s3cret-PW-never-shown"
 
 
 def _env(fake: FakeTelegram | None, database_url: str, **extra: str) -> dict[str, str]:
-    credentials = Credentials.demo()
     env = {
         "TELEGRAM_BOT_TOKEN": fake.token if fake else "123456:TEST-token-never-used",
-        "SPARK_APP_ID": credentials.app_id,
-        "SPARK_API_KEY": credentials.api_key,
-        "SPARK_API_SECRET": credentials.api_secret,
+        **spark_env(),
         "DATABASE_URL": database_url,
         # Quiet unless something is wrong: the failure must be the only line.
         "LOG_LEVEL": "WARNING",

@@ -16,10 +16,11 @@ from typing import Any
 
 import aiohttp
 
-from bot.spark.simulator import Credentials, SparkSimulator
+from bot.spark.simulator import SparkSimulator
 from tests.support.bot_harness import BotProcess, ProcessFactory, free_port
 from tests.support.fake_telegram import FakeTelegram
 from tests.support.fake_telegram_errors import JsonDict
+from tests.support.spark_fixtures import spark_env
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 START_TIMEOUT = 40.0  # cold children import ptb, SQLAlchemy, run migrations, side by side
@@ -37,7 +38,6 @@ def replica_env(
     secret: str,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    credentials = Credentials.demo()
     return {
         "TELEGRAM_BOT_TOKEN": fake.token,
         "TELEGRAM_API_BASE_URL": fake.root_url,
@@ -46,11 +46,7 @@ def replica_env(
         "WEBHOOK_SECRET": secret,
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "SPARK_APP_ID": credentials.app_id,
-        "SPARK_API_KEY": credentials.api_key,
-        "SPARK_API_SECRET": credentials.api_secret,
-        "SPARK_URL": simulator.base_url,
-        "SPARK_MAX_RETRIES": "0",
+        **spark_env(simulator.base_url),
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": redis_prefix,

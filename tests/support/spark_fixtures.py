@@ -152,3 +152,17 @@ async def ask(
     model = model or get_model("max")
     request = chat_request(simulator, model, question, **kwargs)
     return await exchange(session, signed_url(simulator, model), request)
+
+
+def spark_env(spark_url: str | None = None) -> dict[str, str]:
+    """The Spark settings of a bot process (environment variables): the simulator's demo
+    credentials, and with ``spark_url`` its address and no retries."""
+    credentials = Credentials.demo()
+    env = {
+        "SPARK_APP_ID": credentials.app_id,
+        "SPARK_API_KEY": credentials.api_key,
+        "SPARK_API_SECRET": credentials.api_secret,
+    }
+    if spark_url is not None:
+        env.update(SPARK_URL=spark_url, SPARK_MAX_RETRIES="0")
+    return env
