@@ -7,8 +7,8 @@ where the SQL must differ, the statement carries both texts, and a unit may ask
 :attr:`Connection.backend`.
 
 - **SQLite**: the unit runs whole in a thread of :class:`~storage.sqlite_worker.SqliteWorker`
-  on :mod:`sqlite3`: writes in the writer thread (committed in groups, each unit in a
-  savepoint of its own), reads on a reader thread in autocommit. One hop per unit, not one or
+  on :mod:`sqlite3`: writes in the writer thread (committed in groups, a unit that raises
+  undone alone), reads on a reader thread in autocommit. One hop per unit, not one or
   more per statement. :mod:`sqlite3` never waits on anything the event loop runs, so the unit's
   coroutine runs to its end in one step on that thread (:func:`_run_through`); a unit that
   awaited anything else would be refused there.

@@ -268,4 +268,5 @@ async def test_a_database_fault_while_answering_is_logged_and_the_waiting_user_t
     assert bot.fake.visible_texts(chat.id)[1:] == ["First.", apology]
     failed = [r.getMessage() for r in caplog.records if r.getMessage().endswith("answer failed")]
     assert failed == [f"chat {chat.id}: answer failed"] * 2
-    assert len(bot.spark.requests) == 1
+    # One question asked; the second answer's socket may have opened ahead, unused.
+    assert len([r for r in bot.spark.requests if r.request is not None]) == 1

@@ -59,6 +59,7 @@ from bot.service.visible_text import is_blank
 from bot.spark import types as spark_events
 from bot.spark.client import SparkClient
 from bot.spark.errors import SparkAPIError, SparkError
+from bot.spark.handshake import Handshake
 from bot.spark.models import SparkModel, find_model, get_model
 from bot.spark.tokens import estimate_text_tokens
 from bot.spark.types import SearchSource, Usage
@@ -466,6 +467,17 @@ class ConversationService:
                 queued.ticket.release()
 
     async def _answer(self, queued: QueuedQuestion, sink: AnswerSink) -> AnswerOutcome:
+        # Spark's socket opens while the history is read and the answer's row written; the
+        # request goes out on it only once both are done (bot.spark.handshake).
+        ahead = self._spark.open_ahead(self._model_of(queued.chat))
+        try:
+            return await self._answer_on(queued, sink, ahead)
+        finally:
+            await ahead.aclose()  # nothing once the stream took its socket
+
+    async def _answer_on(
+        self, queued: QueuedQuestion, sink: AnswerSink, ahead: Handshake
+    ) -> AnswerOutcome:
         language = queued.participant.language
         conversation = queued.conversation
         messages = self._db.messages
@@ -480,6 +492,7 @@ class ConversationService:
                 known=queued.chat,
             )
         except QuestionTooLong as exc:  # the chat switched to a smaller model while this waited
+            await ahead.aclose()
             model = (await self.chat_settings(queued.place)).model
             reason = describe_failure(exc, language, model.title)
             await sink.start()
@@ -497,7 +510,9 @@ class ConversationService:
             monotonic=self._monotonic,
         )
         async with checkpoints:
-            return await self._stream(queued, sink, prompt, answer_row.id, language, checkpoints)
+            return await self._stream(
+                queued, sink, prompt, answer_row.id, language, checkpoints, ahead
+            )
 
     def _prompt_settings(self, chat: ChatInfo | None) -> PromptSettings:
         """What the prompt is built for, decided from the chat."""
@@ -512,6 +527,7 @@ class ConversationService:
         answer_id: int,
         language: Language,
         checkpoints: Checkpoints,
+        ahead: Handshake,
     ) -> AnswerOutcome:
         place = queued.place
         model = prompt.settings.model
@@ -527,7 +543,7 @@ class ConversationService:
         await sink.start()
         try:
             stream = self._spark.stream(
-                context.messages, queued.conversation.spark_uid, model=model
+                context.messages, queued.conversation.spark_uid, model=model, ahead=ahead
             )
             async with aclosing(stream) as events:
                 async for event in events:

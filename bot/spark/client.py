@@ -55,6 +55,7 @@ from bot.spark.errors import (
     SparkTransportError,
     spark_api_error,
 )
+from bot.spark.handshake import Handshake
 from bot.spark.models import SparkModel
 from bot.spark.options import SparkOptions
 from bot.spark.protocol import STATUS_LAST, build_request, parse_frame
@@ -195,6 +196,7 @@ class SparkClient:
         model: SparkModel | None = None,
         options: GenerationOptions | None = None,
         on_sid: Callable[[str], None] | None = None,
+        ahead: Handshake | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Yield events as frames arrive; the last one is always :class:`Finished`.
 
@@ -205,7 +207,40 @@ class SparkClient:
         Consume it with ``contextlib.aclosing`` when you may stop early, so the socket closes
         at once rather than when the generator is collected. Cancelling the consuming task
         closes the socket (code 1000) and re-raises ``CancelledError``.
+
+        ``ahead``: a socket :meth:`open_ahead` is opening for this model; the first attempt
+        sends its request there (a failed opening counts as that attempt's failure). The
+        stream owns it from its first step on, and closes it unused if the model differs.
         """
+        try:
+            inner = self._stream(messages, uid, model, options, on_sid, ahead)
+            async with aclosing(inner) as events:
+                async for event in events:
+                    yield event
+        finally:
+            if ahead is not None:
+                await ahead.aclose()  # nothing once its socket was taken
+
+    def open_ahead(self, model: SparkModel | None = None) -> Handshake:
+        """Start opening a socket for a request to ``model`` soon (see
+        :mod:`bot.spark.handshake`); pass it to :meth:`stream`, or close it."""
+        model = model or self.model
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeouts.total
+        opening = loop.create_task(
+            self._connect(self.endpoint(model), model, deadline, 1), name="spark-handshake"
+        )
+        return Handshake(self.endpoint(model), opening)
+
+    async def _stream(
+        self,
+        messages: Sequence[ChatMessage],
+        uid: str,
+        model: SparkModel | None,
+        options: GenerationOptions | None,
+        on_sid: Callable[[str], None] | None,
+        ahead: Handshake | None,
+    ) -> AsyncGenerator[StreamEvent, None]:
         model = model or self.model
         options = options if options is not None else self.options_for(model)
         validate_request(model, messages, uid, options)
@@ -214,6 +249,9 @@ class SparkClient:
         )
         payload = json.dumps(request, ensure_ascii=False, separators=(",", ":"))
         url = self.endpoint(model)
+        if ahead is not None and ahead.url != url:
+            await ahead.aclose()  # opened for another model: the chat switched meanwhile
+            ahead = None
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self._timeouts.total
@@ -229,7 +267,10 @@ class SparkClient:
             yielded = False
             frames = 0
             try:
-                ws = await self._connect(url, model, deadline, attempt)
+                if ahead is not None and attempt == 1:
+                    ws = await ahead.socket()
+                else:
+                    ws = await self._connect(url, model, deadline, attempt)
                 watchdog = ReceiveWatchdog(loop)
                 try:
                     await ws.send_str(payload)
