@@ -36,6 +36,7 @@ from coordination.errors import CoordinationUnavailable
 from coordination.limits import Reservation, SharedLimits
 from storage.database import Database
 from storage.dto import Clock, utc_now
+from storage.repositories.usage import DailyUse
 from storage.stats import day_start
 
 log = logging.getLogger(__name__)
@@ -173,20 +174,27 @@ class UsageLimits:
         return self._reserved.get(user_id, 0)
 
     async def admit(
-        self, participant: Participant, model: SparkModel, reserve_tokens: int
+        self,
+        participant: Participant,
+        model: SparkModel,
+        reserve_tokens: int,
+        *,
+        known: DailyUse | None = None,
     ) -> AdmissionTicket:
-        """Admit a question or raise :class:`RateLimitExceeded` / :class:`QuotaExhausted`."""
+        """Admit a question or raise :class:`RateLimitExceeded` / :class:`QuotaExhausted`.
+        ``known``: the user's figures just read with the question's arrival (used only if
+        read for today)."""
         user_id = participant.user_id
         if self.is_admin(user_id):
             return _Free()
         if self._shared is not None:
-            return await self._admit_shared(self._shared, user_id, reserve_tokens)
+            return await self._admit_shared(self._shared, user_id, reserve_tokens, known)
         lock = self._locks.get(user_id)
         if lock is None:
             lock = self._locks[user_id] = asyncio.Lock()
         async with lock:
             self._check_rate(user_id)
-            state = await self.quota_state(user_id)
+            state = await self.quota_state(user_id, known=known)
             if state.quota is not None and state.used_today + state.reserved >= state.quota:
                 raise QuotaExhausted(state.used_today, state.quota, state.resets_at)
             self._note_request(user_id)
@@ -197,14 +205,14 @@ class UsageLimits:
             return _Ticket(self, user_id, tokens)
 
     async def _admit_shared(
-        self, shared: SharedLimits, user_id: int, reserve_tokens: int
+        self, shared: SharedLimits, user_id: int, reserve_tokens: int, known: DailyUse | None
     ) -> AdmissionTicket:
         limit = self._settings.user_rate_limit
         now = self._clock()
         # The ledger's figure only: the reservation's script counts the live reservations
         # itself, in the same step as it adds this one (reading them first would cost a
         # round trip to Redis for a figure nothing uses).
-        use = await self._db.usage.daily_use(user_id, now.date())
+        use = await self._daily_use(user_id, now, known)
         quota = effective_quota(use.quota, self.default_quota)
         ticket: AdmissionTicket = _Free()
         if quota is not None:
@@ -230,10 +238,11 @@ class UsageLimits:
                 raise RateLimitExceeded(wait)
         return ticket
 
-    async def quota_state(self, user_id: int) -> QuotaState:
-        """The user's quota, today's use and reservations, as /usage and /stats show them."""
+    async def quota_state(self, user_id: int, *, known: DailyUse | None = None) -> QuotaState:
+        """The user's quota, today's use and reservations, as /usage and /stats show them
+        (``known``: as in :meth:`admit`)."""
         now = self._clock()
-        use = await self._db.usage.daily_use(user_id, now.date())
+        use = await self._daily_use(user_id, now, known)
         used = use.used
         if self._shared is not None:
             reserved = await self._shared.reserved(user_id)
@@ -245,6 +254,12 @@ class UsageLimits:
         source: QuotaSource = "default" if override is None else "user"
         quota = effective_quota(override, self.default_quota)
         return QuotaState(user_id, quota, source, used, reserved, next_reset(now))
+
+    async def _daily_use(self, user_id: int, now: datetime, known: DailyUse | None) -> DailyUse:
+        """Today's figures: ``known`` when it was read for today, else read now."""
+        if known is not None and known.day == now.date():
+            return known
+        return await self._db.usage.daily_use(user_id, now.date())
 
     async def tokens_since(self, user_id: int, since: date) -> int:
         """Tokens the user spent since the start of ``since`` (UTC)."""
