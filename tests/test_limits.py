@@ -14,7 +14,7 @@ from bot.service.limits import QuotaState, UsageLimits
 from bot.spark.models import get_model
 from storage.database import Database
 from storage.dto import TokenUsage
-from storage.repositories.usage import DailyUse, Usage
+from storage.repositories.usage import Usage
 from tests.support import db_rows
 
 NOW = datetime(2026, 11, 29, 15, 30, tzinfo=UTC)
@@ -67,23 +67,6 @@ async def test_quota_boundary_and_reset_time(database: Database) -> None:
         1000,
         0,
     )
-
-
-async def test_figures_read_with_the_arrival_count_only_for_today(database: Database) -> None:
-    gate = limits(database, quota=1000)
-    today, yesterday = NOW.date(), datetime(2026, 11, 28, tzinfo=UTC).date()
-    # Read with the question's arrival: used as they are, the ledger not read again.
-    ticket = await gate.admit(ANN, MODEL, 0, known=DailyUse(None, 999, today))
-    ticket.release()
-    with pytest.raises(QuotaExhausted) as refused:
-        await gate.admit(ANN, MODEL, 0, known=DailyUse(None, 1000, today))
-    assert (refused.value.used, refused.value.quota) == (1000, 1000)
-    with pytest.raises(QuotaExhausted):  # the user's own quota, as read with them
-        await gate.admit(ANN, MODEL, 0, known=DailyUse(10, 10, today))
-    # Read before midnight: stale, so today's figures are read (nothing spent yet).
-    ticket = await gate.admit(ANN, MODEL, 0, known=DailyUse(None, 5000, yesterday))
-    ticket.release()
-    assert gate.reserved(ANN.user_id) == 0
 
 
 async def test_concurrent_questions_cannot_share_the_last_tokens(database: Database) -> None:

@@ -36,7 +36,6 @@ from storage.dto import (
 )
 from storage.repositories.conversations import Arrival
 from storage.repositories.messages import Finish
-from storage.repositories.usage import DailyUse
 from tests.support import db_rows
 
 CHAT_ID = -100777
@@ -465,23 +464,3 @@ async def test_arrival_sends_a_change_or_a_new_conversation_to_the_core_path(
     found = await db_rows.settled_arrival(database, _arrival(title="Team 2"))
     assert found is not None
     assert found[1].id == started.id != renamed.id
-
-
-async def test_arrival_reads_the_askers_quota_figures_in_the_same_statement(
-    database: Database,
-) -> None:
-    first = await database.conversations.arrive_with_use(_arrival())
-    assert first.use is None  # it had to write: the admission reads the figures itself
-    await database.users.set_daily_quota(USER_ID, 5000)
-    await database.usage.record(
-        model="lite", usage=TokenUsage(10, 30, 40), user_id=USER_ID, chat_id=CHAT_ID
-    )
-    settled = await database.conversations.arrive_with_use(_arrival())
-    day = database.clock().date()
-    assert (settled.chat, settled.conversation) == (first.chat, first.conversation)
-    assert settled.use == await database.usage.daily_use(USER_ID, day)
-    assert settled.use == DailyUse(quota=5000, used=40, day=day)
-    # Another asker in the same chat: their own figures, none of Ann's.
-    other = _arrival(user_id=USER_ID + 1, username="bob")
-    await database.conversations.arrive(other)
-    assert (await database.conversations.arrive_with_use(other)).use == DailyUse(None, 0, day)

@@ -79,7 +79,6 @@ from storage.dto import (
 from storage.errors import AnswerNotStreaming
 from storage.repositories.conversations import Arrival
 from storage.repositories.messages import Finish
-from storage.repositories.usage import DailyUse
 
 log = logging.getLogger(__name__)
 
@@ -168,16 +167,10 @@ class Admission(Protocol):
     """Per-user limits checked before a question is accepted (quotas, rate limits)."""
 
     async def admit(
-        self,
-        participant: Participant,
-        model: SparkModel,
-        reserve_tokens: int,
-        *,
-        known: DailyUse | None = None,
+        self, participant: Participant, model: SparkModel, reserve_tokens: int
     ) -> AdmissionTicket:
         """Admit a question that may cost up to ``reserve_tokens`` more tokens, or raise a
-        :class:`~bot.errors.ConversationError` to refuse it. ``known``: the asker's quota
-        figures, when they were read with the question's arrival (checked for their day)."""
+        :class:`~bot.errors.ConversationError` to refuse it."""
 
 
 class ConversationService:
@@ -298,9 +291,8 @@ class ConversationService:
         ``arrived``: the chat and its open conversation, stored as they are, when the front
         end has just read them itself (then they are not read again).
         """
-        known: DailyUse | None = None
         if arrived is None:
-            arrived, known = await self._arrive(participant, place)
+            arrived = await self._arrive(participant, place)
         chat, conversation = arrived
         model = self._model_of(chat)
         refusal: ConversationError | CoordinationUnavailable | None = None
@@ -313,7 +305,7 @@ class ConversationService:
                 max_tokens=self._max_tokens(model),
                 ratio=chat.token_ratio,
             )
-            ticket = await self._admit(participant, model, known)
+            ticket = await self._admit(participant, model)
         except (ConversationError, CoordinationUnavailable) as exc:
             # Stored all the same, marked unanswered, then told to the front end.
             refusal = exc
@@ -342,16 +334,10 @@ class ConversationService:
 
     async def _arrive(
         self, participant: Participant, place: Place
-    ) -> tuple[tuple[ChatInfo, ConversationInfo], DailyUse | None]:
+    ) -> tuple[ChatInfo, ConversationInfo]:
         """The chat and its open conversation; stored or refreshed first only when something
-        is new or changed (most questions read one row and write nothing here). With an
-        admission, the asker's quota figures come in the same read (one hand-over to the
-        database fewer before Spark), unless the arrival had to write."""
-        arrival = self._arrival(participant, place)
-        if self._admission is None:
-            return await self._db.conversations.arrive(arrival), None
-        arrived = await self._db.conversations.arrive_with_use(arrival)
-        return (arrived.chat, arrived.conversation), arrived.use
+        is new or changed (most questions read one row and write nothing here)."""
+        return await self._db.conversations.arrive(self._arrival(participant, place))
 
     def _arrival(self, participant: Participant, place: Place) -> Arrival:
         return Arrival(
@@ -366,14 +352,10 @@ class ConversationService:
             scope_user_id=participant.user_id if self._scope(place) == "user" else 0,
         )
 
-    async def _admit(
-        self, participant: Participant, model: SparkModel, known: DailyUse | None = None
-    ) -> AdmissionTicket | None:
+    async def _admit(self, participant: Participant, model: SparkModel) -> AdmissionTicket | None:
         if self._admission is None:
             return None
-        return await self._admission.admit(
-            participant, model, self._max_tokens(model), known=known
-        )
+        return await self._admission.admit(participant, model, self._max_tokens(model))
 
     async def question_to_retry(
         self, participant: Participant, place: Place

@@ -36,7 +36,6 @@ from coordination.errors import CoordinationUnavailable
 from coordination.limits import Reservation, SharedLimits
 from storage.database import Database
 from storage.dto import Clock, utc_now
-from storage.repositories.usage import DailyUse
 from storage.stats import day_start
 
 log = logging.getLogger(__name__)
@@ -174,27 +173,20 @@ class UsageLimits:
         return self._reserved.get(user_id, 0)
 
     async def admit(
-        self,
-        participant: Participant,
-        model: SparkModel,
-        reserve_tokens: int,
-        *,
-        known: DailyUse | None = None,
+        self, participant: Participant, model: SparkModel, reserve_tokens: int
     ) -> AdmissionTicket:
-        """Admit a question or raise :class:`RateLimitExceeded` / :class:`QuotaExhausted`.
-        ``known``: the user's figures just read with the question's arrival (used only if
-        read for today)."""
+        """Admit a question or raise :class:`RateLimitExceeded` / :class:`QuotaExhausted`."""
         user_id = participant.user_id
         if self.is_admin(user_id):
             return _Free()
         if self._shared is not None:
-            return await self._admit_shared(self._shared, user_id, reserve_tokens, known)
+            return await self._admit_shared(self._shared, user_id, reserve_tokens)
         lock = self._locks.get(user_id)
         if lock is None:
             lock = self._locks[user_id] = asyncio.Lock()
         async with lock:
             self._check_rate(user_id)
-            state = await self.quota_state(user_id, known=known)
+            state = await self.quota_state(user_id)
             if state.quota is not None and state.used_today + state.reserved >= state.quota:
                 raise QuotaExhausted(state.used_today, state.quota, state.resets_at)
             self._note_request(user_id)
@@ -205,14 +197,14 @@ class UsageLimits:
             return _Ticket(self, user_id, tokens)
 
     async def _admit_shared(
-        self, shared: SharedLimits, user_id: int, reserve_tokens: int, known: DailyUse | None
+        self, shared: SharedLimits, user_id: int, reserve_tokens: int
     ) -> AdmissionTicket:
         limit = self._settings.user_rate_limit
         now = self._clock()
         # The ledger's figure only: the reservation's script counts the live reservations
         # itself, in the same step as it adds this one (reading them first would cost a
         # round trip to Redis for a figure nothing uses).
-        use = await self._daily_use(user_id, now, known)
+        use = await self._db.usage.daily_use(user_id, now.date())
         quota = effective_quota(use.quota, self.default_quota)
         ticket: AdmissionTicket = _Free()
         if quota is not None:
@@ -238,11 +230,10 @@ class UsageLimits:
                 raise RateLimitExceeded(wait)
         return ticket
 
-    async def quota_state(self, user_id: int, *, known: DailyUse | None = None) -> QuotaState:
-        """The user's quota, today's use and reservations, as /usage and /stats show them
-        (``known``: as in :meth:`admit`)."""
+    async def quota_state(self, user_id: int) -> QuotaState:
+        """The user's quota, today's use and reservations, as /usage and /stats show them."""
         now = self._clock()
-        use = await self._daily_use(user_id, now, known)
+        use = await self._db.usage.daily_use(user_id, now.date())
         used = use.used
         if self._shared is not None:
             reserved = await self._shared.reserved(user_id)
@@ -254,12 +245,6 @@ class UsageLimits:
         source: QuotaSource = "default" if override is None else "user"
         quota = effective_quota(override, self.default_quota)
         return QuotaState(user_id, quota, source, used, reserved, next_reset(now))
-
-    async def _daily_use(self, user_id: int, now: datetime, known: DailyUse | None) -> DailyUse:
-        """Today's figures: ``known`` when it was read for today, else read now."""
-        if known is not None and known.day == now.date():
-            return known
-        return await self._db.usage.daily_use(user_id, now.date())
 
     async def tokens_since(self, user_id: int, since: date) -> int:
         """Tokens the user spent since the start of ``since`` (UTC)."""

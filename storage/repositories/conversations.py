@@ -19,7 +19,6 @@ from storage.repositories.chats import (
     topic_uid,
     upsert_chat,
 )
-from storage.repositories.usage import DAILY_USE_COLUMNS, DailyUse, daily_use_of
 from storage.repositories.users import upsert_user
 from storage.sql import Row, sql, utc
 
@@ -28,10 +27,10 @@ _CHAT = ", ".join(f"c.{column} AS {column}" for column in CHAT_COLUMNS.split(", 
 # Everything a question's arrival needs, read in one statement: the chat, the asker's stored
 # profile, the open conversation and the topic's uid. When all is there and unchanged, the
 # arrival writes nothing.
-_ARRIVAL = (
+ARRIVAL = sql(
     f"SELECT {_CHAT}, u.id AS user_id, u.username AS username, u.first_name AS first_name, "
     "u.language_code AS language_code, v.id AS conversation_id, "
-    "v.created_at AS conversation_created_at, t.spark_uid AS topic_uid{more} "
+    "v.created_at AS conversation_created_at, t.spark_uid AS topic_uid "
     "FROM chats c "
     "LEFT JOIN users u ON u.id = :user "
     "LEFT JOIN conversations v ON v.chat_id = c.id AND v.thread_id = :thread "
@@ -39,10 +38,6 @@ _ARRIVAL = (
     "LEFT JOIN chat_topics t ON t.chat_id = c.id AND t.thread_id = :thread "
     "WHERE c.id = :chat"
 )
-ARRIVAL = sql(_ARRIVAL.format(more=""))
-# The same, with the asker's quota figures for :day (what admission checks next), so that a
-# question's arrival and its quota check are one read, not two hand-overs to the database.
-ARRIVAL_WITH_USE = sql(_ARRIVAL.format(more=f", {DAILY_USE_COLUMNS}"))
 # The open conversation with the chat's and the topic's uid.
 OPEN = sql(
     "SELECT v.id AS id, v.chat_id AS chat_id, v.thread_id AS thread_id, "
@@ -118,16 +113,6 @@ class Arrival:
             closed_at=None,
         )
         return chat, conversation
-
-
-@dataclass(frozen=True, slots=True)
-class Arrived:
-    """A question's chat and open conversation, and the asker's quota figures when they were
-    read with them (None when the arrival had to write: then they are read on their own)."""
-
-    chat: ChatInfo
-    conversation: ConversationInfo
-    use: DailyUse | None
 
 
 async def _open(
@@ -217,25 +202,6 @@ class Conversations(Repository):
         found = arrival.settled(await self.backend.read(read))
         if found is not None:
             return found
-        return await self._store(arrival)
-
-    async def arrive_with_use(self, arrival: Arrival) -> Arrived:
-        """:meth:`arrive`, with the asker's quota figures for today (UTC, this repository's
-        clock) read in the same statement when nothing had to be written."""
-        day = self.clock().date()
-        params = {**arrival.key(), "day": day}
-
-        async def read(connection: Connection) -> Row | None:
-            return await connection.row(ARRIVAL_WITH_USE, params)
-
-        row = await self.backend.read(read)
-        found = arrival.settled(row)
-        if found is not None and row is not None:
-            return Arrived(found[0], found[1], daily_use_of(row, day))
-        chat, conversation = await self._store(arrival)
-        return Arrived(chat, conversation, None)
-
-    async def _store(self, arrival: Arrival) -> tuple[ChatInfo, ConversationInfo]:
         now = self.clock()
 
         async def write(connection: Connection) -> tuple[ChatInfo, ConversationInfo]:

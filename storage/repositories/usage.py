@@ -17,7 +17,7 @@ from datetime import date, datetime
 from storage.backends import Connection
 from storage.dto import TokenUsage
 from storage.repositories import Repository
-from storage.sql import Row, sql
+from storage.sql import sql
 
 LEDGER_COLUMNS = (
     "created_at, user_id, chat_id, conversation_id, message_id, model, prompt_tokens, "
@@ -41,31 +41,21 @@ TOKENS_USED = sql(
     "SELECT COALESCE(SUM(total_tokens), 0) AS used FROM usage_records "
     "WHERE user_id = :user AND created_at >= :since"
 )
-# The user's columns (table ``u``) and today's rollup, as select-list items: also read with a
-# question's arrival (:data:`storage.repositories.conversations.ARRIVAL_WITH_USE`).
-DAILY_USE_COLUMNS = (
-    "u.daily_token_quota AS quota, "
-    "(SELECT d.total_tokens FROM usage_daily_users d "
-    " WHERE d.user_id = :user AND d.day = :day) AS used"
-)
 DAILY_USE = sql(
-    f"SELECT {DAILY_USE_COLUMNS} FROM (SELECT 1 AS one) o LEFT JOIN users u ON u.id = :user"
+    "SELECT u.daily_token_quota AS quota, "
+    "(SELECT d.total_tokens FROM usage_daily_users d "
+    " WHERE d.user_id = :user AND d.day = :day) AS used "
+    "FROM (SELECT 1 AS one) o LEFT JOIN users u ON u.id = :user"
 )
 
 
 @dataclass(frozen=True, slots=True)
 class DailyUse:
     """A user's own quota override (None: the default applies, or no such user) and the
-    tokens billed to them on the UTC ``day``."""
+    tokens billed to them on the day (UTC)."""
 
     quota: int | None
     used: int
-    day: date
-
-
-def daily_use_of(row: Row, day: date) -> DailyUse:
-    """The figures of :data:`DAILY_USE_COLUMNS` in ``row``, read for ``day``."""
-    return DailyUse(row["quota"], int(row["used"] or 0), day)
 
 
 class Usage(Repository):
@@ -130,6 +120,6 @@ class Usage(Repository):
         async def unit(connection: Connection) -> DailyUse:
             row = await connection.row(DAILY_USE, params)
             assert row is not None  # the statement always returns its one row
-            return daily_use_of(row, day)
+            return DailyUse(row["quota"], int(row["used"] or 0))
 
         return await self.backend.read(unit)
