@@ -231,3 +231,34 @@ async def test_a_process_killed_mid_answer_is_taken_over_and_a_rolling_restart_l
     stored = await _settled(database_url, chat.id, 4)
     assert [m.status for m in stored] == ["partial", "complete", "complete", "complete"]
     assert [call for call in fake.calls if call.status == 429] == []
+
+
+async def test_the_drafts_stop_button_reaches_its_answer_on_another_process_and_only_it(
+    start_replicas: ReplicaFactory,
+) -> None:
+    replicas = await start_replicas()
+    fake = replicas.fake
+    driver = TelegramDriver(fake)
+    user = driver.user()
+    chat = driver.private_chat(user)
+    first = await driver.send_text(chat, user, "[[long:5000]] tell me everything")
+    await replicas.deliver(_update(fake, first), to=0)
+    await fake.wait_for(lambda: len(max(fake.draft_history(chat.id), default="")) > 60)
+    pressed = await driver.stop_generation(chat)
+    await replicas.deliver(pressed, to=1)  # the process that took the press streams nothing
+    await fake.wait_for(lambda: any(t.endswith(STOPPED) for t in fake.visible_texts(chat.id)))
+    assert "stopped from another process" in replicas.processes[0].stderr
+
+    # The same draft's button pressed again, late, while the chat's next answer streams:
+    # that answer is not the pressed draft's, and goes on to its end.
+    second = await driver.send_text(chat, user, "[[long:3000]] and the short version?")
+    await replicas.deliver(_update(fake, second), to=0)
+    simulator = replicas.extra["simulator"]
+    await fake.wait_for(lambda: len(simulator.requests) == 2)
+    late = fake.push_update("stopped_message_generation", pressed["stopped_message_generation"])
+    await replicas.deliver(late, to=2)
+    database_url = replicas.extra["database_url"]
+    stopped, finished = await _settled(database_url, chat.id, 2)
+    assert stopped.status == "cancelled"
+    assert finished.status == "complete"
+    assert len(finished.content) == 3000

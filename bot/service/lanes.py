@@ -58,8 +58,9 @@ class ConversationLanes(Protocol):
         """Begin taking part (with other processes: announce this one, hear the others)."""
         ...
 
-    async def cancel_current(self, key: str) -> bool:
-        """Stop the answer being written for ``key``, wherever it is written."""
+    async def cancel_current(self, key: str, *, only: Mapping[str, str] | None = None) -> bool:
+        """Stop the answer being written for ``key``, wherever it is written; with ``only``,
+        just an answer whose ``fields`` include these."""
         ...
 
     def running_count(self) -> int: ...
@@ -200,7 +201,9 @@ class LocalLanes:
     ) -> int:
         return self._lanes.submit(key, job, on_drop)
 
-    async def cancel_current(self, key: str) -> bool:
+    async def cancel_current(self, key: str, *, only: Mapping[str, str] | None = None) -> bool:
+        if only is not None:
+            return False  # no fields are kept in one process: its callers know their answers
         return self._lanes.cancel_current(key)
 
     def running_count(self) -> int:

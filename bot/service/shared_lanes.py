@@ -55,6 +55,7 @@ class _Queued:
     entry_id: str
     job: Job
     on_drop: Job | None
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class _Lane:
     jobs: deque[_Queued] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
     running: asyncio.Task[None] | None = None
+    running_fields: Mapping[str, str] = field(default_factory=dict)
     turn: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -128,27 +130,31 @@ class SharedLanes:
         that may have to take over (see ``takeover``)."""
         if self._closing:
             raise RuntimeError("shutting down: no new answers")
-        entry_id = await self._queues.enqueue(
-            key, {**(fields or {}), OWNER_FIELD: self.replica_id}
-        )
+        described = {**(fields or {}), OWNER_FIELD: self.replica_id}
+        entry_id = await self._queues.enqueue(key, described)
         await self._settle(key)
         ahead = max(0, await self._queues.waiting(key) - 1)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
-        lane.jobs.append(_Queued(entry_id, job, on_drop))
+        lane.jobs.append(_Queued(entry_id, job, on_drop, described))
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._work(key, lane), name=f"lane-{key}")
         return ahead
 
-    async def cancel_current(self, key: str) -> bool:
-        """Stop the answer being written for ``key`` here or on another process."""
+    async def cancel_current(self, key: str, *, only: Mapping[str, str] | None = None) -> bool:
+        """Stop the answer being written for ``key`` here or on another process; with
+        ``only``, just an answer whose fields include these (not the next one of ``key``)."""
         lane = self._lanes.get(key)
         if lane is not None and lane.running is not None and not lane.running.done():
+            if not _includes(lane.running_fields, only):
+                return False
             lane.running.cancel()
             return True
         head = await self._queues.first_pending(key)
         if head is None or not head.started or head.fields.get(OWNER_FIELD) == self.replica_id:
+            return False
+        if not _includes(head.fields, only):
             return False
         return await self._signals.publish(STOP_SIGNAL, key) > 0
 
@@ -178,6 +184,7 @@ class SharedLanes:
                 lane.running = asyncio.create_task(
                     self._answer(key, claim, queued), name=f"answer-{key}"
                 )
+                lane.running_fields = queued.fields
                 try:
                     await asyncio.wait([lane.running])
                 finally:
@@ -419,3 +426,7 @@ class SharedLanes:
             await self._signals.publish(TURN_SIGNAL, key)
         except RedisError as exc:
             log.warning("conversation %s: dropped question not passed on: %s", key, exc)
+
+
+def _includes(fields: Mapping[str, str], only: Mapping[str, str] | None) -> bool:
+    return only is None or all(fields.get(name) == value for name, value in only.items())

@@ -16,6 +16,8 @@ from bot.service.conversation import Participant, Place
 
 log = logging.getLogger(__name__)
 
+DRAFT_FIELD = "draft"
+
 
 @dataclass(frozen=True, slots=True)
 class AskedIn:
@@ -25,6 +27,7 @@ class AskedIn:
     participant: Participant
     message_id: int  # the asker's message, which a note replies to
     question_id: int | None  # the stored question; None for /retry (found at its turn)
+    draft_id: int = 0  # the draft its answer streams into (private chats), for the stop button
 
     def fields(self) -> dict[str, str]:
         return {
@@ -35,6 +38,7 @@ class AskedIn:
             "language": self.participant.language_code or "",
             "message": str(self.message_id),
             "question": "" if self.question_id is None else str(self.question_id),
+            DRAFT_FIELD: str(self.draft_id),
         }
 
     @classmethod
@@ -54,6 +58,7 @@ class AskedIn:
                 ),
                 message_id=int(fields["message"]),
                 question_id=int(question) if question else None,
+                draft_id=int(fields.get(DRAFT_FIELD, "0")),
             )
         except (KeyError, ValueError) as exc:
             log.warning("a queued question's fields are unreadable (%r): %s", exc, sorted(fields))

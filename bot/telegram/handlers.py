@@ -27,7 +27,7 @@ from bot.service.i18n import COMMANDS, Language, language_of, text
 from bot.service.lanes import ConversationLanes
 from bot.service.replies import describe_refusal
 from bot.telegram.addressing import BotIdentity, addressed_question, command_argument
-from bot.telegram.asked_in import AskedIn
+from bot.telegram.asked_in import DRAFT_FIELD, AskedIn
 from bot.telegram.budgeted_reply import reply_budgeted
 from bot.telegram.command_args import UsageError, parse_model, shorten
 from bot.telegram.early_feedback import EarlyFeedback
@@ -174,7 +174,7 @@ class TelegramHandlers:
             return False
         return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
-    def _sink(self, incoming: _Incoming, context: AnyContext) -> TelegramAnswer:
+    def _sink(self, incoming: _Incoming, context: AnyContext, draft_id: int) -> TelegramAnswer:
         is_group = self._is_group(incoming.chat)
         transport = self._settings.stream_transport
         mode: StreamMode = "draft" if not is_group and transport != "edit" else "edit"
@@ -189,7 +189,7 @@ class TelegramHandlers:
             ),
             mode=mode,
             drafts=self._drafts,
-            draft_id=next(self._draft_ids),
+            draft_id=draft_id,
             typed_at=self._early.typed_at(incoming.chat.id) if self._early else None,
         )
 
@@ -198,6 +198,8 @@ class TelegramHandlers:
     ) -> int:
         """Hand an answer to its conversation's lane; returns how many are ahead of it."""
         sink_factory = self._sink
+        # Chosen now, so that the queue entry names the draft its stop button will name.
+        draft_id = next(self._draft_ids)
         lane = self._service.lane_key(incoming.participant, incoming.place)
 
         async def job() -> None:
@@ -209,7 +211,7 @@ class TelegramHandlers:
                 if queued is None:
                     await self._reply(incoming, text(incoming.language, "nothing_to_retry"))
                     return
-            sink = sink_factory(incoming, context)
+            sink = sink_factory(incoming, context, draft_id)
             chat_id = incoming.chat.id
             self._stoppable.add(chat_id, sink.draft_id, lane)  # the draft's stop button
             try:
@@ -237,6 +239,7 @@ class TelegramHandlers:
             participant=incoming.participant,
             message_id=incoming.message.message_id,
             question_id=question.question_id if question is not None else None,
+            draft_id=draft_id,
         )
         return await self._lanes.submit(lane, job, fields=asked.fields(), on_drop=dropped)
 
@@ -345,15 +348,18 @@ class TelegramHandlers:
             await self._reply(incoming, text(incoming.language, key))
 
     async def generation_stopped(self, stopped: GenerationStopped) -> None:
-        """The stop button on a draft: like /stop, for the answer writing that draft (drafts
-        are private chats' only: if it is written by another process, the chat's lane)."""
+        """The stop button on a draft: like /stop, for the answer writing that draft. Written
+        by another process, the draft is found in its conversation's queue (drafts are private
+        chats' only), and only that answer is stopped, not the next one of the chat."""
         lane = self._stoppable.lane_of(stopped)
+        only: dict[str, str] | None = None
         if lane is None:
             place = Place(
                 chat_id=stopped.chat_id, chat_type=ChatType.PRIVATE, thread_id=stopped.thread_id
             )
             lane = self._service.lane_key(Participant(user_id=stopped.chat_id), place)
-        if not await self._lanes.cancel_current(lane):
+            only = {DRAFT_FIELD: str(stopped.draft_id)}
+        if not await self._lanes.cancel_current(lane, only=only):
             log.info("chat %s: stop pressed on a finished draft", stopped.chat_id)
             return
         log.info("chat %s: answer stopped from its draft", stopped.chat_id)
