@@ -227,11 +227,14 @@ class ConversationService:
     def _scope(self, place: Place) -> GroupHistoryScope:
         return self._group_scope if place.is_group else "chat"
 
+    def _scoped_user(self, participant: Participant, place: Place) -> int:
+        """The user a conversation belongs to in this place; 0 when the chat shares one."""
+        return participant.user_id if self._scope(place) == "user" else 0
+
     def lane_key(self, participant: Participant, place: Place) -> str:
         """Answers with the same key are written one at a time (one conversation); the same
         in every process."""
-        scoped_user = participant.user_id if self._scope(place) == "user" else 0
-        return f"{place.chat_id}:{place.thread_id or 0}:{scoped_user}"
+        return f"{place.chat_id}:{place.thread_id or 0}:{self._scoped_user(participant, place)}"
 
     async def chat_settings(self, place: Place) -> ChatSettingsView:
         chat = await self._db.chats.get(place.chat_id)
@@ -349,7 +352,7 @@ class ConversationService:
             chat_type=place.chat_type,
             title=place.title,
             thread_id=place.thread_id or 0,
-            scope_user_id=participant.user_id if self._scope(place) == "user" else 0,
+            scope_user_id=self._scoped_user(participant, place),
         )
 
     async def _admit(self, participant: Participant, model: SparkModel) -> AdmissionTicket | None:
@@ -403,9 +406,8 @@ class ConversationService:
         """The answer streaming in this conversation, whose process died while writing it,
         becomes ``partial``; it as stored (its text is the last checkpoint), or None when it
         was finished after all (nothing to tell anyone)."""
-        scoped_user = participant.user_id if self._scope(place) == "user" else 0
         stored = await self._db.messages.interrupt_answer(
-            place.chat_id, place.thread_id or 0, scoped_user
+            place.chat_id, place.thread_id or 0, self._scoped_user(participant, place)
         )
         if stored is not None:
             log.warning(

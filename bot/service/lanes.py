@@ -164,11 +164,11 @@ class AnswerLanes:
         running = [lane.running for lane in self._lanes.values() if lane.running is not None]
         pending: list[asyncio.Task[None]] = []
         if running:
-            await _wait_within(self._clock, running, grace)
+            await wait_within(self._clock, running, grace)
             pending = [task for task in running if not task.done()]
             for task in pending:
                 task.cancel()
-        await _finish_within(
+        await finish_within(
             self._clock,
             [*pending, *drops],
             note_timeout,
@@ -216,22 +216,20 @@ class LocalLanes:
         await self._lanes.shutdown(grace)
 
 
-async def _wait_within(
-    clock: Clock, tasks: Collection[asyncio.Task[None]], seconds: float
-) -> None:
+async def wait_within(clock: Clock, tasks: Collection[asyncio.Task[None]], seconds: float) -> None:
     """Wait up to ``seconds`` for every one of ``tasks`` to end; cancels none of them."""
     with contextlib.suppress(TimeoutError):
         async with clock.timeout(seconds):
             await asyncio.wait(tasks)
 
 
-async def _finish_within(
+async def finish_within(
     clock: Clock, tasks: Collection[asyncio.Task[None]], seconds: float, late: str
 ) -> None:
     """Wait up to ``seconds`` for ``tasks``; cancel (and log ``late`` for) any still running."""
     if not tasks:
         return
-    await _wait_within(clock, tasks, seconds)
+    await wait_within(clock, tasks, seconds)
     stuck = [task for task in tasks if not task.done()]
     for task in stuck:
         log.warning(late)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from bot.service.clock import SYSTEM_CLOCK, Clock
-from bot.service.lanes import INTERRUPTED, Job, run_job
+from bot.service.lanes import INTERRUPTED, Job, finish_within, run_job, wait_within
 from coordination.conversation_queue import Claim, ConversationQueues, Entry, stream_order
 from coordination.replicas import Replicas
 from coordination.signals import Signals, listening
@@ -375,12 +375,10 @@ class SharedLanes:
         time); those still waiting then are dropped (their ``on_drop`` runs) and marked done,
         so the others' questions behind them go on."""
         self._closing = True
-        workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         started = self._clock.now()
+        workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         if workers:
-            with contextlib.suppress(TimeoutError):
-                async with self._clock.timeout(grace):
-                    await asyncio.wait(workers)
+            await wait_within(self._clock, workers, grace)
         grace = max(0.0, grace - (self._clock.now() - started))
         dropped: list[tuple[str, _Queued]] = [
             (key, queued) for key, lane in self._lanes.items() for queued in lane.jobs
@@ -394,22 +392,16 @@ class SharedLanes:
         ]
         running = [lane.running for lane in self._lanes.values() if lane.running is not None]
         if running:
-            with contextlib.suppress(TimeoutError):
-                async with self._clock.timeout(grace):
-                    await asyncio.wait(running)
+            await wait_within(self._clock, running, grace)
             for task in running:
                 if not task.done():
                     task.cancel()
-        pending = [task for task in [*running, *drops] if not task.done()]
-        if pending:
-            with contextlib.suppress(TimeoutError):
-                async with self._clock.timeout(note_timeout):
-                    await asyncio.wait(pending)
-            for task in pending:
-                if not task.done():
-                    log.warning("an interrupted answer or a dropped question did not finish")
-                    task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await finish_within(
+            self._clock,
+            [task for task in [*running, *drops] if not task.done()],
+            note_timeout,
+            "an interrupted answer or a dropped question did not finish",
+        )
         workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
         for worker in workers:
             worker.cancel()
