@@ -18,8 +18,9 @@ Three processes per size and policy:
   the two peer policies of :mod:`benchmarks.load_peers` on the same webhook;
 - this one: the Bot API fake of the tests with its default limits (which answers 429 and
   records violations), the users (70 % private chats, 30 % groups asking with ``/ask``), who
-  post their questions to the webhook spread evenly over 2 s, and the measurements, all from
-  the fake's record of calls.
+  post their questions to the webhook spread evenly over 2 s (as Telegram delivers: at most
+  the webhook's ``max_connections`` at once, 40 unless setWebhook asked for more, over
+  connections kept open), and the measurements, all from the fake's record of calls.
 
 Figures per N (p50 / p95 unless said): 429s, the fake's violations, answers whose final
 visible text differs from Spark's, first feedback (the first draft, chat action or message)
@@ -345,7 +346,10 @@ async def _ask_all(
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
     update_ids = itertools.count(1)
     start = time.monotonic()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    # As Telegram delivers: at most the webhook's max_connections updates at once, over
+    # connections kept open (40 unless the bot's setWebhook asked for another number).
+    connections = int(fake.state.webhook["max_connections"])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def ask(asker: Asker, at: float) -> None:
             await asyncio.sleep(max(0.0, start + at - time.monotonic()))

@@ -199,6 +199,12 @@ class TelegramSettings(_Group):
         default=None, validation_alias=AliasChoices("TELEGRAM_API_BASE_URL")
     )
     webhook_url: str | None = Field(default=None, validation_alias=AliasChoices("WEBHOOK_URL"))
+    # Telegram posts at most this many updates at once (its default: 40). Each is answered
+    # once its question is stored, so this over the time that takes is how many questions a
+    # second the bot can take in: Telegram's maximum, for bursts.
+    webhook_max_connections: int = Field(
+        default=100, ge=1, le=100, validation_alias=AliasChoices("WEBHOOK_MAX_CONNECTIONS")
+    )
     webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("WEBHOOK_SECRET")
     )

@@ -160,6 +160,8 @@ async def test_webhook_mode_checks_the_secret_token(make_bot: BotFactory) -> Non
     )
     (registered,) = bot.fake.calls_to("setWebhook")
     assert registered.params["url"] == f"https://127.0.0.1:{port}/tg"
+    # Telegram's most, not its 40: updates are answered once stored, so this bounds intake.
+    assert registered.params["max_connections"] == 100
     secret = str(registered.params["secret_token"])
     assert 16 <= len(secret) <= 256
     assert not bot.fake.calls_to("getUpdates")

@@ -152,6 +152,19 @@ def test_a_bot_api_server_of_ones_own_decides_about_http_webhooks(
     assert load_settings(None).telegram.webhook_url == "http://bot:8080/tg"
 
 
+@pytest.mark.parametrize("given", ["0", "101", "many"])
+def test_webhook_connections_are_what_telegram_takes(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    assert load_settings(None).telegram.webhook_max_connections == 100
+    monkeypatch.setenv("WEBHOOK_MAX_CONNECTIONS", given)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert "WEBHOOK_MAX_CONNECTIONS" in str(caught.value)
+    monkeypatch.setenv("WEBHOOK_MAX_CONNECTIONS", "40")
+    assert load_settings(None).telegram.webhook_max_connections == 40
+
+
 def test_an_empty_webhook_url_means_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_URL", "")
     assert load_settings(None).telegram.webhook_url is None

@@ -538,6 +538,13 @@ async def test_set_webhook_takes_a_secret_of_telegrams_alphabet(ptb_bot: Bot) ->
     assert (await ptb_bot.get_webhook_info()).url == "https://example.com/hook"
 
 
+async def test_a_webhook_takes_forty_connections_unless_told(ptb_bot: Bot) -> None:
+    await ptb_bot.set_webhook("https://example.com/hook")
+    assert (await ptb_bot.get_webhook_info()).max_connections == 40
+    await ptb_bot.set_webhook("https://example.com/hook", max_connections=100)
+    assert (await ptb_bot.get_webhook_info()).max_connections == 100
+
+
 async def test_chat_queries_actions_and_leaving(
     ptb_bot: Bot, fake_telegram: FakeTelegram, telegram_driver: TelegramDriver, alice: TgUser
 ) -> None:

@@ -204,6 +204,7 @@ class BotRuntime:
                 telegram.webhook_url,
                 secret_token=self.webhook_secret,
                 allowed_updates=ALLOWED_UPDATES,
+                max_connections=telegram.webhook_max_connections,
             )
 
     async def _start_web_app(self, application: AnyApplication | None) -> None:

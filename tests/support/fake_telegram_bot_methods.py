@@ -15,6 +15,8 @@ from tests.support.fake_telegram_errors import BotApiError, JsonDict
 from tests.support.fake_telegram_state import ChatState
 
 _COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
+# Updates Telegram posts to a webhook at once unless setWebhook's max_connections says.
+DEFAULT_WEBHOOK_CONNECTIONS = 40
 # setWebhook's secret_token: empty means none.
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]*")
 _SCOPES = frozenset(
@@ -66,7 +68,11 @@ def set_webhook(call: ApiCall) -> bool:
     allowed = call.params.get("allowed_updates")
     if isinstance(allowed, list):
         call.state.allowed_updates = [str(kind) for kind in allowed]
-    call.state.webhook = {"url": url}
+    connections = call.int_param("max_connections", required=False)
+    call.state.webhook = {
+        "url": url,
+        "max_connections": DEFAULT_WEBHOOK_CONNECTIONS if connections is None else connections,
+    }
     return True
 
 
@@ -83,6 +89,8 @@ def get_webhook_info(call: ApiCall) -> JsonDict:
         "has_custom_certificate": False,
         "pending_update_count": len(call.state.updates),
     }
+    if call.state.webhook.get("url"):
+        info["max_connections"] = call.state.webhook["max_connections"]
     if call.state.allowed_updates is not None:
         info["allowed_updates"] = list(call.state.allowed_updates)
     return info
