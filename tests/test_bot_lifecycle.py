@@ -148,38 +148,6 @@ async def test_answer_cut_by_a_crash_is_marked_partial_at_the_next_start(
     assert _leaks(first.stderr + second.stderr, _secrets(fake)) == []
 
 
-async def test_the_webhook_answers_once_stored_without_waiting_for_typing(
-    make_bot: BotFactory,
-) -> None:
-    # Telegram posts only so many updates at once and the next waits for an answer: the
-    # first "typing…" goes out beside the question's path, not in it.
-    port = free_port()
-    bot = await make_bot(
-        telegram={"webhook_url": f"https://127.0.0.1:{port}/tg", "host": "127.0.0.1", "port": port}
-    )
-    secret = str(bot.fake.calls_to("setWebhook")[0].params["secret_token"])
-    bot.fake.hold("sendChatAction")
-    user = bot.driver.user()
-    chat = bot.driver.private_chat(user)
-    update = bot.update_json(await bot.driver.send_text(chat, user, "[[answer:Typed.]] hi"))
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"http://127.0.0.1:{port}/tg",
-            json=update,
-            headers={"X-Telegram-Bot-Api-Secret-Token": secret},
-            timeout=aiohttp.ClientTimeout(total=2),  # under the Bot API call timeout (5 s)
-        ) as response,
-    ):
-        assert response.status == 200
-    (question,) = await bot.stored(chat.id)  # stored before the answer to Telegram
-    assert question.content == "[[answer:Typed.]] hi"
-    assert bot.fake.calls_to("sendChatAction") == []  # still waiting for the Bot API
-    bot.fake.release("sendChatAction")
-    await bot.fake.wait_for(lambda: bot.fake.visible_texts(chat.id) == ["Typed."])
-    assert [c.params["action"] for c in bot.fake.calls_to("sendChatAction")] == ["typing"]
-
-
 async def test_webhook_mode_checks_the_secret_token(make_bot: BotFactory) -> None:
     port = free_port()
     bot = await make_bot(

@@ -360,7 +360,6 @@ async def open_bot_runtime(
             group_action=telegram.unauthorized_group_action,
         )
         early = EarlyFeedback(identity, scheduler)
-        stack.push_async_callback(early.aclose)
         handlers = TelegramHandlers(
             service=service,
             lanes=lanes,

@@ -4,20 +4,14 @@ Every question is claimed and stored before its answer starts (:mod:`bot.telegra
 :mod:`bot.service.conversation`); when many arrive at once those writes queue, and the asker
 would see nothing meanwhile. So a handler that runs after the access gate and before the claim
 sends one typing action, at the send scheduler's first priority, for every message the bot is
-going to answer (:func:`~bot.telegram.addressing.addressed_question`). The action goes out in
-a task of its own: the update goes on to its claim meanwhile, since Telegram posts only so
-many updates at once (``WEBHOOK_MAX_CONNECTIONS``) and each waits for its question to be
-stored before it is answered; a round trip to the Bot API in that path would cut how many a
-second get in. The answer's own typing loop (:class:`~bot.telegram.streaming.TelegramAnswer`)
-then starts from that moment instead of sending a second one at once. A copy of an update that
-the claim will skip may show "typing…" for a few seconds too: harmless, and cheaper than a
-database read first.
+going to answer (:func:`~bot.telegram.addressing.addressed_question`). The answer's own typing
+loop (:class:`~bot.telegram.streaming.TelegramAnswer`) then starts from that moment instead of
+sending a second one at once. A copy of an update that the claim will skip may show "typing…"
+for a few seconds too: harmless, and cheaper than a database read first.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from telegram import Update
@@ -37,29 +31,19 @@ MAX_REMEMBERED = 10_000
 
 
 class EarlyFeedback:
-    """Sends the first typing action of a question; remembers when it was asked, per chat."""
+    """Sends the first typing action of a question; remembers when, per chat."""
 
     def __init__(self, identity: BotIdentity, scheduler: SendScheduler) -> None:
         self._identity = identity
         self._scheduler = scheduler
         self._typed: dict[int, float] = {}
-        self._sending: set[asyncio.Task[None]] = set()
 
     def register(self, application: AnyApplication) -> None:
         application.add_handler(TypeHandler(Update, self._feedback), group=EARLY_FEEDBACK_GROUP)
 
     def typed_at(self, chat_id: int) -> float | None:
-        """When "typing…" was last asked for the chat by this handler (forgotten once read)."""
+        """When "typing…" was last sent to the chat by this handler (forgotten once asked)."""
         return self._typed.pop(chat_id, None)
-
-    async def aclose(self) -> None:
-        """Cancel the typing actions still waiting for their slot or their answer."""
-        sending = list(self._sending)
-        for task in sending:
-            task.cancel()
-        for task in sending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _feedback(self, update: Update, context: AnyContext) -> None:
         message = update.message  # edited messages are not answered again
@@ -70,22 +54,11 @@ class EarlyFeedback:
             return
         chat_id = message.chat.id
         thread_id = message.message_thread_id if message.is_topic_message else None
-        if len(self._typed) >= MAX_REMEMBERED:
-            self._typed.clear()  # answers that never started (refused, say) leave entries
-        # Asked now: the answer's typing loop counts from here, sent or not yet.
-        self._typed[chat_id] = self._scheduler.now()
-        is_group = message.chat.type != ChatType.PRIVATE
-        task = asyncio.create_task(
-            self._type(context, chat_id, thread_id, is_group=is_group), name="first-typing"
-        )
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _type(
-        self, context: AnyContext, chat_id: int, thread_id: int | None, *, is_group: bool
-    ) -> None:
         await self._scheduler.slot(
-            chat_id, is_group=is_group, kind="action", priority=Priority.FIRST
+            chat_id,
+            is_group=message.chat.type != ChatType.PRIVATE,
+            kind="action",
+            priority=Priority.FIRST,
         )
         try:
             try:
@@ -96,5 +69,10 @@ class EarlyFeedback:
                 self._scheduler.release()
         except RetryAfter as exc:
             self._scheduler.retry_after(chat_id, "action", exc.retry_after)
+            return
         except TelegramError as exc:  # the answer's own typing loop tries again
             log.info("chat %s: first typing action failed: %s", chat_id, exc)
+            return
+        if len(self._typed) >= MAX_REMEMBERED:
+            self._typed.clear()  # answers that never started (refused, say) leave entries
+        self._typed[chat_id] = self._scheduler.now()

@@ -114,7 +114,6 @@ class FakeTelegram:
         self.flood = FloodControl(limits or FloodLimits(), clock)
         self.calls: list[RecordedCall] = []
         self._faults = FaultScript()
-        self._holds: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
         self._root_url: str | None = None
         self._changed: asyncio.Event | None = None
@@ -261,16 +260,6 @@ class FakeTelegram:
         """Answer the next `times` calls of `method` (to `chat_id`, if given) with `error`."""
         self._faults.add(method, error, times=times, chat_id=chat_id)
 
-    def hold(self, method: str) -> None:
-        """Keep every call of ``method`` waiting, unanswered, until :meth:`release`."""
-        self._holds.setdefault(method, asyncio.Event())
-
-    def release(self, method: str) -> None:
-        """Answer the held calls of ``method``, and take the next ones at once again."""
-        gate = self._holds.pop(method, None)
-        if gate is not None:
-            gate.set()
-
     def block_user(self, chat_id: int) -> None:
         self.chat(chat_id).blocked = True
 
@@ -380,8 +369,6 @@ class FakeTelegram:
         except BotApiError as error:
             return self._answer(RecordedCall(method or raw_method, {}, at), error)
         call = RecordedCall(method or raw_method, params, at)
-        if method is not None and (gate := self._holds.get(method)) is not None:
-            await gate.wait()
         try:
             if method is None or (method == "sendMessageDraft" and not self.drafts_supported):
                 raise BotApiError.not_found()
