@@ -256,12 +256,6 @@ class TelegramSettings(_Group):
     send_learn_seconds: float = Field(
         default=600.0, ge=0, validation_alias=AliasChoices("SEND_LEARN_SECONDS")
     )
-    send_refresh_yield_backlog: int = Field(
-        default=32, ge=0, validation_alias=AliasChoices("SEND_REFRESH_YIELD_BACKLOG")
-    )
-    send_refresh_yield_seconds: float = Field(
-        default=1.5, ge=0, validation_alias=AliasChoices("SEND_REFRESH_YIELD_SECONDS")
-    )
 
     _split = field_validator(
         "admin_user_ids", "allowed_user_ids", "allowed_chat_ids", mode="before"

@@ -268,53 +268,6 @@ async def test_budgets_of_quiet_chats_are_forgotten(clock: ManualClock) -> None:
     assert store.held_until((7, "message")) > clock()
 
 
-async def test_refreshes_wait_for_a_burst_of_questions_to_reach_spark(
-    clock: ManualClock,
-) -> None:
-    scheduler = _scheduler(clock, refresh_yield_backlog=3, refresh_yield_seconds=1.5)
-    arrivals = [scheduler.arrival() for _ in range(3)]
-    assert scheduler.arriving() == 3
-    refresh = scheduler.ask(1, is_group=False, kind="draft", priority=Priority.REFRESH)
-    # Everything but refreshes goes as before, drafts and global calls alike.
-    assert scheduler.ask(2, is_group=False, kind="draft", priority=Priority.FIRST).done()
-    assert scheduler.ask(3, is_group=False, priority=Priority.FINAL).done()
-    assert scheduler.ask(4, is_group=False, priority=Priority.REPLY).done()
-    assert scheduler.ask(5, is_group=False, kind="action", priority=Priority.KEEPALIVE).done()
-    assert not refresh.done()
-    arrivals[0].done()
-    arrivals[0].done()  # done once only
-    assert scheduler.arriving() == 2
-    assert refresh.done()  # the backlog fell under the bar: at once, no timer needed
-
-
-async def test_a_refresh_waits_for_arrivals_no_longer_than_its_bound(clock: ManualClock) -> None:
-    scheduler = _scheduler(clock, refresh_yield_backlog=2, refresh_yield_seconds=1.5)
-    with scheduler.arrival(), scheduler.arrival():
-        refresh = scheduler.ask(1, is_group=False, priority=Priority.REFRESH)
-        clock.advance(1.0)
-        later = scheduler.ask(2, is_group=False, priority=Priority.REFRESH)
-        clock.advance(0.49)
-        assert not refresh.done()
-        clock.advance(0.01)
-        assert refresh.done()  # the burst goes on, but a stream is not frozen by it
-        assert not later.done()
-        clock.advance(1.0)
-        assert later.done()
-    assert scheduler.arriving() == 0
-
-
-async def test_refreshes_go_at_once_below_the_backlog_or_when_it_is_off(
-    clock: ManualClock,
-) -> None:
-    below = _scheduler(clock, refresh_yield_backlog=3)
-    below.arrival()
-    below.arrival()
-    assert below.ask(1, is_group=False, priority=Priority.REFRESH).done()
-    off = _scheduler(clock, refresh_yield_backlog=0)
-    off.arrival()
-    assert off.ask(1, is_group=False, priority=Priority.REFRESH).done()
-
-
 def test_the_budgets_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = send_budgets(load_settings(None).telegram)
     assert defaults == SendBudgets()  # Telegram's published figures, a little under
@@ -325,8 +278,6 @@ def test_the_budgets_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "SEND_DRAFT_INTERVAL": "0.5",
         "SEND_GROUP_PER_MINUTE": "19",
         "SEND_LEARN_SECONDS": "60",
-        "SEND_REFRESH_YIELD_BACKLOG": "0",
-        "SEND_REFRESH_YIELD_SECONDS": "0.5",
     }.items():
         monkeypatch.setenv(name, value)
     budgets = send_budgets(load_settings(None).telegram)
@@ -338,7 +289,6 @@ def test_the_budgets_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert budgets.drafts_count_global
     assert budgets.actions_count_global
     assert budgets.learn_seconds == 60.0
-    assert (budgets.refresh_yield_backlog, budgets.refresh_yield_seconds) == (0, 0.5)
     monkeypatch.setenv("SEND_GLOBAL_PER_SECOND", "0")
     monkeypatch.setenv("SEND_PRIVATE_INTERVAL", "-1")
     with pytest.raises(ConfigError) as caught:

@@ -99,28 +99,3 @@ async def test_a_question_is_met_with_typing_at_once_and_only_once(make_bot: Bot
         assert len(bot.fake.calls_to("sendChatAction", chat_id=chat_id)) == 1
     assert bot.fake.draft_history(chat.id)[0] == ""  # then "Thinking…" in the private chat
     assert bot.fake.violations == []
-
-
-async def test_answers_leave_the_arrivals_once_spark_is_asked_or_they_end(
-    make_bot: BotFactory,
-) -> None:
-    # While answers are on their way to Spark the scheduler may hold refreshes back, so none
-    # may stay counted: not one that streams, waits in its lane, is refused or fails.
-    bot = await make_bot(simulator_options=spark_pace(frame_interval=0.1, chars_per_frame=20))
-    user = bot.driver.user()
-    chat = bot.driver.private_chat(user)
-    await bot.driver.send_text(chat, user, "[[long:600]] a long one")
-    await bot.driver.send_text(chat, user, "and one more, queued behind it")
-    for question in ("长" * 20_000, "[[error:10013]] hello"):
-        other = bot.driver.user()
-        await bot.driver.send_text(bot.driver.private_chat(other), other, question)
-    await bot.fake.wait_for(
-        lambda: any(
-            call.ok and call.params.get("text")
-            for call in bot.fake.calls_to("sendMessageDraft", chat_id=chat.id)
-        )
-    )
-    assert bot.runtime.scheduler.arriving() == 0  # streaming, or waiting for its turn
-    stored = await bot.wait_stored(chat.id, 2, timeout=30)
-    assert [m.status for m in stored if m.role == "assistant"] == ["complete", "complete"]
-    assert bot.runtime.scheduler.arriving() == 0

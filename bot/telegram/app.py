@@ -409,8 +409,6 @@ def send_budgets(telegram: TelegramSettings) -> SendBudgets:
         drafts_count_global=telegram.send_drafts_count_global,
         actions_count_global=telegram.send_actions_count_global,
         learn_seconds=telegram.send_learn_seconds,
-        refresh_yield_backlog=telegram.send_refresh_yield_backlog,
-        refresh_yield_seconds=telegram.send_refresh_yield_seconds,
     )
 
 

@@ -37,7 +37,7 @@ from bot.telegram.generation_stop import (
     StoppableAnswers,
 )
 from bot.telegram.ptb_types import AnyApplication, AnyContext
-from bot.telegram.send_scheduler import Arrival, SendScheduler
+from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamMode, TelegramAnswer
 from bot.telegram.textsplit import split_text
 from coordination.errors import CoordinationUnavailable
@@ -174,9 +174,7 @@ class TelegramHandlers:
             return False
         return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
-    def _sink(
-        self, incoming: _Incoming, context: AnyContext, draft_id: int, arrival: Arrival
-    ) -> TelegramAnswer:
+    def _sink(self, incoming: _Incoming, context: AnyContext, draft_id: int) -> TelegramAnswer:
         is_group = self._is_group(incoming.chat)
         transport = self._settings.stream_transport
         mode: StreamMode = "draft" if not is_group and transport != "edit" else "edit"
@@ -193,7 +191,6 @@ class TelegramHandlers:
             drafts=self._drafts,
             draft_id=draft_id,
             typed_at=self._early.typed_at(incoming.chat.id) if self._early else None,
-            arrival=arrival,
         )
 
     async def _enqueue(
@@ -214,9 +211,7 @@ class TelegramHandlers:
                 if queued is None:
                     await self._reply(incoming, text(incoming.language, "nothing_to_retry"))
                     return
-            # On its way to Spark again (its lane's turn came): until the sink starts.
-            arrival = self._scheduler.arrival()
-            sink = sink_factory(incoming, context, draft_id, arrival)
+            sink = sink_factory(incoming, context, draft_id)
             chat_id = incoming.chat.id
             self._stoppable.add(chat_id, sink.draft_id, lane)  # the draft's stop button
             try:
@@ -232,7 +227,6 @@ class TelegramHandlers:
                 if not sink.message_ids:
                     await self._reply(incoming, text(incoming.language, "internal_error"))
             finally:
-                arrival.done()
                 self._stoppable.discard(chat_id, sink.draft_id)
 
         async def dropped() -> None:  # shutdown came first: say so, store it as unanswered
@@ -263,15 +257,12 @@ class TelegramHandlers:
             await self._reply(incoming, text(incoming.language, key))
             return
         try:
-            # On its way to Spark while it is stored and takes its place in its lane.
-            with self._scheduler.arrival():
-                queued = await self._service.record_question(
-                    incoming.participant,
-                    incoming.place,
-                    addressed.question,
-                    telegram_message_id=incoming.message.message_id,
-                )
-                ahead = await self._enqueue(incoming, context, queued)
+            queued = await self._service.record_question(
+                incoming.participant,
+                incoming.place,
+                addressed.question,
+                telegram_message_id=incoming.message.message_id,
+            )
         except ConversationError as exc:
             # The refusal names the chat's model ("too long for Spark Lite"), not just "Spark".
             settings = await self._service.chat_settings(incoming.place)
@@ -279,6 +270,7 @@ class TelegramHandlers:
                 incoming, describe_refusal(exc, incoming.language, settings.model_title)
             )
             return
+        ahead = await self._enqueue(incoming, context, queued)
         if ahead:
             await self._reply(incoming, text(incoming.language, "queued", position=ahead))
 

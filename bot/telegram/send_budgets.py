@@ -52,12 +52,6 @@ class SendBudgets:
     # would queue in the HTTP client instead, first come first served, and reach Telegram in
     # bursts that no budget counted: they wait here, in priority order, instead.
     max_in_flight: int = 48
-    # While this many answers or more are on their way to Spark (a burst of questions: each
-    # still being stored, or connecting), intermediate texts wait, each at most
-    # refresh_yield_seconds: the event loop's time goes to getting every question to Spark
-    # first. 0: never.
-    refresh_yield_backlog: int = 32
-    refresh_yield_seconds: float = 1.5
     # A chat quiet this long has nothing left to remember; its counts are dropped so the store
     # holds only the chats of the last hour, not every chat the bot ever answered.
     idle_after: float = 3600.0

@@ -17,13 +17,6 @@ Who goes next, among the calls whose chat has room:
    asks for one refresh at a time and sends its newest text once granted, so intermediate
    texts are coalesced: only the newest is ever sent.
 
-Questions come before refreshes too. Each answer on its way to Spark holds an
-:meth:`SendScheduler.arrival` until its request is out; while ``refresh_yield_backlog`` or
-more do (a burst: hundreds of questions being stored and connecting at once), refreshes wait,
-each at most ``refresh_yield_seconds``. Every call costs the event loop a few hundred
-microseconds, which the questions still waiting to reach Spark need more than a text that is
-already growing on screen; under a steady load the backlog stays small and nothing waits.
-
 At most ``max_in_flight`` granted calls are unanswered at a time (:meth:`SendScheduler.release`
 says one was answered): beyond the connection pool they would wait in the HTTP client, first
 come first served, and reach Telegram in bursts. Calls that count toward the global budget wait
@@ -95,7 +88,6 @@ class _Ask:
     # Granted here, in flight, waiting for the shared budget's answer (a task of its own).
     sharing: asyncio.Task[None] | None = field(default=None, repr=False)
     granted_at: float = 0.0
-    asked_at: float = 0.0
 
     def key(self) -> tuple[int, float, int]:
         return (self.priority, self.order, self.seq)
@@ -103,28 +95,6 @@ class _Ask:
 
 _Entry = tuple[int, float, int, _Ask]
 _Timed = tuple[float, int, _Ask]
-
-
-class Arrival:
-    """One answer on its way to Spark (see :meth:`SendScheduler.arrival`)."""
-
-    __slots__ = ("_scheduler",)
-
-    def __init__(self, scheduler: SendScheduler) -> None:
-        self._scheduler: SendScheduler | None = scheduler
-        scheduler._arriving += 1
-
-    def done(self) -> None:
-        """Its Spark request is out, or it will not be; again is nothing."""
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
-            scheduler._arrived()
-
-    def __enter__(self) -> Arrival:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.done()
 
 
 class SendScheduler:
@@ -150,7 +120,6 @@ class SendScheduler:
         self._free: list[_Entry] = []  # their chat allows; not counted globally
         self._urgent_held = 0  # counted, more urgent than a refresh, not yet granted
         self._in_flight = 0  # granted, not yet released
-        self._arriving = 0  # answers on their way to Spark (Arrival)
         self._timer: Timer | None = None
         self._timer_at = float("inf")
         self._next_sweep = clock.now() + self.budgets.sweep_every
@@ -185,21 +154,6 @@ class SendScheduler:
         self._in_flight -= 1
         self._dispatch()
 
-    def arrival(self) -> Arrival:
-        """An answer starts on its way to Spark; call ``done()`` on what this returns once its
-        request is out (or it will not be). While ``refresh_yield_backlog`` or more are on
-        their way, refreshes wait (see the module docstring)."""
-        return Arrival(self)
-
-    def arriving(self) -> int:
-        """How many answers are on their way to Spark."""
-        return self._arriving
-
-    def _arrived(self) -> None:
-        self._arriving -= 1
-        if self._arriving == self.budgets.refresh_yield_backlog - 1:
-            self._dispatch()  # the burst is over: the refreshes held for it may go
-
     def ask(
         self,
         chat_id: int,
@@ -222,7 +176,6 @@ class SendScheduler:
         )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         ask = _Ask(priority, now if order is None else order, next(self._seq), own, shared, future)
-        ask.asked_at = now
         self._mark_urgent(ask)
         if ask.urgent or self.shared is not None:
             future.add_done_callback(lambda _: self._given_up(ask))
@@ -313,13 +266,6 @@ class SendScheduler:
         while self._in_flight < limit:
             free = self._peek(self._free, now)
             counted = self._peek(self._counted, now)
-            # Refreshes are last in either queue: one that waits for arrivals holds the rest.
-            if free is not None and (free_at := self._after_arrivals(free, now)) > now:
-                wake = min(wake, free_at)
-                free = None
-            if counted is not None and (counted_at := self._after_arrivals(counted, now)) > now:
-                wake = min(wake, counted_at)
-                counted = None
             if counted is not None:
                 ready = store.ready_at(counted.shared, now)
                 if ready <= now and counted.priority == Priority.REFRESH and self._urgent_held:
@@ -358,18 +304,6 @@ class SendScheduler:
         heapq.heappop(queue)
         heapq.heappush(self._held, (ready, ask.seq, ask))
         return True
-
-    def _after_arrivals(self, ask: _Ask, now: float) -> float:
-        """When a refresh may go while a burst of answers is on its way to Spark; ``now`` when
-        it need not wait (not a refresh, no burst, or it has waited long enough)."""
-        budgets = self.budgets
-        if (
-            ask.priority != Priority.REFRESH
-            or budgets.refresh_yield_backlog <= 0
-            or self._arriving < budgets.refresh_yield_backlog
-        ):
-            return now
-        return max(now, ask.asked_at + budgets.refresh_yield_seconds)
 
     def _reserve(self, window: Window, now: float) -> float:
         """When a refresh may take a global slot: leave room for the urgent calls held."""

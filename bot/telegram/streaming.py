@@ -58,7 +58,7 @@ from bot.service.visible_text import is_blank
 from bot.telegram.formatting import MessagePart, Rendered, render_message_parts
 from bot.telegram.generation_stop import DRAFT_STOP_OPTIONS
 from bot.telegram.send_budgets import SendKind
-from bot.telegram.send_scheduler import Arrival, Priority, SendScheduler
+from bot.telegram.send_scheduler import Priority, SendScheduler
 from bot.telegram.textsplit import TELEGRAM_TEXT_LIMIT, split_text, utf16_len
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,6 @@ class TelegramAnswer:
         draft_id: int,
         tuning: StreamTuning | None = None,
         typed_at: float | None = None,
-        arrival: Arrival | None = None,
     ) -> None:
         self._bot = bot
         self._scheduler = scheduler
@@ -183,7 +182,6 @@ class TelegramAnswer:
         self._gone = False
         self._finished = False
         self._typed_at = typed_at  # "typing…" already sent (bot.telegram.early_feedback)
-        self._arrival = arrival  # on its way to Spark until start()
 
     @property
     def gone(self) -> bool:
@@ -204,8 +202,6 @@ class TelegramAnswer:
     async def start(self) -> None:
         """Show that an answer is coming, and start the pump. The first feedback goes out in
         the background, at the scheduler's first priority: Spark is asked meanwhile."""
-        if self._arrival is not None:
-            self._arrival.done()
         if self._mode == "edit":
             self._typing_task = asyncio.create_task(self._keep_typing(), name="typing")
         else:
