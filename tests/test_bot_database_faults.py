@@ -319,6 +319,9 @@ async def test_an_immutable_wal_index_fails_the_work_cleanly_instead_of_killing_
     chat = driver.private_chat(user)
     await driver.send_text(chat, user, "[[answer:First.]] one")
     await fake.wait_for(lambda: fake.visible_texts(chat.id) == ["First."], timeout=10)
+    # The answer is stored after it is shown: made immutable in the middle of that write, the
+    # index would fail the write already under way (a check cannot see the future).
+    await fake.wait_for(lambda: "answer complete" in process.stderr, timeout=10)
 
     # SQLite writes its WAL index through a shared memory map: on an immutable file that
     # write is a SIGBUS, for readers and the writer alike.
