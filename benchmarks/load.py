@@ -115,10 +115,15 @@ def _timed(
         yield item
 
 
-def _simulator_main(conn: Connection, frame_interval: float, chars_per_frame: int) -> None:
+def _simulator_main(
+    conn: Connection, frame_interval: float, chars_per_frame: int, first_frame_delay: float
+) -> None:
     async def serve() -> None:
         options = SimulatorOptions(
-            frame_interval=frame_interval, chars_per_frame=chars_per_frame, max_recorded=100
+            frame_interval=frame_interval,
+            chars_per_frame=chars_per_frame,
+            first_frame_delay=first_frame_delay,
+            max_recorded=100,
         )
         simulator = TimedSimulator(Credentials.demo(), options)
         async with simulator:
@@ -192,7 +197,12 @@ async def run_once(
     parent, child = context.Pipe()
     simulator = context.Process(
         target=_simulator_main,
-        args=(child, args.chars_per_frame / args.chars_per_second, args.chars_per_frame),
+        args=(
+            child,
+            args.chars_per_frame / args.chars_per_second,
+            args.chars_per_frame,
+            args.first_frame_delay,
+        ),
         daemon=True,
     )
     simulator.start()
@@ -529,6 +539,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-chars", type=int, default=1600)
     parser.add_argument("--chars-per-second", type=float, default=200.0)
     parser.add_argument("--chars-per-frame", type=int, default=20)
+    parser.add_argument(
+        "--first-frame-delay",
+        type=float,
+        default=0.0,
+        help="seconds before Spark's first frame (e.g. 8: the burst's work before Spark alone)",
+    )
     parser.add_argument("--budget", type=float, default=28.0, help="global calls/s (bound)")
     parser.add_argument(
         "--drafts-counted",
