@@ -187,6 +187,11 @@ class Backend:
         """Run a unit that only reads (autocommit: every statement sees the newest commit)."""
         raise NotImplementedError
 
+    async def lookup(self, unit: Unit[T]) -> T:
+        """Run a short read by key (a row or a few, through an index): at once on the event
+        loop where that is cheaper than handing it over (SQLite), otherwise as a read."""
+        return await self.read(unit)
+
     async def write(self, unit: Unit[T], *, one_statement: bool = False) -> T:
         """Run a unit that writes, committed on return, nothing of it kept if it raises.
         ``one_statement``: the unit runs a single statement (autocommit on PostgreSQL)."""
@@ -205,6 +210,9 @@ class SqliteBackend(Backend):
 
     async def read(self, unit: Unit[T]) -> T:
         return await self._worker.read(lambda c: _run_through(unit(SqliteConnection(c))))
+
+    async def lookup(self, unit: Unit[T]) -> T:
+        return await self._worker.lookup(lambda c: _run_through(unit(SqliteConnection(c))))
 
     async def write(self, unit: Unit[T], *, one_statement: bool = False) -> T:
         return await self._worker.write(lambda c: _run_through(unit(SqliteConnection(c))))

@@ -13,6 +13,10 @@ finish in one hop:
   returns once its unit is committed.
 - reads run on a few reader threads with a connection each (WAL: readers never wait for the
   writer) in autocommit, so every statement sees the newest commit.
+- lookups (short reads by key: a chat, a quota) run at once on the event loop's own
+  connection: a hop to a thread and back costs more than the read, and under load each hop
+  waits a turn of the busy loop. One that finds the file busy (SQLite's recovery, a lock
+  held by another program) goes to a reader thread instead, which waits as reads do.
 
 Every write of the process goes through the one writer thread, so two writers of one process
 never wait on each other's lock inside SQLite. Rows come back as :class:`sqlite3.Row`, read by
@@ -127,21 +131,23 @@ class SqliteWorker:
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
         self._queue: deque[tuple[Unit[Any], asyncio.Future[Any]]] = deque()
         self._write_connection: sqlite3.Connection | None = None
+        self._loop_connection: sqlite3.Connection | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
         # isolation_level=None: the driver never opens transactions behind our back; units
         # and groups say BEGIN / SAVEPOINT themselves. check_same_thread=False only so that
         # close() may run on another thread once every job has finished.
         guard = self._guard
+        busy_ms = self._busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms
         try:
             connection = sqlite3.connect(
                 guard.uri,
                 uri=True,
-                timeout=self._busy_timeout_ms / 1000,
+                timeout=busy_ms / 1000,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -154,7 +160,7 @@ class SqliteWorker:
             guard.check_schema(row["name"] for row in connection.execute(SCHEMA_QUERY))
             for pragma in _PRAGMAS:
                 connection.execute(pragma)
-            connection.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            connection.execute(f"PRAGMA busy_timeout={busy_ms}")
         except BaseException:
             connection.close()
             raise
@@ -180,6 +186,26 @@ class SqliteWorker:
             raise RuntimeError("the SQLite worker is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._read, unit)
+
+    async def lookup(self, unit: Unit[T]) -> T:
+        """Run a short read at once on the event loop's connection (see the module
+        docstring); on a reader thread if the file is busy."""
+        if self._closed:
+            raise RuntimeError("the SQLite worker is closed")
+        try:
+            connection = self._loop_connection
+            if connection is None:
+                # Never waits for a lock: the loop would wait with it.
+                connection = self._loop_connection = self._connect(busy_timeout_ms=0)
+            else:
+                self._guard.check()
+            value = unit(connection)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            return await self.read(unit)
+        self._guard.succeeded()
+        return value
 
     def _read(self, unit: Unit[T]) -> T:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)

@@ -94,7 +94,7 @@ class Chats(Repository):
             row = await connection.row(GET, {"id": chat_id})
             return None if row is None else chat_info(row)
 
-        return await self.backend.read(unit)
+        return await self.backend.lookup(unit)
 
     async def set_model(
         self, chat_id: int, model: str | None, *, type: str, title: str | None = None

@@ -199,7 +199,7 @@ class Conversations(Repository):
         async def read(connection: Connection) -> Row | None:
             return await connection.row(ARRIVAL, params)
 
-        found = arrival.settled(await self.backend.read(read))
+        found = arrival.settled(await self.backend.lookup(read))
         if found is not None:
             return found
         now = self.clock()

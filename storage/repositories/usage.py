@@ -122,4 +122,4 @@ class Usage(Repository):
             assert row is not None  # the statement always returns its one row
             return DailyUse(row["quota"], int(row["used"] or 0))
 
-        return await self.backend.read(unit)
+        return await self.backend.lookup(unit)
