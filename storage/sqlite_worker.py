@@ -71,6 +71,11 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
+def _settle_all(outcomes: list[_Outcome]) -> None:
+    for future, value, error in outcomes:
+        _settle(future, value, error)
+
+
 def _commit(
     connection: sqlite3.Connection,
     group: list[tuple[Unit[Any], asyncio.Future[Any]]],
@@ -238,8 +243,13 @@ class SqliteWorker:
             outcomes = [(future, None, exc) for _unit, future in group]
         else:
             self._guard.succeeded()
-        for future, value, error in outcomes:
-            future.get_loop().call_soon_threadsafe(_settle, future, value, error)
+        # One wake-up of each waiting loop for the whole group, not one per unit: every
+        # call_soon_threadsafe writes to the loop's self-pipe, and a busy loop reads them all.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     async def close(self) -> None:
         """Finish every queued unit, then close the threads and connections."""
