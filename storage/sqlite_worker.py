@@ -173,6 +173,15 @@ class SqliteWorker:
             self._connections.append(connection)
         return connection
 
+    def _checked(
+        self, connection: sqlite3.Connection | None, busy_timeout_ms: int | None = None
+    ) -> sqlite3.Connection:
+        """``connection`` once the file is checked, or a new one (checked as it opens)."""
+        if connection is None:
+            return self._connect(busy_timeout_ms)
+        self._guard.check()
+        return connection
+
     async def write(self, unit: Unit[T]) -> T:
         """Run ``unit`` in a transaction (shared with other queued units) and return its
         result once committed; its exception, with nothing of it kept, if it raises."""
@@ -198,12 +207,10 @@ class SqliteWorker:
         if self._closed:
             raise RuntimeError("the SQLite worker is closed")
         try:
-            connection = self._loop_connection
-            if connection is None:
-                # Never waits for a lock: the loop would wait with it.
-                connection = self._loop_connection = self._connect(busy_timeout_ms=0)
-            else:
-                self._guard.check()
+            # Never waits for a lock: the loop would wait with it.
+            connection = self._loop_connection = self._checked(
+                self._loop_connection, busy_timeout_ms=0
+            )
             value = unit(connection)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -213,11 +220,9 @@ class SqliteWorker:
         return value
 
     def _read(self, unit: Unit[T]) -> T:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = self._connect()
-        else:
-            self._guard.check()
+        connection = self._local.connection = self._checked(
+            getattr(self._local, "connection", None)
+        )
         value = unit(connection)
         self._guard.succeeded()
         return value
@@ -230,11 +235,7 @@ class SqliteWorker:
             return
         outcomes: list[_Outcome] | None
         try:
-            connection = self._write_connection
-            if connection is None:
-                connection = self._write_connection = self._connect()
-            else:
-                self._guard.check()
+            connection = self._write_connection = self._checked(self._write_connection)
             outcomes = _commit(connection, group, self._guard, isolated=len(group) == 1)
             if outcomes is None:  # one of them raised: again, each unit undone alone if it must
                 outcomes = _commit(connection, group, self._guard, isolated=True)

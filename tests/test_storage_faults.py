@@ -24,6 +24,7 @@ from storage.repositories.conversations import Arrival
 from storage.sqlite_guard import SqliteFileGuard
 from storage.sqlite_worker import SqliteWorker
 from tests.support import db_rows
+from tests.support.db_rows import SQLITE_INSERT_CHAT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,10 +40,6 @@ ARRIVAL = Arrival(
     scope_user_id=0,
 )
 MISSING = "file missing (its directory deleted or moved?)"
-INSERT_CHAT = (
-    "INSERT INTO chats (id, type, token_ratio, spark_uid, created_at, updated_at) "
-    "VALUES (?, 'private', 1.0, ?, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-)
 
 
 def _url(directory: Path) -> str:
@@ -93,17 +90,19 @@ async def test_a_write_whose_file_goes_away_before_commit_keeps_nothing(tmp_path
     try:
 
         def insert_as_the_directory_goes(connection: sqlite3.Connection) -> None:
-            connection.execute(INSERT_CHAT, (1, "uid-1"))
+            connection.execute(SQLITE_INSERT_CHAT, (1, "uid-1"))
             data.rename(away)  # between the unit's statements and the group's COMMIT
 
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
             await worker.write(insert_as_the_directory_goes)
         with pytest.raises(DatabaseUnavailable, match=r"file missing"):
-            await worker.write(lambda connection: connection.execute(INSERT_CHAT, (2, "uid-2")))
+            await worker.write(
+                lambda connection: connection.execute(SQLITE_INSERT_CHAT, (2, "uid-2"))
+            )
         away.rename(data)
 
         assert await worker.read(_chats) == 0  # not one row went to the moved file
-        await worker.write(lambda connection: connection.execute(INSERT_CHAT, (3, "uid-3")))
+        await worker.write(lambda connection: connection.execute(SQLITE_INSERT_CHAT, (3, "uid-3")))
         assert await worker.read(_chats) == 1
     finally:
         await worker.close()

@@ -16,11 +16,7 @@ from storage.availability import Availability
 from storage.migrate import upgrade
 from storage.sqlite_guard import SqliteFileGuard
 from storage.sqlite_worker import SqliteWorker
-
-INSERT_CHAT = (
-    "INSERT INTO chats (id, type, token_ratio, spark_uid, created_at, updated_at) "
-    "VALUES (?, 'private', 1.0, ?, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
-)
+from tests.support.db_rows import SQLITE_INSERT_CHAT
 
 
 @pytest.fixture
@@ -50,7 +46,7 @@ def _chats(threads: list[int]) -> Callable[[sqlite3.Connection], int]:
 async def test_a_lookup_runs_on_the_loop_and_sees_the_newest_commit(worker: SqliteWorker) -> None:
     threads: list[int] = []
     assert await worker.lookup(_chats(threads)) == 0
-    await worker.write(lambda connection: connection.execute(INSERT_CHAT, (1, "uid-1")))
+    await worker.write(lambda connection: connection.execute(SQLITE_INSERT_CHAT, (1, "uid-1")))
     assert await worker.lookup(_chats(threads)) == 1
     assert threads == [threading.get_ident()] * 2
 
@@ -59,7 +55,7 @@ async def test_a_lookup_does_not_wait_for_a_write_in_progress(worker: SqliteWork
     inserted, release = threading.Event(), threading.Event()
 
     def slow_insert(connection: sqlite3.Connection) -> None:
-        connection.execute(INSERT_CHAT, (1, "uid-1"))
+        connection.execute(SQLITE_INSERT_CHAT, (1, "uid-1"))
         inserted.set()
         release.wait(10)  # the write lock is held, the row not committed
 
@@ -80,7 +76,7 @@ async def test_a_lookup_of_a_locked_file_waits_on_a_reader_thread(
     # Another program holds the file whole: no other connection may even read it.
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("PRAGMA locking_mode=EXCLUSIVE")
-    other.execute(INSERT_CHAT, (1, "uid-1"))
+    other.execute(SQLITE_INSERT_CHAT, (1, "uid-1"))
     ticks = 0
 
     async def tick() -> None:

@@ -25,6 +25,12 @@ from storage.repositories.conversations import (
 from storage.repositories.messages import MESSAGE_COLUMNS, stored_message
 from storage.sql import Row, as_date, maybe_utc, sql
 
+# A chat row written straight through sqlite3, for tests that hold the file themselves.
+SQLITE_INSERT_CHAT = (
+    "INSERT INTO chats (id, type, token_ratio, spark_uid, created_at, updated_at) "
+    "VALUES (?, 'private', 1.0, ?, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+)
+
 # Every text here is assembled from this module's constants only; values are always bound.
 # ruff: noqa: S608
 
