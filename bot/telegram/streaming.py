@@ -234,11 +234,13 @@ class TelegramAnswer:
             pass  # sources are listed under the final text; the bot declares no functions
 
     def _show(self, text: str) -> None:
-        """Record the newest full text for the pump."""
+        """Record the newest full text; wake the pump only when it would show it (a wake per
+        Spark frame is most of a stream's CPU between two updates)."""
         if self._finished or self._gone:
             return
         self._latest = text
-        self._changed.set()
+        if self._grown_enough(text):
+            self._changed.set()
 
     async def finish(self, ending: Ending) -> Delivery:
         """Stop previews and deliver the ending (rendered), waiting out any 429."""
@@ -353,7 +355,7 @@ class TelegramAnswer:
             if self._finishing.is_set():
                 return
             text = self._latest
-            if not text.strip() or len(text) - self._shown_length < self._worth(text):
+            if not text.strip() or not self._grown_enough(text):
                 continue
             # One ask at a time; once granted, the newest text goes (coalesced).
             kind = self._preview_kind(text)
@@ -417,14 +419,18 @@ class TelegramAnswer:
             async with self._clock.timeout(seconds):
                 await event.wait()
 
-    def _worth(self, text: str) -> int:
-        # The first text shows at once; later ones need some growth, except when a part fills
-        # up (the split must happen promptly so the frozen part shows its complete text).
-        if self._shown_length < 0:
-            return 1
-        if utf16_len(text) > TELEGRAM_TEXT_LIMIT * (len(self._messages) + 1):
-            return 1
-        return self._tuning.min_growth
+    def _grown_enough(self, text: str) -> bool:
+        """Whether ``text`` is worth an update over what is shown. The first text shows at
+        once; later ones need some growth, except when a part fills up (the split must happen
+        promptly so the frozen part shows its complete text)."""
+        growth = len(text) - self._shown_length
+        if growth < 1:
+            return False
+        if self._shown_length < 0 or growth >= self._tuning.min_growth:
+            return True
+        limit = TELEGRAM_TEXT_LIMIT * (len(self._messages) + 1)
+        # A character is one or two UTF-16 units: count them only when it could matter.
+        return 2 * len(text) > limit and utf16_len(text) > limit
 
     # -- previews -----------------------------------------------------------------------------
 
