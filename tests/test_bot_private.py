@@ -26,9 +26,12 @@ async def test_private_answer_streams_as_drafts_then_lands_once(make_bot: BotFac
 
     visible = bot.fake.visible_texts(chat.id)
     assert visible == [answer.strip()]
+    in_chat = [call for call in bot.fake.calls if call.ok and call.chat_id == chat.id]
+    assert in_chat[0].method == "sendChatAction"  # "typing…" at once
     drafts = bot.fake.draft_history(chat.id)
-    assert drafts[0] == ""  # "Thinking…" shows at once
-    assert all(answer.startswith(draft) for draft in drafts[1:])
+    # The first text came before "typing…" faded: no "Thinking…" draft in between.
+    assert drafts
+    assert all(draft and answer.startswith(draft) for draft in drafts)
     assert not bot.fake.calls_to("editMessageText")
     assert bot.fake.violations == []
 

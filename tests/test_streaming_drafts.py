@@ -30,7 +30,11 @@ def _gaps(frames: list[DraftFrame]) -> list[float]:
 
 
 def _silent_answer(
-    bot: Bot, scheduler: SendScheduler, chat_id: int, draft_id: int
+    bot: Bot,
+    scheduler: SendScheduler,
+    chat_id: int,
+    draft_id: int,
+    typed_at: float | None = None,
 ) -> TelegramAnswer:
     return TelegramAnswer(
         bot,
@@ -39,6 +43,7 @@ def _silent_answer(
         mode="draft",
         drafts=DraftSupport(),
         draft_id=draft_id,
+        typed_at=typed_at,
     )
 
 
@@ -84,4 +89,38 @@ async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
         await fake.wait_for(lambda: sum(d.draft_id == 8 for d in fake.drafts(chat.id)) >= 2, WAIT)
         await sentinel.aclose()
     assert [d.draft_id for d in fake.drafts(chat.id)[count:]] == [8, 8]
+    assert fake.violations == []
+
+
+async def test_after_typing_thinking_shows_only_once_typing_fades_without_text(
+    make_fake_telegram: FakeFactory,
+) -> None:
+    clock = ScaledClock(FACTOR)
+    fake = await make_fake_telegram(clock=clock.now)
+    driver = TelegramDriver(fake)
+    silent_chat = driver.private_chat(driver.user())
+    quick_chat = driver.private_chat(driver.user())
+    scheduler = SendScheduler(clock=clock)
+    typing = StreamTuning().typing_interval
+    async with bot_for(fake) as bot:
+        typed_at = clock.now()  # the early "typing…" of both questions went out just now
+        silent = _silent_answer(bot, scheduler, silent_chat.id, draft_id=1, typed_at=typed_at)
+        quick = _silent_answer(bot, scheduler, quick_chat.id, draft_id=2, typed_at=typed_at)
+        await silent.start()
+        await quick.start()
+        quick.event(TextDelta("Straight to the point"))
+
+        # Spark silent: "Thinking…" once the typing fades, not before.
+        await fake.wait_for(lambda: fake.drafts(silent_chat.id), WAIT)
+        (thinking,) = fake.drafts(silent_chat.id)
+        assert thinking.text == ""
+        assert typing <= thinking.at - typed_at < typing + 1.0
+        # Text before the typing faded: it is the first draft, and no "Thinking…" follows.
+        assert [d.text for d in fake.drafts(quick_chat.id)] == ["Straight to the point"]
+
+        await quick.finish(Finished("Straight to the point.", MessageStatus.COMPLETE))
+        await silent.finish(Finished("At last.", MessageStatus.COMPLETE))
+    assert [d.text for d in fake.drafts(quick_chat.id)] == ["Straight to the point"]
+    assert fake.visible_texts(quick_chat.id) == ["Straight to the point."]
+    assert fake.visible_texts(silent_chat.id) == ["At last."]
     assert fake.violations == []

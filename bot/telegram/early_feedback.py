@@ -6,8 +6,10 @@ would see nothing meanwhile. So a handler that runs after the access gate and be
 sends one typing action, at the send scheduler's first priority, for every message the bot is
 going to answer (:func:`~bot.telegram.addressing.addressed_question`). The answer's own typing
 loop (:class:`~bot.telegram.streaming.TelegramAnswer`) then starts from that moment instead of
-sending a second one at once. A copy of an update that the claim will skip may show "typing…"
-for a few seconds too: harmless, and cheaper than a database read first.
+sending a second one at once; in a private chat its "Thinking…" draft waits until that
+"typing…" fades, and is not sent at all when the first text comes sooner. A copy of an update
+that the claim will skip may show "typing…" for a few seconds too: harmless, and cheaper than a
+database read first.
 """
 
 from __future__ import annotations

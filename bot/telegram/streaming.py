@@ -13,7 +13,8 @@ scheduler's clock (:mod:`bot.service.clock`).
 
 Two ways to show a growing answer:
 - ``draft`` (private chats): ``sendMessageDraft`` animates a preview, starting empty so the
-  client shows "Thinking…" at once; the answer is made permanent with ``sendMessage``. If the
+  client shows "Thinking…" (at once, or once the first "typing…" fades without any text);
+  the answer is made permanent with ``sendMessage``. If the
   chat refuses drafts, the stream switches to ``edit`` and the chat is remembered.
 - ``edit`` (groups, topics, fallback): a reply message edited in place.
 
@@ -318,7 +319,14 @@ class TelegramAnswer:
             await self._wait(self._first_text, self._tuning.typing_interval)
 
     async def _refresh_drafts(self) -> None:
-        await self._first_draft()
+        if self._typed_at is not None:
+            # "typing…" is on screen already: "Thinking…" only if no text comes before it
+            # fades. When a thousand ask at once that is a call fewer for each while the
+            # questions are still arriving, and most answers' first text comes well before.
+            since = self._clock.now() - self._typed_at
+            await self._wait(self._first_text, self._tuning.typing_interval - since)
+        if not self._first_text.is_set():
+            await self._first_draft()
         interval = self._tuning.draft_refresh
         clock = self._clock
         while not self._finishing.is_set():
