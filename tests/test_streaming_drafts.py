@@ -1,7 +1,8 @@
 """A draft stays on screen while Spark is silent: the answer re-sends it before Telegram's ~30 s
 expiry. TelegramAnswer against the Bot API fake over real HTTP, with the production refresh
 interval, on one clock shared with the fake that runs faster than real time; the call times
-compared below are on that clock."""
+compared below are on that clock. After the question's early "typing…", "Thinking…" waits until
+that fades."""
 
 from __future__ import annotations
 
