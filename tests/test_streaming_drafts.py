@@ -15,7 +15,7 @@ from bot.telegram.send_scheduler import SendScheduler
 from bot.telegram.streaming import ChatTarget, DraftSupport, StreamTuning, TelegramAnswer
 from storage.dto import MessageStatus
 from tests.support.clocks import ScaledClock
-from tests.support.fake_telegram import DRAFT_TTL, DraftFrame
+from tests.support.fake_telegram import DRAFT_TTL, DraftFrame, FakeTelegram
 from tests.support.telegram_driver import TelegramDriver
 from tests.support.telegram_fixtures import FakeFactory, bot_for
 
@@ -28,6 +28,15 @@ WAIT = 10.0  # real seconds: a few refresh intervals and then some
 
 def _gaps(frames: list[DraftFrame]) -> list[float]:
     return [later.at - earlier.at for earlier, later in itertools.pairwise(frames)]
+
+
+async def _on_a_fast_clock(
+    make_fake_telegram: FakeFactory,
+) -> tuple[ScaledClock, FakeTelegram, TelegramDriver, SendScheduler]:
+    """The fake and a send scheduler on one clock that runs FACTOR times real time."""
+    clock = ScaledClock(FACTOR)
+    fake = await make_fake_telegram(clock=clock.now)
+    return clock, fake, TelegramDriver(fake), SendScheduler(clock=clock)
 
 
 def _silent_answer(
@@ -51,11 +60,8 @@ def _silent_answer(
 async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
     make_fake_telegram: FakeFactory,
 ) -> None:
-    clock = ScaledClock(FACTOR)
-    fake = await make_fake_telegram(clock=clock.now)
-    driver = TelegramDriver(fake)
+    _clock, fake, driver, scheduler = await _on_a_fast_clock(make_fake_telegram)
     chat = driver.private_chat(driver.user())
-    scheduler = SendScheduler(clock=clock)
     async with bot_for(fake) as bot:
         answer = _silent_answer(bot, scheduler, chat.id, draft_id=7)
         await answer.start()
@@ -96,12 +102,9 @@ async def test_a_silent_wait_keeps_the_draft_on_screen_until_the_answer_lands(
 async def test_after_typing_thinking_shows_only_once_typing_fades_without_text(
     make_fake_telegram: FakeFactory,
 ) -> None:
-    clock = ScaledClock(FACTOR)
-    fake = await make_fake_telegram(clock=clock.now)
-    driver = TelegramDriver(fake)
+    clock, fake, driver, scheduler = await _on_a_fast_clock(make_fake_telegram)
     silent_chat = driver.private_chat(driver.user())
     quick_chat = driver.private_chat(driver.user())
-    scheduler = SendScheduler(clock=clock)
     typing = StreamTuning().typing_interval
     async with bot_for(fake) as bot:
         typed_at = clock.now()  # the early "typing…" of both questions went out just now

@@ -14,8 +14,8 @@ scheduler's clock (:mod:`bot.service.clock`).
 Two ways to show a growing answer:
 - ``draft`` (private chats): ``sendMessageDraft`` animates a preview, starting empty so the
   client shows "Thinking…" (at once, or once the first "typing…" fades without any text);
-  the answer is made permanent with ``sendMessage``. If the
-  chat refuses drafts, the stream switches to ``edit`` and the chat is remembered.
+  the answer is made permanent with ``sendMessage``. If the chat refuses drafts, the stream
+  switches to ``edit`` and the chat is remembered.
 - ``edit`` (groups, topics, fallback): a reply message edited in place.
 
 Long answers are split into parts of at most 4096 UTF-16 units
@@ -301,8 +301,7 @@ class TelegramAnswer:
         priority = Priority.FIRST
         if self._typed_at is not None:
             priority = Priority.KEEPALIVE
-            since = self._clock.now() - self._typed_at
-            await self._wait(self._first_text, self._tuning.typing_interval - since)
+            await self._while_early_typing_shows()
         while not self._first_text.is_set():
             with contextlib.suppress(TelegramError, _Deferred):
                 await self._call(
@@ -319,12 +318,10 @@ class TelegramAnswer:
             await self._wait(self._first_text, self._tuning.typing_interval)
 
     async def _refresh_drafts(self) -> None:
-        if self._typed_at is not None:
-            # "typing…" is on screen already: "Thinking…" only if no text comes before it
-            # fades. When a thousand ask at once that is a call fewer for each while the
-            # questions are still arriving, and most answers' first text comes well before.
-            since = self._clock.now() - self._typed_at
-            await self._wait(self._first_text, self._tuning.typing_interval - since)
+        # "typing…" on screen already: "Thinking…" only if no text comes before it fades.
+        # When a thousand ask at once that is a call fewer for each while the questions are
+        # still arriving, and most answers' first text comes well before.
+        await self._while_early_typing_shows()
         if not self._first_text.is_set():
             await self._first_draft()
         interval = self._tuning.draft_refresh
@@ -355,6 +352,12 @@ class TelegramAnswer:
             except _Gone:
                 self._gone = True
                 return
+
+    async def _while_early_typing_shows(self) -> None:
+        """Wait while the question's early "typing…" still shows, or until the first text."""
+        if self._typed_at is not None:
+            since = self._clock.now() - self._typed_at
+            await self._wait(self._first_text, self._tuning.typing_interval - since)
 
     async def _pump(self) -> None:
         while not self._finishing.is_set():
